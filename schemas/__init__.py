@@ -1,0 +1,92 @@
+"""One definition of every table and raw source: names, types, nullability, grain, meaning.
+
+Code builds Spark schemas from these definitions and people read them here (or in
+`docs/tables.md`, generated from them by `cdp docs`). A table is never inferred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql import types as T
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str               # Spark SQL type, e.g. "string", "decimal(18,2)", "array<string>"
+    nullable: bool = True
+    doc: str = ""
+
+    @property
+    def data_type(self) -> T.DataType:
+        return T._parse_datatype_string(self.type)
+
+    @property
+    def field(self) -> T.StructField:
+        return T.StructField(self.name, self.data_type, self.nullable)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str                               # "<database>.<table>"
+    columns: tuple[Column, ...]
+    doc: str
+    keys: tuple[str, ...] = ()              # the grain: unique per row
+    partition_by: tuple[str, ...] = ()
+
+    @property
+    def struct(self) -> T.StructType:
+        return T.StructType([c.field for c in self.columns])
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def database(self) -> str:
+        return self.name.split(".")[0]
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(f"{self.name} has no column {name!r}")
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """The contract of one raw input: its file format and the fields it must carry."""
+
+    name: str
+    format: str                             # "csv" or "jsonl"
+    columns: tuple[Column, ...]
+    doc: str
+    record_id: str                          # the source's own record key
+    timestamp: str                          # field that dates the record
+    timezone: str = "UTC"                   # zone of naive timestamps in the file
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if not c.nullable]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(f"source {self.name} has no field {name!r}")
+
+    @property
+    def struct(self) -> T.StructType:
+        """Every field typed as declared, all nullable: requiredness is checked, not assumed."""
+        return T.StructType([T.StructField(c.name, c.data_type, True) for c in self.columns])
+
+
+def C(name: str, type_: str, nullable: bool = True, doc: str = "") -> Column:
+    """Shorthand used by the table modules."""
+    return Column(name, type_, nullable, doc)
