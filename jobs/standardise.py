@@ -1,0 +1,95 @@
+"""Column standardisers built on the libraries made for them, as vectorised pandas UDFs.
+
+email-validator checks syntax (no DNS: the pipeline must not depend on the network),
+phonenumbers parses any human format into E.164, unicodedata normalises names. Each UDF
+works on whole Arrow batches, and returns null for values that cannot be standardised.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import pandas as pd
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+
+@F.pandas_udf(T.StringType())
+def _email_udf(raw: pd.Series) -> pd.Series:
+    from email_validator import EmailNotValidError, validate_email
+
+    def one(value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip().lower()
+        if not text:
+            return None
+        try:
+            return validate_email(text, check_deliverability=False, allow_smtputf8=True,
+                                  test_environment=True).normalized.lower()
+        except EmailNotValidError:
+            return None
+
+    return raw.map(one)
+
+
+def email(col: Column | str) -> Column:
+    """Trimmed, lower-cased, syntax-checked e-mail address; null when invalid."""
+    return _email_udf(F.col(col) if isinstance(col, str) else col)
+
+
+def _phone_udf_for(region: str):  # noqa: ANN202 - returns a pandas UDF
+    @F.pandas_udf(T.StringType())
+    def to_e164(raw: pd.Series) -> pd.Series:
+        import phonenumbers
+
+        def one(value: str | None) -> str | None:
+            if value is None or not value.strip():
+                return None
+            try:
+                number = phonenumbers.parse(value, region)
+            except phonenumbers.NumberParseException:
+                return None
+            if not phonenumbers.is_valid_number(number):
+                return None
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+        return raw.map(one)
+
+    return to_e164
+
+
+def phone_e164(col: Column | str, default_region: str) -> Column:
+    """Phone number in E.164 ('+14155550123'); numbers without a country code use `default_region`."""
+    return _phone_udf_for(default_region)(F.col(col) if isinstance(col, str) else col)
+
+
+_WORD = re.compile(r"[^\s\-']+")
+
+
+@F.pandas_udf(T.StringType())
+def _name_udf(raw: pd.Series) -> pd.Series:
+    def one(value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = " ".join(unicodedata.normalize("NFC", value).split())
+        # Capitalise each part of a word, so O'Brien and Anne-Marie stay readable.
+        return _WORD.sub(lambda m: m.group(0)[:1].upper() + m.group(0)[1:].lower(), text) or None
+
+    return raw.map(one)
+
+
+def person_name(col: Column | str) -> Column:
+    """Unicode NFC, collapsed whitespace, capitalised words; null when empty."""
+    return _name_udf(F.col(col) if isinstance(col, str) else col)
+
+
+def address_tokens(col: Column | str) -> Column:
+    """Upper-case address with common suffixes abbreviated (USPS style) and punctuation removed."""
+    c = F.upper(F.regexp_replace(F.col(col) if isinstance(col, str) else col, r"[.,#]", " "))
+    for long, short in (("STREET", "ST"), ("AVENUE", "AVE"), ("DRIVE", "DR"), ("LANE", "LN"), ("ROAD", "RD"),
+                        ("BOULEVARD", "BLVD"), ("COURT", "CT")):
+        c = F.regexp_replace(c, rf"\b{long}\b", short)
+    return F.trim(F.regexp_replace(c, r"\s+", " "))

@@ -1,0 +1,47 @@
+"""Delta table IO at the edges: create from `schemas/`, conform, replace the slice a run owns."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from schemas import Table
+
+
+class SchemaMismatch(ValueError):
+    """A DataFrame leaving a stage does not match its table's schema."""
+
+
+def ensure_table(spark: SparkSession, table: Table) -> None:
+    """Create the Delta table from its schema if it does not exist yet (never inferred)."""
+    if spark.catalog.tableExists(table.name):
+        return
+    builder = spark.createDataFrame([], table.struct).write.format("delta").mode("ignore")
+    if table.partition_by:
+        builder = builder.partitionBy(*table.partition_by)
+    builder.saveAsTable(table.name)
+
+
+def conform(df: DataFrame, table: Table) -> DataFrame:
+    """Select the table's columns in order, cast to their declared types; fail naming what is missing."""
+    missing = [c.name for c in table.columns if c.name not in df.columns]
+    if missing:
+        raise SchemaMismatch(f"{table.name}: output lacks column(s) {missing}")
+    return df.select(*[F.col(c.name).cast(c.data_type).alias(c.name) for c in table.columns])
+
+
+def replace_slice(df: DataFrame, table: Table, predicate: str) -> None:
+    """Atomically replace exactly the rows matching `predicate` with `df` (a rerun is a no-op)."""
+    spark = df.sparkSession
+    ensure_table(spark, table)
+    conform(df, table).writeTo(table.name).overwrite(F.expr(predicate))
+
+
+def overwrite(df: DataFrame, table: Table) -> None:
+    """Replace the whole table (for tables fully recomputed each run)."""
+    ensure_table(df.sparkSession, table)
+    conform(df, table).writeTo(table.name).overwrite(F.lit(True))
+
+
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
