@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -40,8 +40,8 @@ class RunContext:
     started_at: datetime
 
     @classmethod
-    def create(cls, settings: Settings, as_of: date, run_id: str | None = None) -> "RunContext":
-        now = datetime.now(timezone.utc).replace(microsecond=0)
+    def create(cls, settings: Settings, as_of: date, run_id: str | None = None) -> RunContext:
+        now = datetime.now(UTC).replace(microsecond=0)
         return cls(settings, as_of, run_id or f"manual__{as_of.isoformat()}__{now:%Y%m%dT%H%M%S}", now)
 
     @property

@@ -43,7 +43,10 @@ class Outcome:
         return f"{self.expectation_type}({self.column_name or ''})"
 
     def describe(self) -> str:
-        detail = f"{self.unexpected_count} rows" if self.unexpected_count is not None else f"observed {self.observed_value}"
+        if self.unexpected_count is not None:
+            detail = f"{self.unexpected_count} rows"
+        else:
+            detail = f"observed {self.observed_value}"
         sample = f", e.g. {self.unexpected_sample}" if self.unexpected_sample else ""
         return f"{self.table_name}: {self.expectation_id} failed ({detail}{sample})"
 

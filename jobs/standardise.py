@@ -40,7 +40,7 @@ def email(col: Column | str) -> Column:
     return _email_udf(F.col(col) if isinstance(col, str) else col)
 
 
-def _phone_udf_for(region: str):  # noqa: ANN202 - returns a pandas UDF
+def _phone_udf_for(region: str):
     @F.pandas_udf(T.StringType())
     def to_e164(raw: pd.Series) -> pd.Series:
         import phonenumbers

@@ -19,11 +19,12 @@ import io
 import json
 import shutil
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class GeneratorPlan:
     @property
     def start(self) -> datetime:
         first = self.end_date - timedelta(days=self.history_days - 1)
-        return datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
+        return datetime(first.year, first.month, first.day, tzinfo=UTC)
 
     @property
     def chunk_size(self) -> int:

@@ -31,10 +31,8 @@ def format_phone(rng: np.random.Generator, digits: str, vary: bool) -> str:
 
 def typo(rng: np.random.Generator, name: str) -> str:
     """A transliteration where the name has one, else a swapped or dropped letter."""
-    lowered = name.lower()
-    for src, dst in TRANSLITERATIONS.items():
-        if src in lowered:
-            return "".join(TRANSLITERATIONS.get(ch.lower(), ch) if ch.lower() == src else ch for ch in name)
+    if any(ch in TRANSLITERATIONS for ch in name.lower()):
+        return "".join(TRANSLITERATIONS.get(ch, ch) for ch in name)
     if len(name) < 4:
         return name + name[-1]
     i = int(rng.integers(1, len(name) - 2))

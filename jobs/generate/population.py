@@ -132,7 +132,8 @@ def draw_population(
         return np.array([f"{x} {STREETS[s]}" for x, s in zip(num, rng.integers(0, len(STREETS), len(k)))], dtype=object)
 
     def postcode_of(cities: np.ndarray) -> np.ndarray:
-        return np.array([f"{CITIES[c][3]}{d:02d}" for c, d in zip(cities, rng.integers(0, 100, len(cities)))], dtype=object)
+        digits = rng.integers(0, 100, len(cities))
+        return np.array([f"{CITIES[c][3]}{d:02d}" for c, d in zip(cities, digits)], dtype=object)
 
     age_days = rng.integers(18 * 365, 80 * 365, n)
     birth_date = end_date - age_days.astype("timedelta64[D]")

@@ -8,7 +8,7 @@ start of history when it happened), `_defects` (dirt applied, for the ground tru
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,15 +23,18 @@ STORES = [f"S{i:03d}" for i in range(1, 13)]
 EVENT_PLATFORMS = ["web", "ios", "android"]
 TICKET_CATEGORIES = ["delivery", "refund", "product", "account", "billing"]
 TICKET_TEXT = {
-    "delivery": ["My parcel has not arrived yet, can you check?", "Delivery was late and the box was damaged."],
+    "delivery": ["My parcel has not arrived yet, can you check?",
+                 "Delivery was late and the box was damaged."],
     "refund": ["I returned the item two weeks ago and still have no refund.", "Please refund my cancelled order."],
-    "product": ["The product stopped working after a week, very disappointed.", "Great product but the size runs small."],
+    "product": ["The product stopped working after a week, very disappointed.",
+                "Great product but the size runs small."],
     "account": ["I cannot log in to my account.", "Please update my e-mail address."],
     "billing": ["I was charged twice for one order!", "The invoice shows the wrong address."],
 }
 COMMENTS_GOOD = ["Love the quality, will buy again", "Fast delivery and friendly staff", "Excellent service, thank you"]
 COMMENTS_MID = ["It was okay", "Average experience", "Fine, nothing special"]
-COMMENTS_BAD = ["Terrible support, never again", "Product broke quickly, very disappointed", "Slow delivery and rude staff"]
+COMMENTS_BAD = ["Terrible support, never again", "Product broke quickly, very disappointed",
+                "Slow delivery and rude staff"]
 
 
 class Clock:
@@ -249,7 +252,7 @@ class ChunkBuilder:
                     continue
                 nps = self.rng.random() < 0.5
                 sat = float(np.clip(pop.satisfaction[i] + self.rng.normal(0, 0.1), 0, 1))
-                score = int(round(sat * 10)) if nps else int(1 + round(sat * 4))
+                score = round(sat * 10) if nps else 1 + round(sat * 4)
                 mood = COMMENTS_GOOD if sat > 0.7 else COMMENTS_MID if sat > 0.4 else COMMENTS_BAD
                 rec = _rec(pop.person_id[i], day, response_id=new_id(self.rng, "R"))
                 rec.update(email=self.email_of(i, rec), survey_type="NPS" if nps else "CSAT", score=str(score),
