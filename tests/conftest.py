@@ -1,0 +1,44 @@
+"""One SparkSession for the whole test session, on the `test` profile with its own warehouse."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from jobs.config import Settings, load_settings
+from jobs.runtime import DATABASES, spark_session
+
+
+def test_environment(base: Path) -> dict[str, str]:
+    """Environment of an isolated `test` profile under `base` (landing, warehouse, metastore...)."""
+    env = {"CDP_PROFILE": "test"}
+    for key in ("landing", "truth", "warehouse", "metastore", "gx", "airflow_home"):
+        env[f"CDP__PATHS__{key.upper()}"] = str(base / key)
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    env = test_environment(tmp_path_factory.mktemp("cdp"))
+    os.environ.update(env)  # the stages and the DAG tasks read settings from the environment
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings) -> Iterator[SparkSession]:
+    session = spark_session(settings)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def empty_warehouse(spark: SparkSession) -> SparkSession:
+    """Drop every table first, for tests that need to start from nothing."""
+    for database in DATABASES:
+        for table in spark.catalog.listTables(database):
+            spark.sql(f"DROP TABLE IF EXISTS {database}.{table.name}")
+    return spark

@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from jobs.jars import JarCacheError, require_jars
+
+
+def test_delta_round_trip_by_table_name_with_merge_and_time_travel(spark: SparkSession) -> None:
+    spark.sql("DROP TABLE IF EXISTS silver.roundtrip")
+    spark.createDataFrame([(1, "a"), (2, "b")], "id int, v string").write.format("delta").saveAsTable(
+        "silver.roundtrip")
+    spark.createDataFrame([(2, "B"), (3, "c")], "id int, v string").createOrReplaceTempView("updates")
+    spark.sql("""MERGE INTO silver.roundtrip t USING updates u ON t.id = u.id
+                 WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *""")
+
+    current = {r.id: r.v for r in spark.table("silver.roundtrip").collect()}
+    first = {r.id: r.v for r in spark.read.option("versionAsOf", 0).table("silver.roundtrip").collect()}
+    detail = spark.sql("DESCRIBE DETAIL silver.roundtrip").first()
+
+    assert current == {1: "a", 2: "B", 3: "c"}
+    assert first == {1: "a", 2: "b"}
+    assert detail["format"] == "delta"
+    spark.sql("DROP TABLE silver.roundtrip")
+
+
+def test_missing_jar_cache_names_the_command_that_fixes_it(tmp_path: Path) -> None:
+    with pytest.raises(JarCacheError, match="make setup"):
+        require_jars("io.delta:delta-spark_4.2_2.13:4.4.0", tmp_path / "nothing-here")
+
+
+def test_stale_jar_cache_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text('{"coordinates": "io.delta:delta-spark_4.1_2.13:4.0.0"}')
+    (tmp_path / "delta-spark_4.1_2.13-4.0.0.jar").write_bytes(b"")
+    with pytest.raises(JarCacheError, match="resolved for io.delta:delta-spark_4.1"):
+        require_jars("io.delta:delta-spark_4.2_2.13:4.4.0", tmp_path)
