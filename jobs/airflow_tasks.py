@@ -7,9 +7,17 @@ import json
 from datetime import date
 
 from jobs.config import load_settings
+from jobs.ingest import ContractViolation
 from jobs.pipeline import run_stage
+from jobs.quality import QualityGateFailed
 
 
 def run_stage_task(stage: str, ds: str, run_id: str) -> str:
-    result = run_stage(stage, load_settings(), date.fromisoformat(ds), run_id)
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        result = run_stage(stage, load_settings(), date.fromisoformat(ds), run_id)
+    except (QualityGateFailed, ContractViolation) as exc:
+        # Bad data does not get better by retrying: fail now, with the gate's summary.
+        raise AirflowFailException(str(exc)) from exc
     return json.dumps(result, default=lambda o: getattr(o, "__dict__", str(o)))

@@ -13,7 +13,7 @@ from jobs.config import Settings, load_settings
 from jobs.runtime import DATABASES, spark_session
 
 
-def test_environment(base: Path) -> dict[str, str]:
+def isolated_environment(base: Path) -> dict[str, str]:
     """Environment of an isolated `test` profile under `base` (landing, warehouse, metastore...)."""
     env = {"CDP_PROFILE": "test"}
     for key in ("landing", "truth", "warehouse", "metastore", "gx", "airflow_home"):
@@ -23,7 +23,7 @@ def test_environment(base: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    env = test_environment(tmp_path_factory.mktemp("cdp"))
+    env = isolated_environment(tmp_path_factory.mktemp("cdp"))
     os.environ.update(env)  # the stages and the DAG tasks read settings from the environment
     return load_settings()
 

@@ -26,7 +26,7 @@ def test_profile_is_merged_over_base_and_env_overrides_single_values(tmp_path: P
 
 
 def test_profile_comes_from_environment_and_unknown_profile_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.yaml"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_settings(environ={"CDP_PROFILE": "nope"})
 
 

@@ -32,5 +32,5 @@ def test_missing_jar_cache_names_the_command_that_fixes_it(tmp_path: Path) -> No
 def test_stale_jar_cache_is_refused(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"coordinates": "io.delta:delta-spark_4.1_2.13:4.0.0"}')
     (tmp_path / "delta-spark_4.1_2.13-4.0.0.jar").write_bytes(b"")
-    with pytest.raises(JarCacheError, match="resolved for io.delta:delta-spark_4.1"):
+    with pytest.raises(JarCacheError, match=r"resolved for io\.delta:delta-spark_4\.1"):
         require_jars("io.delta:delta-spark_4.2_2.13:4.4.0", tmp_path)
