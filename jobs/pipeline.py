@@ -13,8 +13,7 @@ from datetime import UTC, date, datetime
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import quality
-from jobs.cleanse import cleanse_contacts, cleanse_orders
+from jobs import cleanse, pii, quality
 from jobs.config import Settings
 from jobs.ingest import BatchResult, ingest_source
 from jobs.profile import build_customer_profile
@@ -27,8 +26,7 @@ from schemas.raw import SOURCES
 
 log = logging.getLogger(__name__)
 
-# The walking skeleton carries these sources end to end; the rest land with the ingest issue.
-PIPELINE_SOURCES = ("contacts", "orders")
+PIPELINE_SOURCES = tuple(SOURCES)
 STAGES = ("ingest", "cleanse", "profile")
 
 
@@ -53,14 +51,28 @@ class RunContext:
                             self.started_at)
 
 
-def accounting_frame(accounting: DataFrame) -> DataFrame:
-    """Accounting per source over the run's batches, with the quarantine share the ingest gate bounds.
+def accounting_frame(accounting: DataFrame, history: DataFrame) -> DataFrame:
+    """Accounting per source over the run's batches, with the checks the ingest gate bounds.
 
-    Per source rather than per file: a tiny daily file with one bad row must not stop the run.
+    Per source rather than per file, so that a tiny daily file with one bad row does not stop
+    the run; `row_ratio` compares the rows read with the source's previous batch.
     """
     sums = [F.sum(c).alias(c) for c in ("rows_read", "rows_loaded", "rows_quarantined", "rows_deduplicated")]
-    return accounting.groupBy("source").agg(F.count("*").alias("files"), *sums).withColumn(
-        "quarantine_share", F.col("rows_quarantined") / F.greatest("rows_read", F.lit(1)))
+    run = accounting.groupBy("source").agg(F.count("*").alias("files"), F.min("batch_id").alias("first_batch"),
+                                           *sums)
+    per_batch = history.groupBy("source", "batch_id").agg(F.sum("rows_read").alias("prev_rows_read"))
+    previous = (
+        run.select("source", "first_batch").join(per_batch, "source")
+        .where(F.col("batch_id") < F.col("first_batch"))
+        .groupBy("source").agg(F.max_by("prev_rows_read", "batch_id").alias("prev_rows_read"))
+    )
+    return run.join(previous, "source", "left").select(
+        "*",
+        (F.col("rows_quarantined") / F.greatest("rows_read", F.lit(1))).alias("quarantine_share"),
+        (F.col("rows_read") / F.col("prev_rows_read")).alias("row_ratio"),
+        (F.col("rows_read") == F.col("rows_loaded") + F.col("rows_quarantined") + F.col("rows_deduplicated"))
+        .alias("rows_add_up"),
+    )
 
 
 def run_ingest(ctx: RunContext) -> list[BatchResult]:
@@ -73,8 +85,9 @@ def run_ingest(ctx: RunContext) -> list[BatchResult]:
     if not results:
         log.info("ingest: no new batches up to %s", ctx.as_of)
         return results
+    history = spark.table(INGEST_ACCOUNTING.name)
     batches = F.concat_ws("/", "source", "batch_id").isin([f"{r.source}/{r.batch_id}" for r in results])
-    frames = {INGEST_ACCOUNTING.name: accounting_frame(spark.table(INGEST_ACCOUNTING.name).where(batches))}
+    frames = {INGEST_ACCOUNTING.name: accounting_frame(history.where(batches), history)}
     for name in sorted({r.source for r in results}):
         ids = [r.batch_id for r in results if r.source == name]
         frames[BRONZE[name].name] = spark.table(BRONZE[name].name).where(F.col("_batch_id").isin(ids))
@@ -86,19 +99,77 @@ def bronze_as_of(spark: SparkSession, source: str, as_of: date) -> DataFrame:
     return spark.table(BRONZE[source].name).where(F.col("_batch_id") <= F.lit(as_of.isoformat()))
 
 
+def with_reference(df: DataFrame, key: str, parent: DataFrame, parent_key: str, flag: str) -> DataFrame:
+    """Add `flag`: whether `key` exists in `parent` (null where `key` is null), for integrity checks."""
+    known = parent.select(F.col(parent_key).alias("_ref")).where(F.col("_ref").isNotNull()).distinct() \
+        .withColumn("_found", F.lit(True))
+    joined = df.join(known, F.col(key) == F.col("_ref"), "left")
+    return joined.withColumn(flag, F.when(F.col(key).isNotNull(), F.coalesce("_found", F.lit(False)))) \
+        .drop("_ref", "_found")
+
+
+def pii_keys(settings: Settings) -> pii.PiiKeys:
+    key_dir = settings.section("pii").get("local_key_dir")
+    return pii.load_keys(settings.root / key_dir if key_dir else None)
+
+
 def run_cleanse(ctx: RunContext) -> dict[str, int]:
-    """Rebuild silver from bronze as of the logical date, then gate it."""
+    """Rebuild silver from bronze as of the logical date (and the PII vault), then gate it."""
     spark, conf = ctx.spark, ctx.settings.section("cleanse")
-    patterns = list(conf["test_account_email_patterns"])
+    patterns, currency = list(conf["test_account_email_patterns"]), conf["reporting_currency"]
+    keys = pii_keys(ctx.settings)
+    bronze = {name: bronze_as_of(spark, name, ctx.as_of) for name in SOURCES}
+
+    overwrite(cleanse.cleanse_fx_rates(bronze["fx_rates"]), silver.FX_RATES)
+    fx = spark.table(silver.FX_RATES.name)
     outputs = {
-        silver.CONTACTS: cleanse_contacts(bronze_as_of(spark, "contacts", ctx.as_of), conf["default_phone_region"],
-                                          patterns),
-        silver.ORDERS: cleanse_orders(bronze_as_of(spark, "orders", ctx.as_of), patterns),
+        silver.CONTACTS: cleanse.cleanse_contacts(bronze["contacts"], conf["default_phone_region"], patterns,
+                                                  keys.hmac_key),
+        silver.ORDERS: cleanse.cleanse_orders(bronze["orders"], patterns, keys.hmac_key, fx, currency),
+        silver.POS_TRANSACTIONS: cleanse.cleanse_pos(
+            bronze["pos"], SOURCES["pos"].timezone, cleanse.test_loyalty_numbers(bronze["contacts"], patterns), fx,
+            currency),
+        silver.EVENTS: cleanse.cleanse_events(bronze["events"], cleanse.test_accounts(bronze["orders"], patterns),
+                                              int(conf["session_gap_minutes"])),
+        silver.TICKETS: cleanse.cleanse_tickets(bronze["tickets"], patterns, keys.hmac_key),
+        silver.SURVEYS: cleanse.cleanse_surveys(bronze["surveys"], patterns, keys.hmac_key),
+        silver.CAMPAIGN_EVENTS: cleanse.cleanse_campaign_events(bronze["campaign_events"], patterns, keys.hmac_key),
+        silver.MARKETING_SPEND: cleanse.cleanse_marketing_spend(bronze["marketing_spend"], fx, currency),
+        silver.REFERRALS: cleanse.cleanse_referrals(bronze["referrals"], patterns, keys.hmac_key),
     }
-    for table, df in outputs.items():
-        overwrite(df, table)
-    ctx.gate("cleanse", {t.name: spark.table(t.name) for t in outputs})
-    return {t.name: spark.table(t.name).count() for t in outputs}
+    for frame in outputs.values():
+        frame.persist()  # each is written and also feeds the vault or the order lines
+    try:
+        for table, frame in outputs.items():
+            overwrite(frame, table)
+        overwrite(cleanse.order_lines(outputs[silver.ORDERS], bronze["orders"], outputs[silver.POS_TRANSACTIONS],
+                                      fx, currency), silver.ORDER_LINES)
+        with_email = [outputs[t] for t in (silver.ORDERS, silver.TICKETS, silver.SURVEYS, silver.CAMPAIGN_EVENTS,
+                                           silver.REFERRALS)]
+        overwrite(cleanse.pii_vault(outputs[silver.CONTACTS], with_email, keys.encryption_key, keys.hmac_key),
+                  silver.PII_VAULT)
+    finally:
+        for frame in outputs.values():
+            frame.unpersist()
+    ctx.gate("cleanse", silver_gate_frames(spark))
+    return {t.name: spark.table(t.name).count() for t in silver.TABLES}
+
+
+def silver_gate_frames(spark: SparkSession) -> dict[str, DataFrame]:
+    """Every silver table, with the reference flags its suite checks for integrity between tables."""
+    table = {t: spark.table(t.name) for t in silver.TABLES}
+    frames = {t.name: df for t, df in table.items()}
+    orders, pos = table[silver.ORDERS], table[silver.POS_TRANSACTIONS]
+    transactions = orders.select(F.col("order_id").alias("id")).unionByName(
+        pos.select(F.col("transaction_id").alias("id")))
+    frames[silver.ORDER_LINES.name] = with_reference(table[silver.ORDER_LINES], "transaction_id", transactions, "id",
+                                                     "transaction_found")
+    frames[silver.EVENTS.name] = with_reference(table[silver.EVENTS], "order_id", orders, "order_id", "order_found")
+    frames[silver.TICKETS.name] = with_reference(table[silver.TICKETS], "account_id", orders, "account_id",
+                                                 "account_found")
+    frames[silver.REFERRALS.name] = with_reference(table[silver.REFERRALS], "referrer_loyalty_number",
+                                                   table[silver.CONTACTS], "loyalty_number", "referrer_found")
+    return frames
 
 
 def run_profile(ctx: RunContext) -> dict[str, int]:

@@ -30,17 +30,29 @@ def conform(df: DataFrame, table: Table) -> DataFrame:
     return df.select(*[F.col(c.name).cast(c.data_type).alias(c.name) for c in table.columns])
 
 
-def replace_slice(df: DataFrame, table: Table, predicate: str) -> None:
-    """Atomically replace exactly the rows matching `predicate` with `df` (a rerun is a no-op)."""
+def location(spark: SparkSession, table: Table) -> str:
+    return spark.sql(f"DESCRIBE DETAIL {table.name}").first()["location"]
+
+
+def _write(df: DataFrame, table: Table, predicate: str | None) -> None:
+    # Written by path: a Delta commit is the whole write, with no metastore schema update on every run
+    # (the table's entry in the metastore only points at the location).
     spark = df.sparkSession
     ensure_table(spark, table)
-    conform(df, table).writeTo(table.name).overwrite(F.expr(predicate))
+    writer = conform(df, table).write.format("delta").mode("overwrite")
+    if predicate is not None:
+        writer = writer.option("replaceWhere", predicate)
+    writer.save(location(spark, table))
+
+
+def replace_slice(df: DataFrame, table: Table, predicate: str) -> None:
+    """Atomically replace exactly the rows matching `predicate` with `df` (a rerun is a no-op)."""
+    _write(df, table, predicate)
 
 
 def overwrite(df: DataFrame, table: Table) -> None:
     """Replace the whole table (for tables fully recomputed each run)."""
-    ensure_table(df.sparkSession, table)
-    conform(df, table).writeTo(table.name).overwrite(F.lit(True))
+    _write(df, table, None)
 
 
 def sql_literal(value: str) -> str:

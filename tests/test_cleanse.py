@@ -12,6 +12,15 @@ from jobs.cleanse import cleanse_orders
 from jobs.profile import build_customer_profile
 from schemas.raw import ORDERS
 
+KEY = b"k" * 32
+
+
+def hmac_hex(value: str) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(KEY, value.encode(), hashlib.sha256).hexdigest()
+
 
 def test_standardisers_use_their_libraries(spark: SparkSession) -> None:
     df = spark.createDataFrame(
@@ -51,10 +60,13 @@ def test_orders_net_out_returns_keep_latest_version_and_drop_test_accounts(spark
         ("o5", "a9", None, ts, "web", "USD", "completed", "1", line, "2026-11-01", 5),  # same test account
     ])
 
-    orders = {r.order_id: r for r in cleanse_orders(bronze, [r"@cdp-internal\.test$"]).collect()}
+    fx = spark.createDataFrame([], "rate_date date, currency string, rate double")
+    cleansed = cleanse_orders(bronze, [r"@cdp-internal\.test$"], KEY, fx, "USD")
+    orders = {r.order_id: r for r in cleansed.collect()}
 
     assert set(orders) == {"o1", "o2", "o3"}
-    assert (orders["o1"].gross_amount, orders["o1"].net_amount, orders["o1"].email) == (25.5, 25.5, "a@x.com")
+    assert (orders["o1"].gross_amount, orders["o1"].net_amount, orders["o1"].net_amount_reporting) == (25.5, 25.5, 25.5)
+    assert (orders["o1"].email_key, orders["o1"].email_masked) == (hmac_hex("a@x.com"), "a***@x.com")
     assert (orders["o2"].net_amount, orders["o2"].channel, orders["o2"].currency) == (0.0, "web", "USD")
     assert (orders["o3"].status, orders["o3"].net_amount) == ("cancelled", 0.0)
     assert orders["o1"].order_date == date(2026, 11, 1)
@@ -62,19 +74,21 @@ def test_orders_net_out_returns_keep_latest_version_and_drop_test_accounts(spark
 
 def test_profile_resolves_exact_email_across_contacts_and_orders(spark: SparkSession) -> None:
     t = datetime(2026, 1, 1)
+    ann, zed = hmac_hex("ann@x.com"), hmac_hex("zed@x.com")
     contacts = spark.createDataFrame([
-        ("c1", "Ann", "Lee", "ann@x.com", "+12125550100", "NY", "10001", True, t, datetime(2026, 1, 2)),
-        ("c2", "Annie", "Lee", "ann@x.com", None, "Boston", "02101", False, t, datetime(2026, 3, 1)),
-        ("c3", "Bo", "Chen", None, None, "LA", "90001", True, t, t),
-    ], "contact_id string, given_name string, family_name string, email string, phone_e164 string, city string, "
-       "postcode string, email_opt_in boolean, created_at timestamp, updated_at timestamp")
+        ("c1", "Ann", "Lee", ann, "a***@x.com", "***0100", "NY", "10001", True, t, datetime(2026, 1, 2)),
+        ("c2", "Annie", "Lee", ann, "a***@x.com", None, "Boston", "02101", False, t, datetime(2026, 3, 1)),
+        ("c3", "Bo", "Chen", None, None, None, "LA", "90001", True, t, t),
+    ], "contact_id string, given_name string, family_name string, email_key string, email_masked string, "
+       "phone_masked string, city string, postcode string, email_opt_in boolean, created_at timestamp, "
+       "updated_at timestamp")
     orders = spark.createDataFrame([
-        ("o1", "a1", "ann@x.com", datetime(2026, 2, 1), date(2026, 2, 1), "completed", 30.0),
-        ("o2", "a1", None, datetime(2026, 2, 5), date(2026, 2, 5), "completed", 20.0),    # account's e-mail
-        ("o3", "a7", "zed@x.com", datetime(2026, 2, 6), date(2026, 2, 6), "returned", 0.0),
-        ("o4", "a1", "ann@x.com", datetime(2026, 12, 1), date(2026, 12, 1), "completed", 99.0),  # after as-of
-    ], "order_id string, account_id string, email string, order_ts timestamp, order_date date, status string, "
-       "net_amount double")
+        ("o1", "a1", ann, "a***@x.com", datetime(2026, 2, 1), date(2026, 2, 1), "completed", 30.0),
+        ("o2", "a1", None, None, datetime(2026, 2, 5), date(2026, 2, 5), "completed", 20.0),    # account's e-mail
+        ("o3", "a7", zed, "z***@x.com", datetime(2026, 2, 6), date(2026, 2, 6), "returned", 0.0),
+        ("o4", "a1", ann, "a***@x.com", datetime(2026, 12, 1), date(2026, 12, 1), "completed", 99.0),  # after as-of
+    ], "order_id string, account_id string, email_key string, email_masked string, order_ts timestamp, "
+       "order_date date, status string, net_amount double")
 
     profile = build_customer_profile(contacts, orders, date(2026, 11, 20))
     rows = {r.email_masked: r for r in profile.collect()}
