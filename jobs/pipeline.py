@@ -47,8 +47,9 @@ class RunContext:
         return spark_session(self.settings)
 
     def gate(self, stage: str, frames: dict[str, DataFrame]) -> list[quality.Outcome]:
+        docs = self.settings.paths.gx / "data_docs" if self.settings.section("quality")["build_data_docs"] else None
         return quality.gate(self.spark, stage, frames, self.settings.root / "expectations", self.run_id,
-                            self.started_at)
+                            self.started_at, docs)
 
 
 def accounting_frame(accounting: DataFrame, history: DataFrame) -> DataFrame:

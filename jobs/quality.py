@@ -58,46 +58,80 @@ def load_suite(suites_dir: Path, table_name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def validate_frame(df: DataFrame, table_name: str, suite_spec: dict[str, Any]) -> list[Outcome]:
-    """Run one GX suite on one DataFrame (an ephemeral context: nothing is read from disk)."""
+def _context(docs_dir: Path | None):
     import great_expectations as gx
-    from great_expectations.core import ExpectationSuite
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if docs_dir is not None:
+        context.add_data_docs_site(site_name="cdp", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+    return context
+
+
+def validate_frames(frames: dict[str, DataFrame], suites: dict[str, dict[str, Any]],
+                    docs_dir: Path | None = None, run_name: str = "cdp") -> list[Outcome]:
+    """Run each table's GX suite on its DataFrame; with `docs_dir`, also render GX Data Docs there."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    context = _context(docs_dir)
     source = context.data_sources.add_spark(name="cdp")
-    batch = (
-        source.add_dataframe_asset(name=table_name)
-        .add_batch_definition_whole_dataframe("run")
-        .get_batch(batch_parameters={"dataframe": df})
-    )
-    suite = ExpectationSuite(name=suite_spec["name"], expectations=suite_spec["expectations"])
-    result = batch.validate(suite, result_format="SUMMARY")
+    actions = [UpdateDataDocsAction(name="data_docs", site_names=["cdp"])] if docs_dir is not None else []
     outcomes = []
-    for r in result.results:
-        config = r.expectation_config
-        details = r.result or {}
-        sample = details.get("partial_unexpected_list")
-        outcomes.append(Outcome(
-            table_name=table_name,
-            suite=suite_spec["name"],
-            expectation_type=config.type,
-            column_name=config.kwargs.get("column"),
-            severity=str(getattr(config.severity, "value", config.severity)),
-            success=bool(r.success),
-            observed_value=None if details.get("observed_value") is None else str(details["observed_value"]),
-            unexpected_count=details.get("unexpected_count"),
-            unexpected_sample=json.dumps(sample[:5], default=str) if sample else None,
-        ))
+    for table_name, df in frames.items():
+        spec = suites[table_name]
+        batch_definition = source.add_dataframe_asset(name=table_name).add_batch_definition_whole_dataframe("run")
+        suite = context.suites.add(ExpectationSuite(name=table_name, expectations=spec["expectations"]))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=table_name, data=batch_definition, suite=suite))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=f"{table_name}-gate", validation_definitions=[definition], actions=actions,
+            result_format="SUMMARY"))
+        run = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
+        for result in run.run_results.values():
+            outcomes += [_outcome(table_name, spec["name"], r) for r in result.results]
     return outcomes
+
+
+def validate_frame(df: DataFrame, table_name: str, suite_spec: dict[str, Any]) -> list[Outcome]:
+    """Run one GX suite on one DataFrame, without rendering docs."""
+    return validate_frames({table_name: df}, {table_name: suite_spec})
+
+
+def _outcome(table_name: str, suite_name: str, r: Any) -> Outcome:
+    config = r.expectation_config
+    details = r.result or {}
+    sample = details.get("partial_unexpected_list")
+    return Outcome(
+        table_name=table_name,
+        suite=suite_name,
+        expectation_type=config.type,
+        column_name=config.kwargs.get("column"),
+        severity=str(getattr(config.severity, "value", config.severity)),
+        success=bool(r.success),
+        observed_value=None if details.get("observed_value") is None else str(details["observed_value"]),
+        unexpected_count=details.get("unexpected_count"),
+        unexpected_sample=json.dumps(sample[:5], default=str) if sample else None,
+    )
 
 
 def gate(
     spark: SparkSession, stage: str, frames: dict[str, DataFrame], suites_dir: Path, run_id: str,
-    validated_at: datetime,
+    validated_at: datetime, docs_dir: Path | None = None,
 ) -> list[Outcome]:
-    """Validate each table's DataFrame with its suite, record every result, stop on critical failures."""
-    outcomes = [o for name, df in frames.items() for o in validate_frame(df, name, load_suite(suites_dir, name))]
+    """Validate each table's DataFrame with its suite, record every result, stop on critical failures.
+
+    With `docs_dir`, the results are also rendered as GX Data Docs (open `index.html`).
+    """
+    suites = {name: load_suite(suites_dir, name) for name in frames}
+    outcomes = validate_frames(frames, suites, docs_dir, run_name=f"{run_id}-{stage}")
     rows = [
         (run_id, stage, o.table_name, o.suite, o.expectation_id, o.expectation_type, o.column_name, o.severity,
          o.success, o.observed_value, o.unexpected_count, o.unexpected_sample, validated_at)

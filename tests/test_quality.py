@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from jobs.config import PROJECT_ROOT
 from jobs.quality import QualityGateFailed, gate, validate_frame
@@ -15,9 +16,11 @@ SUITES = PROJECT_ROOT / "expectations"
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
 
-def _orders(spark: SparkSession, rows: list[tuple]) -> object:
-    return spark.createDataFrame(
+def _orders(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    """silver.orders-shaped rows from (order_id, order_ts, status, net_amount, gross_amount)."""
+    df = spark.createDataFrame(
         rows, "order_id string, order_ts timestamp, status string, net_amount double, gross_amount double")
+    return df.withColumn("net_amount_reporting", F.col("net_amount")).withColumn("email_key", F.lit("ab" * 32))
 
 
 def test_gate_passes_a_good_batch_and_records_every_result(spark: SparkSession) -> None:
@@ -60,3 +63,13 @@ def test_every_table_written_by_the_pipeline_has_a_suite() -> None:
     names = {p.stem for p in Path(SUITES).glob("*.json")}
     assert {t.name for t in (*silver.TABLES, *gold.TABLES)} <= names
     assert {"bronze.contacts", "bronze.orders", "ops.ingest_accounting"} <= names
+
+
+def test_gate_renders_data_docs(spark: SparkSession, tmp_path: Path) -> None:
+    good = _orders(spark, [("o1", NOW, "completed", 10.0, 10.0)])
+    gate(spark, "cleanse", {"silver.orders": good}, SUITES, "run-docs", NOW, docs_dir=tmp_path)
+
+    pages = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.html")]
+    assert "index.html" in pages
+    assert any(p.startswith("validations/silver/orders/run-docs-cleanse/") for p in pages)
+    assert "silver.orders" in (tmp_path / "index.html").read_text()
