@@ -82,6 +82,12 @@ def cmd_tables(settings: Settings, args: argparse.Namespace) -> None:
             print(f"{name:36} {spark.table(name).count():>10}  {location}")
 
 
+def cmd_docs(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.docs import write_tables_doc
+
+    print(f"wrote {write_tables_doc(settings.root / 'docs' / 'tables.md')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdp", description="Batch customer data platform")
     parser.add_argument("--profile", help="configuration profile (conf/<profile>.yaml); default $CDP_PROFILE or local")
@@ -107,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     af.set_defaults(func=cmd_airflow_run)
 
     sub.add_parser("tables", help="list the Delta tables with row counts and locations").set_defaults(func=cmd_tables)
+    sub.add_parser("docs", help="write docs/tables.md from schemas/").set_defaults(func=cmd_docs)
     return parser
 
 

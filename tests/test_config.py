@@ -35,3 +35,10 @@ def test_shipped_profiles_load() -> None:
         settings = load_settings(profile, environ={})
         assert settings.spark_master
         assert settings.raw["delta"]["maven_coordinates"].startswith("io.delta:delta-spark_")
+
+
+def test_tables_doc_is_current() -> None:
+    from jobs.config import PROJECT_ROOT
+    from jobs.docs import render_tables_doc
+
+    assert (PROJECT_ROOT / "docs" / "tables.md").read_text() == render_tables_doc(), "run: cdp docs"

@@ -1,0 +1,47 @@
+"""`cdp docs`: render `docs/tables.md` from `schemas/`, so people read what code uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas import Column, Table, bronze, gold, ops, silver
+from schemas.raw import SOURCES
+
+
+def _column_rows(columns: tuple[Column, ...], required_word: str) -> list[str]:
+    rows = ["| column | type | " + required_word + " | meaning |", "|---|---|---|---|"]
+    for c in columns:
+        flag = "" if c.nullable else "yes"
+        rows.append(f"| `{c.name}` | `{c.type}` | {flag} | {c.doc} |")
+    return rows
+
+
+def _table_section(table: Table) -> list[str]:
+    grain = ", ".join(f"`{k}`" for k in table.keys) or "—"
+    parts = [f"### `{table.name}`", "", table.doc, "", f"Grain: {grain}."]
+    if table.partition_by:
+        parts[-1] += " Partitioned by " + ", ".join(f"`{p}`" for p in table.partition_by) + "."
+    return [*parts, "", *_column_rows(table.columns, "not null"), ""]
+
+
+def render_tables_doc() -> str:
+    lines = ["# Tables", "", "Generated from `schemas/` by `cdp docs`; do not edit by hand.", "",
+             "## Raw sources (landing contracts)", ""]
+    for source in SOURCES.values():
+        lines += [f"### `{source.name}` ({source.format})", "", source.doc, "",
+                  f"Record key `{source.record_id}`, dated by `{source.timestamp}` ({source.timezone}).", "",
+                  *_column_rows(source.columns, "required"), ""]
+    lines += ["## Bronze", "", "Every raw source, as landed: its contract's columns plus "
+              + ", ".join(f"`{c.name}`" for c in bronze.METADATA) + ".", ""]
+    lines += _table_section(bronze.TABLES["orders"])
+    for title, tables in (("Silver", silver.TABLES), ("Gold", gold.TABLES), ("Operations", ops.TABLES)):
+        lines += [f"## {title}", ""]
+        for table in tables:
+            lines += _table_section(table)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_tables_doc(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_tables_doc(), encoding="utf-8")
+    return path
