@@ -102,14 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel processes")
     gen.set_defaults(func=cmd_generate)
 
-    default_date = lambda s: date.fromisoformat(s)  # noqa: E731
     run = sub.add_parser("run", help="run pipeline stages directly (no Airflow) for a logical date")
     run.add_argument("--stage", default="all", choices=["all", "ingest", "cleanse", "profile"])
-    run.add_argument("--date", type=default_date, required=True, help="logical (as-of) date, YYYY-MM-DD")
+    run.add_argument("--date", type=date.fromisoformat, required=True, help="logical (as-of) date, YYYY-MM-DD")
     run.set_defaults(func=cmd_run)
 
     af = sub.add_parser("airflow-run", help=f"run the {DAG_ID} DAG with the embedded Airflow for a logical date")
-    af.add_argument("--date", type=default_date, required=True, help="logical date, YYYY-MM-DD")
+    af.add_argument("--date", type=date.fromisoformat, required=True, help="logical date, YYYY-MM-DD")
     af.set_defaults(func=cmd_airflow_run)
 
     sub.add_parser("tables", help="list the Delta tables with row counts and locations").set_defaults(func=cmd_tables)

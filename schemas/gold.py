@@ -7,7 +7,7 @@ from schemas import C, Table
 CUSTOMER_PROFILE = Table(
     name="gold.customer_profile",
     doc="Unified customer view, one row per customer. Walking skeleton: customers are resolved by exact "
-        "match on the standardised e-mail across contacts and orders.",
+        "match on the e-mail key (HMAC of the standardised e-mail) across contacts and orders.",
     keys=("customer_id",),
     columns=(
         C("customer_id", "string", False, "stable: derived from the resolved identity key"),
