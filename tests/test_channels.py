@@ -178,3 +178,31 @@ def test_ground_truth_directory_is_not_read_by_the_pipeline() -> None:
     stages = ("ingest", "cleanse", "profile", "pipeline", "quality", "airflow_tasks", "standardise", "pii", "tables")
     code = "\n".join((Path("jobs") / f"{module}.py").read_text() for module in stages)
     assert "truth" not in code
+
+
+def test_deterministic_stitching_reunites_records_without_merging_people(
+    landed: dict, settings: Settings, spark: SparkSession
+) -> None:
+    from jobs.identity import device_account_keys, persons_from_keys, record_keys
+
+    tables = ("silver.contacts", "silver.orders", "silver.pos_transactions", "silver.tickets", "silver.surveys")
+    pairs = record_keys(tables[0], spark.table(tables[0]))
+    for name in tables[1:]:
+        pairs = pairs.unionByName(record_keys(name, spark.table(name)))
+    pairs = pairs.unionByName(device_account_keys(spark.table("silver.events")))
+    predicted = {r.record: r.person for r in persons_from_keys(pairs).collect()}
+
+    source_of = {"contacts": "contacts", "orders": "orders", "pos_transactions": "pos", "tickets": "tickets",
+                 "surveys": "surveys"}
+    truth = {f"{t}:{row['record_id']}": row["person_id"] for row in _truth(settings)
+             for t, s in source_of.items() if row["source"] == s}
+    clusters: dict[str, set[str]] = {}
+    for record, person in predicted.items():
+        if record in truth:
+            clusters.setdefault(person, set()).add(truth[record])
+    merged_people = sum(1 for people in clusters.values() if len(people) > 1)
+    people = {p for p in truth.values()}
+    pieces = Counter(p for members in clusters.values() for p in members)
+
+    assert merged_people <= 0.01 * len(clusters)          # shared phones or loyalty numbers only
+    assert sum(1 for p in pieces if pieces[p] == 1) > 0.8 * len(people & set(pieces))  # most in one piece

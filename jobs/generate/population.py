@@ -88,14 +88,14 @@ class Population:
 
 
 def _email_local(given: str, family: str, k: int) -> str:
+    """A plausible mailbox name, unique per person (`k` is the person's global index)."""
     import unicodedata
 
     def ascii_fold(s: str) -> str:
         return unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode().lower().replace("'", "")
 
-    style = k % 4
     g, f = ascii_fold(given), ascii_fold(family)
-    return [f"{g}.{f}", f"{g[0]}{f}", f"{g}{f}{k % 97}", f"{f}.{g}{k % 1000}"][style]
+    return [f"{g}.{f}.{k}", f"{g[0]}{f}{k}", f"{g}{f}{k}", f"{f}.{g}{k}"][k % 4]
 
 
 def draw_population(
