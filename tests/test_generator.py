@@ -77,6 +77,8 @@ def test_every_source_record_maps_to_exactly_one_true_person(sample) -> None:
     person_sources = [k for k in landed if k[0] not in ("fx_rates", "marketing_spend")]
 
     assert len(persons) == PEOPLE
+    emails = [row["email"] for p in (out / "truth" / "persons").glob("*.csv") for row in csv.DictReader(p.open())]
+    assert len(set(emails)) == len(emails), "two people share an e-mail address"
     assert all(len(v) == 1 for v in truth.values()), "a record id is claimed by two people"
     assert set(person_sources) <= set(truth), "a landed record has no ground truth"
     assert {p for v in truth.values() for p in v} <= persons
