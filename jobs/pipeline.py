@@ -47,7 +47,9 @@ class RunContext:
         return spark_session(self.settings)
 
     def gate(self, stage: str, frames: dict[str, DataFrame]) -> list[quality.Outcome]:
-        docs = self.settings.paths.gx / "data_docs" if self.settings.section("quality")["build_data_docs"] else None
+        # One Data Docs site per stage: a site is rebuilt from the validations of one gate call.
+        docs = self.settings.paths.gx / "data_docs" / stage if self.settings.section("quality")["build_data_docs"] \
+            else None
         return quality.gate(self.spark, stage, frames, self.settings.root / "expectations", self.run_id,
                             self.started_at, docs)
 
