@@ -22,15 +22,20 @@ def is_test_account(email: Column, patterns: list[str]) -> Column:
     return flag
 
 
-def latest_per_key(df: DataFrame, key: str, order: list[Column]) -> DataFrame:
-    """Keep one row per `key`: the first by `order` (e.g. most recent version first)."""
-    w = Window.partitionBy(key).orderBy(*order)
+def latest_landed() -> list[Column]:
+    """Order that puts the latest batch, then the latest line of a file, first."""
+    return [F.col("_batch_id").desc(), F.col("_line_number").desc()]
+
+
+def first_per_key(df: DataFrame, keys: list[str | Column], order: list[Column]) -> DataFrame:
+    """Keep one row per key: the first by `order` (e.g. most recent version first)."""
+    w = Window.partitionBy(*keys).orderBy(*order)
     return df.withColumn("_rank", F.row_number().over(w)).where("_rank = 1").drop("_rank")
 
 
-def latest_version(df: DataFrame, key: str) -> DataFrame:
+def latest_version(df: DataFrame, *keys: str | Column) -> DataFrame:
     """The copy of a record from the latest batch (then latest line) wins: corrections replace."""
-    return latest_per_key(df, key, [F.col("_batch_id").desc(), F.col("_line_number").desc()])
+    return first_per_key(df, list(keys), latest_landed())
 
 
 def with_email(df: DataFrame, raw: str, hmac_key: bytes, prefix: str = "") -> DataFrame:
@@ -54,16 +59,14 @@ def to_reporting(df: DataFrame, amount: str, currency: str, on_date: str, fx_rat
 
 
 def cleanse_fx_rates(bronze_fx: DataFrame) -> DataFrame:
-    latest = latest_per_key(bronze_fx.withColumn("_k", F.concat_ws("|", "rate_date", F.upper("currency"))), "_k",
-                            [F.col("_batch_id").desc(), F.col("_line_number").desc()])
+    latest = latest_version(bronze_fx, "rate_date", F.upper("currency"))
     return latest.select("rate_date", F.upper("currency").alias("currency"), "rate").where(F.col("rate") > 0)
 
 
 def cleanse_contacts(bronze_contacts: DataFrame, default_region: str, test_patterns: list[str],
                      hmac_key: bytes) -> DataFrame:
     """Standardised contacts, latest version per contact_id, test accounts removed."""
-    latest = latest_per_key(bronze_contacts, "contact_id",
-                            [F.col("updated_at").desc(), F.col("_batch_id").desc(), F.col("_line_number").desc()])
+    latest = first_per_key(bronze_contacts, ["contact_id"], [F.col("updated_at").desc(), *latest_landed()])
     standardised = with_email(latest, "email", hmac_key).select(
         "contact_id",
         standardise.person_name("first_name").alias("given_name"),

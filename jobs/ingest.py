@@ -1,11 +1,11 @@
 """Bronze ingestion: raw files -> typed bronze rows, quarantined rows and per-file accounting.
 
-The unit of work is one landing batch folder of one source. Its rows are parsed against the
-source's contract (`schemas/raw.py`); bad rows go to `ops.quarantine` with a reason code,
-exact copies of rows already loaded are counted as deduplicated, and the rest are loaded.
-Each of the three tables is written by replacing exactly this batch's slice, accounting
-last, so a rerun (also after a crash half way) changes nothing, and a batch is done once
-its accounting rows exist.
+A batch is one landing folder of one source; all pending batches of a source are read in one
+pass. Rows are parsed against the source's contract (`schemas/raw.py`); bad rows go to
+`ops.quarantine` with a reason code, exact copies of rows already loaded are counted as
+deduplicated, and the rest are loaded. Each of the three tables is written by replacing
+exactly these batches' slice, accounting last, so a rerun (also after a crash half way)
+changes nothing, and a batch is done once its accounting rows exist.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from jobs.tables import ensure_table, replace_slice, sql_literal
 from schemas import RawSource
 from schemas.bronze import TABLES as BRONZE
-from schemas.ops import INGEST_ACCOUNTING, QUARANTINE
+from schemas.ops import INGEST_ACCOUNTING, QUARANTINE, ROW_COUNTS
 
 DATE_LIKE = r"^\s*\d{4}-\d{1,2}-\d{1,2}"
 # A column whose values fail to cast on more than this share of a file's rows has changed
@@ -146,17 +146,14 @@ def validate(fields: DataFrame, source: RawSource) -> DataFrame:
         (F.trim("value") == "", "EMPTY_LINE", None),
         (F.col("malformed"), "MALFORMED_ROW", None),
     ]
-    typed = {}
+    text = {col.name: _blank_to_null(F.col(col.name)) for col in source.columns}
+    typed = {col.name: _typed(text[col.name], col.type) for col in source.columns}
+    # Missing required fields are reported before type failures, whatever the column order.
+    checks += [(text[col.name].isNull(), "MISSING_REQUIRED", col.name) for col in source.columns if not col.nullable]
     for col in source.columns:
-        text = _blank_to_null(F.col(col.name))
-        typed[col.name] = _typed(text, col.type)
-        if not col.nullable:
-            checks.append((text.isNull(), "MISSING_REQUIRED", col.name))
-    for col in source.columns:
-        text = _blank_to_null(F.col(col.name))
-        failed = text.isNotNull() & typed[col.name].isNull()
+        failed = text[col.name].isNotNull() & typed[col.name].isNull()
         if col.type in ("date", "timestamp", "timestamp_ntz"):
-            checks.append((failed & text.rlike(DATE_LIKE), "IMPOSSIBLE_DATE", col.name))
+            checks.append((failed & text[col.name].rlike(DATE_LIKE), "IMPOSSIBLE_DATE", col.name))
         checks.append((failed, "TYPE_MISMATCH", col.name))
 
     def first(kind: int) -> Column:
@@ -277,7 +274,7 @@ def ingest_batches(
         validated.unpersist()
     totals = (
         spark.table(INGEST_ACCOUNTING.name).where(slice_pred).groupBy("batch_id")
-        .agg(F.count("*"), *[F.sum(c) for c in ("rows_read", "rows_loaded", "rows_quarantined", "rows_deduplicated")])
+        .agg(F.count("*"), *[F.sum(c) for c in ROW_COUNTS])
         .orderBy("batch_id").collect()
     )
     return [BatchResult(source.name, r[0], *(int(v) for v in r[1:])) for r in totals]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cached_property
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -21,7 +22,7 @@ from jobs.runtime import spark_session
 from jobs.tables import overwrite
 from schemas import gold, silver
 from schemas.bronze import TABLES as BRONZE
-from schemas.ops import INGEST_ACCOUNTING
+from schemas.ops import INGEST_ACCOUNTING, ROW_COUNTS
 from schemas.raw import SOURCES
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class RunContext:
         now = datetime.now(UTC).replace(microsecond=0)
         return cls(settings, as_of, run_id or f"manual__{as_of.isoformat()}__{now:%Y%m%dT%H%M%S}", now)
 
-    @property
+    @cached_property
     def spark(self) -> SparkSession:
         return spark_session(self.settings)
 
@@ -60,7 +61,7 @@ def accounting_frame(accounting: DataFrame, history: DataFrame) -> DataFrame:
     Per source rather than per file, so that a tiny daily file with one bad row does not stop
     the run; `row_ratio` compares the rows read with the source's previous batch.
     """
-    sums = [F.sum(c).alias(c) for c in ("rows_read", "rows_loaded", "rows_quarantined", "rows_deduplicated")]
+    sums = [F.sum(c).alias(c) for c in ROW_COUNTS]
     run = accounting.groupBy("source").agg(F.count("*").alias("files"), F.min("batch_id").alias("first_batch"),
                                            *sums)
     per_batch = history.groupBy("source", "batch_id").agg(F.sum("rows_read").alias("prev_rows_read"))

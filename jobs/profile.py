@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from datetime import date
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from jobs.cleanse import first_per_key
 
 
 def customer_id(identity_key: Column) -> Column:
@@ -20,8 +22,8 @@ def customer_id(identity_key: Column) -> Column:
 def account_emails(orders: DataFrame) -> DataFrame:
     """The e-mail key most often used on each account's orders, for orders that lack one."""
     counts = orders.where(F.col("email_key").isNotNull()).groupBy("account_id", "email_key", "email_masked").count()
-    w = Window.partitionBy("account_id").orderBy(F.col("count").desc(), F.col("email_key"))
-    return counts.withColumn("r", F.row_number().over(w)).where("r = 1").select(
+    most_used = first_per_key(counts, ["account_id"], [F.col("count").desc(), F.col("email_key")])
+    return most_used.select(
         "account_id", F.col("email_key").alias("account_email_key"),
         F.col("email_masked").alias("account_email_masked"))
 

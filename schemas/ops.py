@@ -65,4 +65,7 @@ DQ_RESULTS = Table(
     ),
 )
 
+# rows_read = rows_loaded + rows_quarantined + rows_deduplicated
+ROW_COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "rows_deduplicated")
+
 TABLES = (INGEST_ACCOUNTING, QUARANTINE, DQ_RESULTS)

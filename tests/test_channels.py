@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from jobs.config import Settings
 from jobs.generate import generate
 from jobs.pipeline import RunContext, pii_keys, run_cleanse, run_ingest
+from schemas.ops import ROW_COUNTS
 from schemas.raw import SOURCES
 
 AS_OF = date(2026, 11, 20)
@@ -60,7 +61,7 @@ def test_every_line_is_loaded_quarantined_or_deduplicated_as_the_truth_says(
             expected[row["source"]]["deduplicated"] += copies - 1
     got = {
         r.source: r for r in spark.table("ops.ingest_accounting").groupBy("source").agg(
-            *[F.sum(c).alias(c) for c in ("rows_read", "rows_loaded", "rows_quarantined", "rows_deduplicated")]
+            *[F.sum(c).alias(c) for c in ROW_COUNTS]
         ).collect()
     }
     for name in ("contacts", "orders", "pos", "events", "tickets", "surveys", "campaign_events", "referrals"):

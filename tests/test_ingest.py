@@ -11,6 +11,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.ingest import ContractViolation, ingest_source, list_landed_files
+from schemas.ops import ROW_COUNTS
 from schemas.raw import CONTACTS, ORDERS, POS
 
 NOW = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
@@ -37,7 +38,7 @@ def land(landing: Path, source: str, batch: str, name: str, lines: list[str]) ->
 
 def accounting(spark: SparkSession, source: str) -> dict[str, int]:
     row = spark.table("ops.ingest_accounting").where(F.col("source") == source).agg(
-        *[F.sum(c).alias(c) for c in ("rows_read", "rows_loaded", "rows_quarantined", "rows_deduplicated")]).first()
+        *[F.sum(c).alias(c) for c in ROW_COUNTS]).first()
     return row.asDict()
 
 
