@@ -1,8 +1,9 @@
 """
-### CDP daily pipeline (walking skeleton)
+### CDP daily pipeline
 
-Ingest raw contacts and orders into bronze (quarantine + row accounting), cleanse them
-into silver, build `gold.customer_profile`. Every stage ends with its Great Expectations
+Ingest every raw source into bronze (quarantine + row accounting), cleanse into silver,
+resolve identities into customers (the identity graph, published only when its guards
+pass), build `gold.customer_profile`. Every stage ends with its Great Expectations
 gate: a critical failure fails the task, so nothing downstream runs or is published.
 The logical date is the as-of date of every stage; reruns of a date are no-ops.
 """
@@ -47,10 +48,14 @@ def cdp_daily() -> None:
         return _run("cleanse", context)
 
     @task
+    def resolve(**context) -> str:
+        return _run("resolve", context)
+
+    @task
     def profile(**context) -> str:
         return _run("profile", context)
 
-    ingest() >> cleanse() >> profile()
+    ingest() >> cleanse() >> resolve() >> profile()
 
 
 cdp_daily()

@@ -82,6 +82,41 @@ def cmd_tables(settings: Settings, args: argparse.Namespace) -> None:
             print(f"{name:36} {spark.table(name).count():>10}  {location}")
 
 
+def cmd_identity_quality(settings: Settings, args: argparse.Namespace) -> None:
+    from pyspark.sql import functions as F
+
+    from jobs.identity import record_customers
+    from jobs.pipeline import silver_by_source
+    from jobs.resolution_quality import pairwise_scores
+    from jobs.runtime import spark_session
+    from schemas.gold import IDENTITY_GRAPH
+
+    spark = spark_session(settings)
+    truth = spark.read.option("header", True).csv(str(settings.paths.truth / "records")).select(
+        F.concat_ws(":", "source", "record_id").alias("record"), "person_id")
+    tables = silver_by_source(spark)
+    resolved = record_customers(spark.table(IDENTITY_GRAPH.name), tables).select(
+        F.concat_ws(":", "source", "record_id").alias("record"), "customer_id").localCheckpoint()
+    print(f"pairwise resolution quality against {settings.paths.truth} (records in silver with a customer)")
+    print(pairwise_scores(resolved, truth).line("all records"))
+    for source in tables:
+        prefix = F.col("record").startswith(f"{source}:")
+        print(pairwise_scores(resolved.where(prefix), truth.where(prefix)).line(source))
+
+
+def cmd_resolve(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.contact_list import resolve_contact_list
+    from jobs.pipeline import pii_keys
+    from jobs.runtime import spark_session
+
+    counts = resolve_contact_list(
+        spark_session(settings), Path(args.input), Path(args.out), args.format,
+        settings.section("cleanse")["default_phone_region"], pii_keys(settings).hmac_key,
+        settings.section("identity"))
+    print(f"resolved {counts['records']} records into {counts['customers']} customers: {args.out} ({args.format}); "
+          f"{counts['invalid_dob']} unreadable birth dates ignored")
+
+
 def cmd_docs(settings: Settings, args: argparse.Namespace) -> None:
     from jobs.docs import write_tables_doc
 
@@ -103,13 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     run = sub.add_parser("run", help="run pipeline stages directly (no Airflow) for a logical date")
-    run.add_argument("--stage", default="all", choices=["all", "ingest", "cleanse", "profile"])
+    run.add_argument("--stage", default="all", choices=["all", "ingest", "cleanse", "resolve", "profile"])
     run.add_argument("--date", type=date.fromisoformat, required=True, help="logical (as-of) date, YYYY-MM-DD")
     run.set_defaults(func=cmd_run)
 
     af = sub.add_parser("airflow-run", help=f"run the {DAG_ID} DAG with the embedded Airflow for a logical date")
     af.add_argument("--date", type=date.fromisoformat, required=True, help="logical date, YYYY-MM-DD")
     af.set_defaults(func=cmd_airflow_run)
+
+    sub.add_parser("identity-quality", help="pairwise precision/recall/F1 of the published resolution against the "
+                   "generator's ground truth").set_defaults(func=cmd_identity_quality)
+
+    res = sub.add_parser("resolve", help="resolve a contact list (standard contact schema, CSV or Parquet) into "
+                         "customer ids")
+    res.add_argument("--input", required=True, help="a .csv file with a header, or Parquet (file or folder)")
+    res.add_argument("--out", required=True, help="folder to write (source, source_record_id, customer_id) into")
+    res.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    res.set_defaults(func=cmd_resolve)
 
     sub.add_parser("tables", help="list the Delta tables with row counts and locations").set_defaults(func=cmd_tables)
     sub.add_parser("docs", help="write docs/tables.md from schemas/").set_defaults(func=cmd_docs)

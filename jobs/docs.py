@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from schemas import Column, Table, bronze, gold, ops, silver
-from schemas.raw import SOURCES
+from schemas.raw import CONTACT_LIST, SOURCES
 
 
 def _column_rows(columns: tuple[Column, ...], required_word: str) -> list[str]:
@@ -31,6 +31,8 @@ def render_tables_doc() -> str:
         lines += [f"### `{source.name}` ({source.format})", "", source.doc, "",
                   f"Record key `{source.record_id}`, dated by `{source.timestamp}` ({source.timezone}).", "",
                   *_column_rows(source.columns, "required"), ""]
+    lines += ["## Contact lists (`cdp resolve`)", "", f"### `{CONTACT_LIST.name}` ({CONTACT_LIST.format})", "",
+              CONTACT_LIST.doc, "", *_column_rows(CONTACT_LIST.columns, "required"), ""]
     lines += ["## Bronze", "", "Every raw source, as landed: its contract's columns plus "
               + ", ".join(f"`{c.name}`" for c in bronze.METADATA) + ".", ""]
     lines += _table_section(bronze.TABLES["orders"])

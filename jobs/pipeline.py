@@ -6,7 +6,9 @@ and the `cdp run` command call these and nothing else.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cached_property
@@ -14,21 +16,27 @@ from functools import cached_property
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import cleanse, pii, quality
+from jobs import cleanse, identity, matching, pii, quality
 from jobs.config import Settings
 from jobs.ingest import BatchResult, ingest_source
-from jobs.profile import build_customer_profile
+from jobs.profile import Survivorship, build_customer_profile
 from jobs.runtime import spark_session
-from jobs.tables import overwrite
+from jobs.tables import ensure_table, merge_by_key, overwrite, replace_slice, sql_literal
 from schemas import gold, silver
 from schemas.bronze import TABLES as BRONZE
-from schemas.ops import INGEST_ACCOUNTING, ROW_COUNTS
+from schemas.ops import INGEST_ACCOUNTING, RESOLUTION_CHECKS, RESOLUTION_RUNS, ROW_COUNTS
 from schemas.raw import SOURCES
 
 log = logging.getLogger(__name__)
 
 PIPELINE_SOURCES = tuple(SOURCES)
-STAGES = ("ingest", "cleanse", "profile")
+STAGES = ("ingest", "cleanse", "resolve", "profile")
+# Silver tables by the source names identity resolution and the profile use.
+IDENTITY_SOURCES = {
+    "contacts": silver.CONTACTS, "orders": silver.ORDERS, "pos": silver.POS_TRANSACTIONS, "tickets": silver.TICKETS,
+    "surveys": silver.SURVEYS, "campaign_events": silver.CAMPAIGN_EVENTS, "events": silver.EVENTS,
+    "referrals": silver.REFERRALS,
+}
 
 
 @dataclass(frozen=True)
@@ -176,16 +184,104 @@ def silver_gate_frames(spark: SparkSession) -> dict[str, DataFrame]:
     return frames
 
 
+def silver_by_source(spark: SparkSession) -> dict[str, DataFrame]:
+    return {source: spark.table(table.name) for source, table in IDENTITY_SOURCES.items()}
+
+
+def run_resolve(ctx: RunContext) -> dict[str, object]:
+    """Resolve silver records into customers, check the result, then publish the identity graph.
+
+    Nothing is published when a guard breaks: the graph, its history and the run log stay as
+    the previous run left them, and the gate's summary names the worst clusters.
+    """
+    spark, conf = ctx.spark, ctx.settings.section("identity")
+    started = time.monotonic()
+    tables = silver_by_source(spark)
+    for table in (gold.IDENTITY_GRAPH, gold.CUSTOMER_ID_HISTORY, RESOLUTION_RUNS):
+        ensure_table(spark, table)
+    contacts = matching.contact_match_records(tables["contacts"])
+    linkage = matching.link_records(contacts, conf)
+    source_graph = identity.identifier_graph(
+        contacts, tables["orders"], tables["pos"], tables["tickets"], tables["surveys"], tables["campaign_events"],
+        tables["events"], tables["referrals"], int(conf["max_accounts_per_device"]))
+    limits = identity.GuardLimits.from_conf(conf["guards"])
+    clusters = identity.cluster(source_graph.nodes, source_graph.edges, linkage.links, limits.max_cluster_size)
+
+    previous = spark.table(gold.IDENTITY_GRAPH.name)
+    history = spark.table(gold.CUSTOMER_ID_HISTORY.name)
+    issued = previous.select("customer_id").unionByName(history.select(F.col("old_customer_id").alias("customer_id"))) \
+        .unionByName(history.select(F.col("new_customer_id").alias("customer_id")).where("customer_id IS NOT NULL"))
+    assignment = identity.assign_customer_ids(clusters.components, previous, issued, ctx.as_of)
+    staged = graph_rows(assignment.graph, previous, ctx).localCheckpoint()
+    changes = assignment.changes.localCheckpoint()
+
+    runs = spark.table(RESOLUTION_RUNS.name).where(F.col("run_id") != ctx.run_id)
+    last_run = runs.orderBy(F.col("resolved_at").desc()).limit(1).collect()
+    previous_customers = previous.select("customer_id").distinct().count()
+    checks = identity.guard_checks(staged, tables["contacts"], changes, previous_customers,
+                                   last_run[0]["merged_share"] if last_run else None, limits)
+    checks_frame = spark.createDataFrame(
+        [(ctx.run_id, name, observed, limit, breach, ctx.started_at) for name, observed, limit, breach in checks],
+        RESOLUTION_CHECKS.struct)
+    replace_slice(checks_frame, RESOLUTION_CHECKS, f"run_id = {sql_literal(ctx.run_id)}")
+    ctx.gate("resolve", {RESOLUTION_CHECKS.name: spark.table(RESOLUTION_CHECKS.name)
+                         .where(F.col("run_id") == ctx.run_id), gold.IDENTITY_GRAPH.name: staged})
+
+    # Publish: the id history first (a retry after a failed merge writes the same rows again).
+    history_rows = changes.select(F.lit(ctx.run_id).alias("run_id"), F.lit(ctx.as_of).alias("as_of_date"), "*",
+                                  F.lit(ctx.started_at).alias("recorded_at"))
+    if not history_rows.isEmpty():
+        replace_slice(history_rows, gold.CUSTOMER_ID_HISTORY, f"run_id = {sql_literal(ctx.run_id)}")
+    merge_by_key(staged, gold.IDENTITY_GRAPH, update_when="t.customer_id <> s.customer_id",
+                 update_columns=["customer_id", "assigned_date", "run_id"], delete_missing=True)
+    counts = {r["change"]: r["n"] for r in changes.groupBy("change").agg(F.count("*").alias("n")).collect()}
+    summary = staged.agg(
+        F.count("*").alias("nodes"), F.countDistinct("customer_id").alias("customers"),
+        F.count(F.when(F.col("node_type") == "contact", 1)).alias("contact_records")).first()
+    observed = {name: value for name, value, _, _ in checks}
+    run = {
+        "run_id": ctx.run_id, "as_of_date": ctx.as_of, "nodes": summary["nodes"],
+        "contact_records": summary["contact_records"], "customers": summary["customers"],
+        "largest_cluster": int(observed["largest_cluster"]),
+        "merged_share": identity.merged_share(staged).first()["merged_share"] or 0.0,
+        "candidate_pairs": linkage.candidate_pairs, "probabilistic_links": linkage.links.count(),
+        "links_cut": clusters.links_cut, "skipped_blocks": linkage.skipped_blocks,
+        "shared_devices": source_graph.shared_devices.count(),
+        "ids_merged": counts.get("merged", 0), "ids_split": counts.get("split", 0),
+        "match_share": linkage.model.match_share, "em_iterations": linkage.model.iterations,
+        "model": json.dumps(linkage.model.table().to_dict(orient="records")),
+        "seconds": round(time.monotonic() - started, 1), "resolved_at": ctx.started_at,
+    }
+    replace_slice(spark.createDataFrame([tuple(run[c] for c in RESOLUTION_RUNS.column_names)], RESOLUTION_RUNS.struct),
+                  RESOLUTION_RUNS, f"run_id = {sql_literal(ctx.run_id)}")
+    return {k: run[k] for k in ("customers", "contact_records", "nodes", "probabilistic_links", "ids_merged",
+                                "ids_split", "seconds")}
+
+
+def graph_rows(assignment: DataFrame, previous: DataFrame, ctx: RunContext) -> DataFrame:
+    """Rows of gold.identity_graph for the new assignment, keeping dates of unchanged nodes."""
+    before = previous.select("node", F.col("customer_id").alias("_before"), F.col("first_seen_date").alias("_first"),
+                             F.col("assigned_date").alias("_assigned"), F.col("run_id").alias("_run"))
+    same = F.col("_before") == F.col("customer_id")
+    return assignment.join(before, "node", "left").select(
+        "node", identity.node_type(F.col("node")).alias("node_type"), "customer_id",
+        F.coalesce("_first", F.lit(ctx.as_of)).alias("first_seen_date"),
+        F.when(same, F.col("_assigned")).otherwise(F.lit(ctx.as_of)).alias("assigned_date"),
+        F.when(same, F.col("_run")).otherwise(F.lit(ctx.run_id)).alias("run_id"))
+
+
 def run_profile(ctx: RunContext) -> dict[str, int]:
-    """Rebuild the customer profile from silver, then gate it."""
+    """Rebuild the customer profile from the published identity graph and silver, then gate it."""
     spark = ctx.spark
-    profile = build_customer_profile(spark.table(silver.CONTACTS.name), spark.table(silver.ORDERS.name), ctx.as_of)
+    survivorship = Survivorship.from_conf(ctx.settings.section("identity")["survivorship"])
+    profile = build_customer_profile(spark.table(gold.IDENTITY_GRAPH.name), silver_by_source(spark), survivorship,
+                                     ctx.as_of)
     overwrite(profile, gold.CUSTOMER_PROFILE)
     ctx.gate("profile", {gold.CUSTOMER_PROFILE.name: spark.table(gold.CUSTOMER_PROFILE.name)})
     return {gold.CUSTOMER_PROFILE.name: spark.table(gold.CUSTOMER_PROFILE.name).count()}
 
 
-STAGE_FUNCTIONS = {"ingest": run_ingest, "cleanse": run_cleanse, "profile": run_profile}
+STAGE_FUNCTIONS = {"ingest": run_ingest, "cleanse": run_cleanse, "resolve": run_resolve, "profile": run_profile}
 
 
 def run_stage(stage: str, settings: Settings, as_of: date, run_id: str | None = None) -> object:

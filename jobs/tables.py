@@ -55,5 +55,23 @@ def overwrite(df: DataFrame, table: Table) -> None:
     _write(df, table, None)
 
 
+def merge_by_key(df: DataFrame, table: Table, update_when: str, update_columns: list[str],
+                 delete_missing: bool = False) -> None:
+    """Delta MERGE of `df` into `table` on its keys: insert new rows, update matched rows where
+    `update_when` holds (aliases t = table, s = df), and with `delete_missing` delete rows absent
+    from `df`. Only changed rows are rewritten, and the table's history shows each change."""
+    from delta.tables import DeltaTable
+
+    spark = df.sparkSession
+    ensure_table(spark, table)
+    on = " AND ".join(f"t.{k} = s.{k}" for k in table.keys)
+    merge = (DeltaTable.forPath(spark, location(spark, table)).alias("t").merge(conform(df, table).alias("s"), on)
+             .whenMatchedUpdate(condition=update_when, set={c: f"s.{c}" for c in update_columns})
+             .whenNotMatchedInsertAll())
+    if delete_missing:
+        merge = merge.whenNotMatchedBySourceDelete()
+    merge.execute()
+
+
 def sql_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,32 +1,88 @@
-"""Gold: one row per customer and the analytics built on it."""
+"""Gold: resolved identities, one row per customer, and the analytics built on them."""
 
 from __future__ import annotations
 
 from schemas import C, Table
 
+IDENTITY_GRAPH = Table(
+    name="gold.identity_graph",
+    doc="Every identifier and CRM contact record mapped to its customer. Updated by MERGE after each "
+        "resolution run that passes its guards: a node's customer_id changes only when its customer was "
+        "merged or split (see gold.customer_id_history).",
+    keys=("node",),
+    columns=(
+        C("node", "string", False, "'<type>:<value>', e.g. contact:C-1, email:<hmac>, account:A-1, device:D-1"),
+        C("node_type", "string", False, "contact, email, phone, loyalty, account or device"),
+        C("customer_id", "string", False),
+        C("first_seen_date", "date", False, "logical date of the run that first resolved the node"),
+        C("assigned_date", "date", False, "logical date of the run that gave the node its current customer_id"),
+        C("run_id", "string", False, "run that last changed the row"),
+    ),
+)
+
+CUSTOMER_ID_HISTORY = Table(
+    name="gold.customer_id_history",
+    doc="Customer ids that changed: follow old_customer_id to new_customer_id. 'merged': the old customer "
+        "joined another and its id is retired; 'split': part of the old customer's nodes left it (the old id "
+        "lives on); 'removed': none of the old customer's nodes remain (erasure, or an earlier as-of date).",
+    keys=("run_id", "old_customer_id", "new_customer_id"),
+    columns=(
+        C("run_id", "string", False),
+        C("as_of_date", "date", False),
+        C("change", "string", False, "merged, split or removed"),
+        C("old_customer_id", "string", False),
+        C("new_customer_id", "string", doc="null when removed"),
+        C("nodes_moved", "long", False),
+        C("recorded_at", "timestamp", False),
+    ),
+)
+
 CUSTOMER_PROFILE = Table(
     name="gold.customer_profile",
-    doc="Unified customer view, one row per customer. Walking skeleton: customers are resolved by exact "
-        "match on the e-mail key (HMAC of the standardised e-mail) across contacts and orders.",
+    doc="Unified customer view (customer 360), one row per resolved customer: the golden record built by "
+        "the survivorship rules in conf (identity.survivorship), contact points masked, and activity "
+        "summarised across every channel.",
     keys=("customer_id",),
     columns=(
-        C("customer_id", "string", False, "stable: derived from the resolved identity key"),
+        C("customer_id", "string", False, "stable across runs (gold.identity_graph)"),
         C("given_name", "string"),
         C("family_name", "string"),
         C("email_masked", "string", doc="first letter and domain only, e.g. j***@gmail.com"),
         C("phone_masked", "string", doc="last four digits only"),
         C("city", "string"),
         C("postcode", "string"),
-        C("email_opt_in", "boolean"),
+        C("country", "string"),
+        C("gender", "string", doc="M, F or X"),
+        C("birth_year", "int"),
+        C("age", "int", doc="whole years at the as-of date"),
+        C("age_band", "string", doc="young (18-30), middle (31-50), senior (51+); null if unknown or under 18"),
+        C("email_opt_in", "boolean", doc="consent to e-mail marketing (golden record)"),
+        C("sms_opt_in", "boolean"),
+        C("unsubscribed", "boolean", False, "unsubscribed from an e-mail campaign: overrides email_opt_in"),
+        C("loyalty_member", "boolean", False),
+        C("signup_channel", "string"),
         C("contact_records", "int", False, "CRM contacts resolved to this customer"),
         C("accounts", "int", False, "e-commerce accounts resolved to this customer"),
-        C("first_seen", "timestamp", False),
-        C("first_order_ts", "timestamp"),
+        C("devices", "int", False, "web/app devices linked by a login"),
+        C("channels", "array<string>", False, "channels with activity: web, app, store, email, support, survey"),
+        C("first_seen", "timestamp", False, "earliest record of any channel"),
+        C("last_seen", "timestamp", False, "latest record of any channel"),
+        C("first_order_ts", "timestamp", doc="first completed purchase, online or in store"),
         C("last_order_ts", "timestamp"),
-        C("order_count", "long", False, "completed orders"),
-        C("net_revenue", "double", False, "sum of net order amounts"),
+        C("order_count", "long", False, "completed online orders"),
+        C("store_transactions", "long", False),
+        C("net_revenue", "double", False, "net online orders plus store purchases, reporting currency"),
+        C("average_order_value", "double", doc="net revenue per purchase (online and store)"),
+        C("returned_orders", "long", False, "online orders returned or cancelled"),
+        C("tickets", "long", False),
+        C("open_tickets", "long", False, "tickets not resolved at the as-of date"),
+        C("avg_first_response_minutes", "double"),
+        C("avg_resolution_hours", "double"),
+        C("latest_nps", "int"),
+        C("latest_csat", "int"),
+        C("referrals_made", "long", False),
         C("as_of_date", "date", False, "the run's logical date"),
     ),
 )
 
-TABLES = (CUSTOMER_PROFILE,)
+TABLES = (IDENTITY_GRAPH, CUSTOMER_ID_HISTORY, CUSTOMER_PROFILE)

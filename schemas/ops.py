@@ -65,7 +65,49 @@ DQ_RESULTS = Table(
     ),
 )
 
+RESOLUTION_CHECKS = Table(
+    name="ops.resolution_checks",
+    doc="The guards of every identity resolution run: a row per check with its limit (from conf identity.guards). "
+        "A non-null breach stops the run before the identity graph is published.",
+    keys=("run_id", "check_name"),
+    columns=(
+        C("run_id", "string", False),
+        C("check_name", "string", False),
+        C("observed", "double", doc="null when there is nothing to compare (e.g. no previous run)"),
+        C("limit_value", "double", False),
+        C("breach", "string", doc="null when within the limit; else what broke, naming the worst clusters"),
+        C("checked_at", "timestamp", False),
+    ),
+)
+
+RESOLUTION_RUNS = Table(
+    name="ops.resolution_runs",
+    doc="One row per published identity resolution: sizes, the match model's fit and what changed.",
+    keys=("run_id",),
+    columns=(
+        C("run_id", "string", False),
+        C("as_of_date", "date", False),
+        C("nodes", "long", False, "identifiers and contact records in the graph"),
+        C("contact_records", "long", False),
+        C("customers", "long", False),
+        C("largest_cluster", "long", False, "nodes of the largest customer"),
+        C("merged_share", "double", False, "share of contact records sharing a customer with another contact"),
+        C("candidate_pairs", "long", False, "pairs compared by the probabilistic matcher"),
+        C("probabilistic_links", "long", False, "pairs at or above the match threshold"),
+        C("links_cut", "long", False, "probabilistic links dropped inside oversized clusters"),
+        C("skipped_blocks", "long", False, "blocks over the size limit, not compared"),
+        C("shared_devices", "long", False, "devices linked to too many accounts, not used as links"),
+        C("ids_merged", "long", False),
+        C("ids_split", "long", False),
+        C("match_share", "double", False, "EM estimate of the share of candidate pairs that match"),
+        C("em_iterations", "int", False),
+        C("model", "string", False, "m and u per comparison level, JSON"),
+        C("seconds", "double", False),
+        C("resolved_at", "timestamp", False),
+    ),
+)
+
 # rows_read = rows_loaded + rows_quarantined + rows_deduplicated
 ROW_COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "rows_deduplicated")
 
-TABLES = (INGEST_ACCOUNTING, QUARANTINE, DQ_RESULTS)
+TABLES = (INGEST_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS)

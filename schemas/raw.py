@@ -192,3 +192,32 @@ SOURCES: dict[str, RawSource] = {
     s.name: s
     for s in (CONTACTS, ORDERS, POS, EVENTS, TICKETS, SURVEYS, CAMPAIGN_EVENTS, MARKETING_SPEND, REFERRALS, FX_RATES)
 }
+
+# Not landed by the pipeline: the standard contact schema of `cdp resolve --input FILE` (CSV with a
+# header, or Parquet). A missing column reads as null.
+CONTACT_LIST = RawSource(
+    name="contact_list",
+    format="csv or parquet",
+    doc="A contact list to resolve into customers with `cdp resolve`. Every column is optional except "
+        "source and source_record_id; lists with names, addresses and birth dates only are matched by the "
+        "probabilistic model.",
+    record_id="source_record_id",
+    timestamp="-",
+    columns=(
+        C("source", "string", False, "system the record comes from"),
+        C("source_record_id", "string", False, "the record's id in that system"),
+        C("first_name", "string"),
+        C("last_name", "string"),
+        C("email", "string"),
+        C("phone", "string", doc="any format; numbers without a country code use cleanse.default_phone_region"),
+        C("street", "string"),
+        C("address_line2", "string"),
+        C("city", "string"),
+        C("postcode", "string"),
+        C("region", "string"),
+        C("country", "string"),
+        C("dob", "string", doc="YYYY-MM-DD"),
+        C("gender", "string"),
+        C("loyalty_id", "string"),
+    ),
+)

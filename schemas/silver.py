@@ -226,3 +226,23 @@ FX_RATES = Table(
 
 TABLES = (CONTACTS, PII_VAULT, ORDERS, POS_TRANSACTIONS, ORDER_LINES, EVENTS, TICKETS, SURVEYS, CAMPAIGN_EVENTS,
           MARKETING_SPEND, REFERRALS, FX_RATES)
+
+# Not a table: the form every record takes for identity matching (silver contacts, or a contact
+# list given to `cdp resolve`). Contact points are keyed hashes, as in silver.
+MATCH_RECORD = Table(
+    name="match_record",
+    doc="A record to resolve: identifiers and the attributes compared by the probabilistic matcher.",
+    keys=("record_id",),
+    columns=(
+        C("record_id", "string", False, "'contact:<contact_id>' or '<source>:<source_record_id>'"),
+        C("given_name", "string"),
+        C("family_name", "string"),
+        C("birth_date", "date"),
+        C("gender", "string"),
+        C("email_key", "string"),
+        C("phone_key", "string"),
+        C("address_tokens", "string"),
+        C("postcode", "string"),
+        C("loyalty_number", "string"),
+    ),
+)

@@ -1,4 +1,4 @@
-"""Every channel through bronze and silver on generated data, checked against the ground truth."""
+"""Every channel through bronze, silver, identity resolution and the profile, checked against the ground truth."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from pyspark.sql import functions as F
 
 from jobs.config import Settings
 from jobs.generate import generate
-from jobs.pipeline import RunContext, pii_keys, run_cleanse, run_ingest
+from jobs.identity import record_customers
+from jobs.pipeline import RunContext, pii_keys, run_cleanse, run_ingest, run_profile, run_resolve, silver_by_source
+from jobs.resolution_quality import pairwise_scores
 from schemas.ops import ROW_COUNTS
 from schemas.raw import SOURCES
 
@@ -176,34 +178,99 @@ def test_surveys_tickets_and_lines_are_conformed(landed: dict, spark: SparkSessi
 
 
 def test_ground_truth_directory_is_not_read_by_the_pipeline() -> None:
-    stages = ("ingest", "cleanse", "profile", "pipeline", "quality", "airflow_tasks", "standardise", "pii", "tables")
+    stages = ("ingest", "cleanse", "matching", "identity", "profile", "pipeline", "quality", "airflow_tasks",
+              "standardise", "pii", "tables", "contact_list")
     code = "\n".join((Path("jobs") / f"{module}.py").read_text() for module in stages)
     assert "truth" not in code
 
 
-def test_deterministic_stitching_reunites_records_without_merging_people(
-    landed: dict, settings: Settings, spark: SparkSession
+EARLIER = date(2026, 11, 18)
+
+
+def _graph(spark: SparkSession) -> dict[str, str]:
+    return {r.node: r.customer_id for r in spark.table("gold.identity_graph").collect()}
+
+
+@pytest.fixture(scope="module")
+def resolved(landed: dict, settings: Settings, spark: SparkSession) -> dict:
+    """Resolution as of an earlier day, then as of the sample's last day (two more daily batches)."""
+    earlier = RunContext.create(settings, EARLIER, "run-resolve-earlier")
+    run_cleanse(earlier)
+    run_resolve(earlier)
+    before = _graph(spark)
+    later = RunContext.create(settings, AS_OF, "run-resolve-later")
+    run_cleanse(later)
+    summary = run_resolve(later)
+    return {"before": before, "summary": summary, "settings": settings}
+
+
+def test_resolution_meets_its_quality_target_against_the_truth(resolved: dict, settings: Settings,
+                                                              spark: SparkSession) -> None:
+    truth = spark.createDataFrame([(f"{r['source']}:{r['record_id']}", r["person_id"]) for r in _truth(settings)],
+                                  "record string, person_id string")
+    mapped = record_customers(spark.table("gold.identity_graph"), silver_by_source(spark)).select(
+        F.concat_ws(":", "source", "record_id").alias("record"), "customer_id")
+    overall = pairwise_scores(mapped, truth)
+    contacts = pairwise_scores(mapped.where("record LIKE 'contacts:%'"), truth)
+    assert overall.records > 0.9 * spark.table("silver.orders").count()
+    assert overall.precision >= 0.99 and overall.f1 >= 0.98, overall
+    assert contacts.precision >= 0.99 and contacts.f1 >= 0.98, contacts
+    assert contacts.customers <= 1.02 * contacts.persons
+
+
+def test_customer_ids_survive_new_batches_unless_merged_or_split(resolved: dict, spark: SparkSession) -> None:
+    before, after = resolved["before"], _graph(spark)
+    history = spark.table("gold.customer_id_history").where("run_id = 'run-resolve-later'")
+    explained = {r.old_customer_id for r in history.where("change IN ('merged', 'split')").collect()}
+    changed = {n for n in before if n in after and after[n] != before[n]}
+    assert all(before[n] in explained for n in changed)
+    assert len(changed) <= 0.01 * len(before)
+    assert len(after) > len(before)                      # the two later batches brought new identifiers
+    assert set(after.values()) >= {before[n] for n in before if n not in changed and before[n] not in explained}
+
+
+def test_rerunning_resolution_changes_nothing(resolved: dict, settings: Settings, spark: SparkSession) -> None:
+    before = _graph(spark)
+    run_resolve(RunContext.create(settings, AS_OF, "run-resolve-again"))
+    assert _graph(spark) == before
+    assert spark.table("gold.customer_id_history").where("run_id = 'run-resolve-again'").count() == 0
+    runs = spark.table("ops.resolution_runs").where("run_id = 'run-resolve-again'").first()
+    assert runs.ids_merged == runs.ids_split == 0 and runs.customers == len(set(before.values()))
+
+
+def test_profile_accounts_for_every_customer_and_transaction(resolved: dict, settings: Settings,
+                                                             spark: SparkSession) -> None:
+    run_profile(RunContext.create(settings, AS_OF, "run-profile"))
+    profile = spark.table("gold.customer_profile")
+    customers = spark.table("gold.identity_graph").select("customer_id").distinct().count()
+    assert profile.count() == customers == profile.select("customer_id").distinct().count()
+    totals = profile.agg(F.sum("order_count"), F.sum("store_transactions"), F.sum("contact_records"),
+                         F.sum("tickets")).first()
+    assert totals[0] == spark.table("silver.orders").where("status = 'completed'").count()
+    assert totals[1] == spark.table("silver.pos_transactions").where("loyalty_number IS NOT NULL").count()
+    assert totals[2] == spark.table("silver.contacts").count()
+    assert totals[3] == spark.table("silver.tickets").count()
+    assert profile.where("age_band IS NULL AND age >= 18").count() == 0
+    assert profile.where("given_name IS NOT NULL").count() > 0.9 * profile.where("contact_records > 0").count()
+
+
+def test_a_giant_cluster_stops_resolution_before_anything_is_published(
+    resolved: dict, settings: Settings, spark: SparkSession
 ) -> None:
-    from jobs.identity import device_account_keys, persons_from_keys, record_keys
+    from jobs.quality import QualityGateFailed
+    from jobs.tables import overwrite
+    from schemas.silver import CONTACTS
 
-    tables = ("silver.contacts", "silver.orders", "silver.pos_transactions", "silver.tickets", "silver.surveys")
-    pairs = record_keys(tables[0], spark.table(tables[0]))
-    for name in tables[1:]:
-        pairs = pairs.unionByName(record_keys(name, spark.table(name)))
-    pairs = pairs.unionByName(device_account_keys(spark.table("silver.events")))
-    predicted = {r.record: r.person for r in persons_from_keys(pairs).collect()}
-
-    source_of = {"contacts": "contacts", "orders": "orders", "pos_transactions": "pos", "tickets": "tickets",
-                 "surveys": "surveys"}
-    truth = {f"{t}:{row['record_id']}": row["person_id"] for row in _truth(settings)
-             for t, s in source_of.items() if row["source"] == s}
-    clusters: dict[str, set[str]] = {}
-    for record, person in predicted.items():
-        if record in truth:
-            clusters.setdefault(person, set()).add(truth[record])
-    merged_people = sum(1 for people in clusters.values() if len(people) > 1)
-    people = {p for p in truth.values()}
-    pieces = Counter(p for members in clusters.values() for p in members)
-
-    assert merged_people <= 0.01 * len(clusters)          # shared phones or loyalty numbers only
-    assert sum(1 for p in pieces if pieces[p] == 1) > 0.8 * len(people & set(pieces))  # most in one piece
+    graph_version = spark.sql("DESCRIBE HISTORY gold.identity_graph").agg(F.max("version")).first()[0]
+    # A hotline number typed into 60 people's contacts chains them into one customer.
+    contacts = spark.table("silver.contacts").localCheckpoint()
+    hub = F.col("contact_id").isin([r.contact_id for r in contacts.orderBy("contact_id").limit(60).collect()])
+    overwrite(contacts.withColumn("phone_key", F.when(hub, F.lit("hotline")).otherwise(F.col("phone_key"))), CONTACTS)
+    try:
+        with pytest.raises(QualityGateFailed, match=r"largest customer has \d+ nodes .* worst: CU-"):
+            run_resolve(RunContext.create(settings, AS_OF, "run-resolve-hub"))
+    finally:
+        overwrite(contacts, CONTACTS)
+    assert spark.sql("DESCRIBE HISTORY gold.identity_graph").agg(F.max("version")).first()[0] == graph_version
+    checks = spark.table("ops.resolution_checks").where("run_id = 'run-resolve-hub' AND breach IS NOT NULL")
+    assert {r.check_name for r in checks.collect()} >= {"largest_cluster", "conflicting_share"}

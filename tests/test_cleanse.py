@@ -1,15 +1,16 @@
-"""Silver standardisation and the skeleton customer profile, on tiny frames with known answers."""
+"""Silver standardisation and the profile's golden-record rules, on tiny frames with known answers."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
+import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs import standardise
 from jobs.cleanse import cleanse_orders
-from jobs.profile import build_customer_profile
+from jobs.profile import Survivorship, age_band, golden_record
 from schemas.raw import ORDERS
 
 KEY = b"k" * 32
@@ -72,33 +73,35 @@ def test_orders_net_out_returns_keep_latest_version_and_drop_test_accounts(spark
     assert orders["o1"].order_date == date(2026, 11, 1)
 
 
-def test_profile_resolves_exact_email_across_contacts_and_orders(spark: SparkSession) -> None:
-    t = datetime(2026, 1, 1)
-    ann, zed = hmac_hex("ann@x.com"), hmac_hex("zed@x.com")
-    contacts = spark.createDataFrame([
-        ("c1", "Ann", "Lee", ann, "a***@x.com", "***0100", "NY", "10001", True, t, datetime(2026, 1, 2)),
-        ("c2", "Annie", "Lee", ann, "a***@x.com", None, "Boston", "02101", False, t, datetime(2026, 3, 1)),
-        ("c3", "Bo", "Chen", None, None, None, "LA", "90001", True, t, t),
-    ], "contact_id string, given_name string, family_name string, email_key string, email_masked string, "
-       "phone_masked string, city string, postcode string, email_opt_in boolean, created_at timestamp, "
-       "updated_at timestamp")
-    orders = spark.createDataFrame([
-        ("o1", "a1", ann, "a***@x.com", datetime(2026, 2, 1), date(2026, 2, 1), "completed", 30.0),
-        ("o2", "a1", None, None, datetime(2026, 2, 5), date(2026, 2, 5), "completed", 20.0),    # account's e-mail
-        ("o3", "a7", zed, "z***@x.com", datetime(2026, 2, 6), date(2026, 2, 6), "returned", 0.0),
-        ("o4", "a1", ann, "a***@x.com", datetime(2026, 12, 1), date(2026, 12, 1), "completed", 99.0),  # after as-of
-    ], "order_id string, account_id string, email_key string, email_masked string, order_ts timestamp, "
-       "order_date date, status string, net_amount double")
+def test_survivorship_rules_pick_the_configured_observation(spark: SparkSession) -> None:
+    d = [datetime(2026, 1, day) for day in range(1, 6)]
+    observations = spark.createDataFrame([
+        ("cu1", "given_name", "Ann", d[0], "contacts"), ("cu1", "given_name", "Anne", d[4], "contacts"),
+        ("cu1", "given_name", "Ann", d[2], "contacts"),                      # most frequent: Ann (2 of 3)
+        ("cu1", "email", "a***@web.de", d[4], "orders"), ("cu1", "email", "a***@x.com", d[1], "contacts"),
+        ("cu1", "address", "Boston", d[1], "contacts"), ("cu1", "address", "Miami", d[3], "contacts"),
+        ("cu1", "signup_channel", "store", d[3], "contacts"), ("cu1", "signup_channel", "web", d[0], "contacts"),
+        ("cu2", "given_name", "Bo", d[0], "contacts"), ("cu2", "given_name", "Bob", d[1], "contacts"),  # tie
+    ], "customer_id string, attribute string, value string, observed_at timestamp, source string")
+    survivorship = Survivorship.from_conf({
+        "rules": {"given_name": "most_frequent", "email": "most_trusted", "address": "most_recent",
+                  "signup_channel": "earliest"},
+        "source_trust": ["contacts", "orders"]})
 
-    profile = build_customer_profile(contacts, orders, date(2026, 11, 20))
-    rows = {r.email_masked: r for r in profile.collect()}
+    golden = {r.customer_id: r for r in golden_record(observations, survivorship).collect()}
 
-    assert profile.count() == 3
-    ann = rows["a***@x.com"]
-    assert (ann.given_name, ann.city, ann.contact_records, ann.accounts) == ("Annie", "Boston", 2, 1)
-    assert (ann.order_count, ann.net_revenue, ann.phone_masked) == (2, 50.0, None)
-    assert rows["z***@x.com"].order_count == 0 and rows["z***@x.com"].contact_records == 0
-    assert rows[None].given_name == "Bo"
-    assert profile.select(F.countDistinct("customer_id")).first()[0] == 3
-    again = build_customer_profile(contacts, orders, date(2026, 11, 20))
-    assert sorted(r.customer_id for r in again.collect()) == sorted(r.customer_id for r in profile.collect())
+    assert (golden["cu1"].given_name, golden["cu1"].email, golden["cu1"].address, golden["cu1"].signup_channel) == (
+        "Ann", "a***@x.com", "Miami", "web")
+    assert golden["cu2"].given_name == "Bob"        # equally frequent: the most recent wins
+    assert golden["cu2"].email is None
+
+
+def test_unknown_survivorship_rule_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown survivorship rule"):
+        Survivorship.from_conf({"rules": {"given_name": "longest"}, "source_trust": []})
+
+
+def test_age_bands_follow_the_domain_model(spark: SparkSession) -> None:
+    ages = spark.createDataFrame([(a,) for a in (17, 18, 30, 31, 50, 51, 90)], "age int")
+    assert [r[0] for r in ages.select(age_band(F.col("age"))).collect()] == [
+        None, "young", "young", "middle", "middle", "senior", "senior"]

@@ -17,7 +17,7 @@ from schemas.raw import SOURCES
 from tests.conftest import isolated_environment
 
 DAGS = sorted((PROJECT_ROOT / "dags").glob("*.py"))
-EXPECTED_WIRING = {"cdp_daily": {"ingest": ["cleanse"], "cleanse": ["profile"], "profile": []}}
+EXPECTED_WIRING = {"cdp_daily": {"ingest": ["cleanse"], "cleanse": ["resolve"], "resolve": ["profile"], "profile": []}}
 AS_OF = "2026-11-20"
 
 DAGBAG_PROBE = """
@@ -98,6 +98,9 @@ def test_daily_dag_runs_end_to_end_and_a_bad_batch_stops_it(
     assert 0.6 * people < profile.count() < 1.2 * people
     assert profile.where("order_count > 0").count() > 0.4 * people
     assert profile.select("customer_id").distinct().count() == profile.count()
+    assert table("gold.identity_graph").select("customer_id").distinct().count() == profile.count()
+    assert table("ops.resolution_runs").count() == 1
+    assert table("ops.resolution_checks").where("breach IS NOT NULL").count() == 0
     assert table("ops.dq_results").where("NOT success AND severity = 'critical'").count() == 0
     published = sorted(profile.inputFiles())
 

@@ -1,13 +1,14 @@
-"""Connected components in Spark against a union-find reference on the same graph."""
+"""Identity graph: components against union-find, stable ids through merges and splits, the guards."""
 
 from __future__ import annotations
 
 import random
+from datetime import date
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
-from jobs.identity import connected_components, persons_from_keys
+from jobs.identity import GuardLimits, assign_customer_ids, components_of, connected_components, guard_checks
 
 
 def union_find_components(nodes: set[str], edges: list[tuple[str, str]]) -> dict[str, str]:
@@ -49,13 +50,86 @@ def test_non_convergence_is_an_error(spark: SparkSession) -> None:
         connected_components(spark.createDataFrame(chain, "src string, dst string"), max_rounds=2)
 
 
-def test_records_sharing_keys_transitively_are_one_person(spark: SparkSession) -> None:
-    pairs = spark.createDataFrame([
-        ("contacts:c1", "email:e1"), ("contacts:c1", "phone:p1"),
-        ("orders:o1", "email:e1"), ("orders:o1", "account:a1"),
-        ("orders:o2", "account:a1"),                 # no e-mail: joined through the account
-        ("contacts:c2", "email:e2"), ("orders:o3", "account:a9"),
-    ], "record string, key string")
-    persons = {r.record: r.person for r in persons_from_keys(pairs).collect()}
-    assert persons == {"contacts:c1": "contacts:c1", "orders:o1": "contacts:c1", "orders:o2": "contacts:c1",
-                       "contacts:c2": "contacts:c2", "orders:o3": "orders:o3"}
+EMPTY_GRAPH = "node string, customer_id string"
+AS_OF = date(2026, 11, 20)
+
+
+def _resolve(spark: SparkSession, edges: list[tuple[str, str]], previous: DataFrame, issued: DataFrame | None = None):
+    nodes = spark.createDataFrame([(n,) for e in edges for n in e], "node string").distinct()
+    components = components_of(nodes, spark.createDataFrame(edges, "src string, dst string"))
+    assignment = assign_customer_ids(components, previous, issued if issued is not None else previous, AS_OF)
+    graph = {r.node: r.customer_id for r in assignment.graph.collect()}
+    changes = sorted((r.change, r.old_customer_id, r.new_customer_id, r.nodes_moved)
+                     for r in assignment.changes.collect())
+    return graph, changes, spark.createDataFrame(list(graph.items()), EMPTY_GRAPH)
+
+
+FIRST = [("contact:c1", "email:e1"), ("contact:c1", "phone:p1"), ("account:a1", "email:e1"),
+         ("contact:c2", "email:e2"), ("account:a9", "account:a9")]
+
+
+def test_records_sharing_identifiers_transitively_are_one_customer(spark: SparkSession) -> None:
+    graph, changes, _ = _resolve(spark, FIRST, spark.createDataFrame([], EMPTY_GRAPH))
+    assert graph["contact:c1"] == graph["email:e1"] == graph["phone:p1"] == graph["account:a1"]
+    assert len({graph["contact:c1"], graph["contact:c2"], graph["account:a9"]}) == 3
+    assert all(v.startswith("CU-") and len(v) == 19 for v in graph.values())
+    assert changes == []
+
+
+def test_ids_do_not_change_when_unrelated_data_arrives(spark: SparkSession) -> None:
+    first, _, previous = _resolve(spark, FIRST, spark.createDataFrame([], EMPTY_GRAPH))
+    # A new customer (c0 sorts before every old node, so it would win a naive min-node id), and a new
+    # order linking an existing account to an existing e-mail of the same customer.
+    second, changes, _ = _resolve(spark, [*FIRST, ("contact:c0", "email:e0"), ("account:a1", "email:e1")], previous)
+    assert {n: second[n] for n in first} == first
+    assert second["contact:c0"] not in first.values()
+    assert changes == []
+
+
+def test_a_merge_keeps_the_larger_customer_id_and_is_recorded(spark: SparkSession) -> None:
+    first, _, previous = _resolve(spark, FIRST, spark.createDataFrame([], EMPTY_GRAPH))
+    # A ticket with account a9 and e-mail e1 joins customer a9 into customer c1.
+    second, changes, _ = _resolve(spark, [*FIRST, ("account:a9", "email:e1")], previous)
+    survivor = first["contact:c1"]
+    assert second["account:a9"] == survivor and second["contact:c1"] == survivor
+    assert changes == [("merged", first["account:a9"], survivor, 1)]
+
+
+def test_a_split_keeps_the_id_on_the_larger_part_and_is_recorded(spark: SparkSession) -> None:
+    first, _, previous = _resolve(spark, FIRST, spark.createDataFrame([], EMPTY_GRAPH))
+    # The account no longer links to e1 (e.g. the order was erased): it leaves customer c1.
+    edges = [e for e in FIRST if e != ("account:a1", "email:e1")] + [("account:a1", "account:a1")]
+    second, changes, _ = _resolve(spark, edges, previous)
+    assert second["contact:c1"] == first["contact:c1"]
+    assert second["account:a1"] != first["account:a1"]
+    assert changes == [("split", first["contact:c1"], second["account:a1"], 1)]
+
+
+def test_a_retired_id_is_never_issued_again(spark: SparkSession) -> None:
+    first, _, previous = _resolve(spark, FIRST, spark.createDataFrame([], EMPTY_GRAPH))
+    merged, _, after_merge = _resolve(spark, [*FIRST, ("account:a9", "email:e1")], previous)
+    # a9 leaves again: its old id was retired by the merge, so it gets a new one.
+    issued = after_merge.unionByName(previous)
+    again, changes, _ = _resolve(spark, FIRST, after_merge, issued)
+    assert again["account:a9"] not in set(first.values()) | set(merged.values())
+    assert changes == [("split", merged["contact:c1"], again["account:a9"], 1)]
+
+
+def test_guards_name_the_worst_clusters_and_conflicts(spark: SparkSession) -> None:
+    hub = [(f"contact:h{i:02d}", "phone:shared") for i in range(30)]   # one phone on 30 contacts
+    graph, _, staged = _resolve(spark, [*FIRST, *hub], spark.createDataFrame([], EMPTY_GRAPH))
+    contacts = spark.createDataFrame(
+        [(f"h{i:02d}", date(1950 + i, 1, 2)) for i in range(30)] + [("c1", date(1980, 1, 2))],
+        "contact_id string, birth_date date")
+    limits = GuardLimits(max_cluster_size=20, large_cluster_size=10, max_large_cluster_share=0.5,
+                         max_merged_share_drift=0.05, max_conflicting_share=0.01, max_accounts_per_customer=3,
+                         max_changed_id_share=0.02)
+    checks = {name: (observed, breach) for name, observed, _, breach in
+              guard_checks(staged, contacts, spark.createDataFrame([], "change string, old_customer_id string"),
+                           0, None, limits)}
+    hub_id = graph["phone:shared"]
+    assert checks["largest_cluster"][0] == 31
+    assert hub_id in checks["largest_cluster"][1]
+    assert checks["large_cluster_share"][1] is None             # 1 of 4 customers: within 0.5
+    assert hub_id in checks["conflicting_share"][1] and "30 birth dates" in checks["conflicting_share"][1]
+    assert checks["merged_share_drift"] == (None, None)          # no previous run to compare with
