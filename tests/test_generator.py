@@ -13,14 +13,17 @@ import pytest
 
 from jobs.config import Settings
 from jobs.generate import DUPLICATED, generate
+from jobs.generate.dirt import swap_day_month
+from jobs.generate.sources import DUPLICATE_BIRTH_DATE_BLANK, DUPLICATE_EMAIL_BLANK, DUPLICATE_PHONE_BLANK
 from schemas.raw import SOURCES
 
 PEOPLE = 400
 
 
-def _generate(settings: Settings, out: Path, seed: int = 42, workers: int = 1) -> dict:
-    return generate(settings.section("generator"), out / "landing", out / "truth", customers=PEOPLE, seed=seed,
-                    workers=workers)
+def _generate(settings: Settings, out: Path, seed: int = 42, workers: int = 1, **dirt: float) -> dict:
+    gen = settings.section("generator")
+    gen["dirt"].update(dirt)
+    return generate(gen, out / "landing", out / "truth", customers=PEOPLE, seed=seed, workers=workers)
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -34,6 +37,14 @@ def sample(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return out, _generate(settings, out)
 
 
+@pytest.fixture(scope="module")
+def hard_sample(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Many duplicate contacts and households, so that the shares conditional on them (swapped
+    or blank birth dates, blank identifiers) have enough cases to be checked."""
+    out = tmp_path_factory.mktemp("gen-hard")
+    return out, _generate(settings, out, duplicate_contact=0.5, household_share=0.3)
+
+
 def test_same_seed_gives_byte_identical_output_serial_or_parallel(settings: Settings, sample, tmp_path: Path) -> None:
     out, _ = sample
     _generate(settings, tmp_path / "again", workers=2)
@@ -43,24 +54,30 @@ def test_same_seed_gives_byte_identical_output_serial_or_parallel(settings: Sett
     assert _digest(out / "landing") != _digest(tmp_path / "other" / "landing")
 
 
+def _parse_lines(source_name: str, path: Path) -> list[dict]:
+    """The records of one landed file that can still be parsed, one line at a time."""
+    source = SOURCES[source_name]
+    with path.open(encoding="utf-8") as fh:
+        if source.format == "csv":
+            # One record per line is the contract: a broken quote must not swallow the next line.
+            header = next(csv.reader([fh.readline()]))
+            rows = [next(csv.reader([line])) for line in fh]
+            return [dict(zip(header, row)) for row in rows if len(row) == len(header)]
+        records = []
+        for line in fh:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+
 def _landed_record_ids(landing: Path) -> Counter:
     """(source, record id) of every line that can still be parsed, counted."""
     seen: Counter = Counter()
     for name, source in SOURCES.items():
         for path in sorted((landing / name).rglob("*.*")):
-            with path.open(encoding="utf-8") as fh:
-                if source.format == "csv":
-                    # One record per line is the contract: a broken quote must not swallow the next line.
-                    header = next(csv.reader([fh.readline()]))
-                    rows = [next(csv.reader([line])) for line in fh]
-                    ids = [dict(zip(header, row)).get(source.record_id) for row in rows if len(row) == len(header)]
-                else:
-                    ids = []
-                    for line in fh:
-                        try:
-                            ids.append(json.loads(line).get(source.record_id))
-                        except json.JSONDecodeError:
-                            continue
+            ids = [record.get(source.record_id) for record in _parse_lines(name, path)]
             seen.update((name, i) for i in ids if i)
     return seen
 
@@ -128,3 +145,106 @@ def test_true_behaviour_is_drawn_from_the_written_parameters(sample) -> None:
     prospects = [r for r in rows if r["is_prospect"] == "1"]
     assert all(r["n_purchases"] == "0" for r in prospects)
     assert all(int(r["n_purchases"]) >= 1 for r in rows if r["is_prospect"] == "0")
+
+
+# -- hard cases for identity resolution -------------------------------------------------------------
+def _persons(out: Path) -> dict[str, dict]:
+    return {r["person_id"]: r for p in sorted((out / "truth" / "persons").glob("*.csv"))
+            for r in csv.DictReader(p.open(encoding="utf-8"))}
+
+
+def _contacts(out: Path) -> list[tuple[dict, dict]]:
+    """(truth row, landed row) of every contact that landed intact; malformed ones are left out
+    since their fields were broken on purpose."""
+    landed = {r["contact_id"]: r for p in sorted((out / "landing" / "contacts").rglob("*.csv"))
+              for r in _parse_lines("contacts", p)}
+    truth = [r for p in sorted((out / "truth" / "records").glob("*.csv")) for r in csv.DictReader(p.open())
+             if r["source"] == "contacts" and "malformed_row" not in r["defects"]]
+    return [(t, landed[t["record_id"]]) for t in truth]
+
+
+def _defects(truth_row: dict) -> set[str]:
+    return {d.split(":")[0] for d in truth_row["defects"].split(";") if d}
+
+
+@pytest.mark.parametrize("which", ["sample", "hard_sample"])
+def test_duplicate_contacts_and_swapped_birth_dates_appear_at_their_rates(which: str, request) -> None:
+    out, summary = request.getfixturevalue(which)
+    rates = summary["dirt_rates"]
+    persons = _persons(out)
+    duplicates = [(t, r) for t, r in _contacts(out) if "duplicate_contact" in _defects(t)]
+    owners = Counter(t["person_id"] for t, _ in duplicates)
+    eligible = [p for p in persons.values() if p["is_test"] == "0"]
+
+    assert max(owners.values()) == 1 and all(persons[p]["is_test"] == "0" for p in owners)
+    assert _within(len(owners), len(eligible), rates["duplicate_contact"]), (len(owners), len(eligible))
+    assert all(r["loyalty_number"] == "" for _, r in duplicates)
+    for column, share in (("email", DUPLICATE_EMAIL_BLANK), ("phone", DUPLICATE_PHONE_BLANK),
+                          ("birth_date", DUPLICATE_BIRTH_DATE_BLANK)):
+        blank = sum(r[column] == "" for _, r in duplicates)
+        assert _within(blank, len(duplicates), share), (column, blank, len(duplicates))
+
+    # Day and month are swapped only where that gives another valid date, at the configured share.
+    swappable = swapped = 0
+    for t, r in duplicates:
+        born = persons[t["person_id"]]["birth_date"]
+        if r["birth_date"] == "" or swap_day_month(born) is None:
+            assert r["birth_date"] in ("", born) and "dob_swapped" not in _defects(t)
+            continue
+        swappable += 1
+        if "dob_swapped" in _defects(t):
+            swapped += 1
+            assert r["birth_date"] == swap_day_month(born)
+        else:
+            assert r["birth_date"] == born
+    assert _within(swapped, swappable, rates["dob_swapped"]), (swapped, swappable)
+    if which == "hard_sample":
+        assert swappable >= 30 and swapped > 0
+
+
+@pytest.mark.parametrize("which", ["sample", "hard_sample"])
+def test_duplicate_contacts_never_share_an_email_with_another_person(which: str, request) -> None:
+    out, _ = request.getfixturevalue(which)
+    persons = _persons(out)
+    contacts = _contacts(out)
+    owners: dict[str, set[str]] = {}
+    for person in persons.values():
+        owners.setdefault(person["email"], set()).add(person["person_id"])
+    for t, r in contacts:
+        if r["email"].strip():
+            owners.setdefault(r["email"].strip().lower(), set()).add(t["person_id"])
+    second = [(t["person_id"], r["email"].strip().lower()) for t, r in contacts
+              if "duplicate_contact" in _defects(t) and r["email"].strip()]
+
+    assert second, "no duplicate contact with an e-mail address"
+    for person, email in second:
+        assert email != persons[person]["email"], "a duplicate contact reuses the first mailbox"
+        assert owners[email] == {person}, f"{email} belongs to {owners[email]}"
+
+
+@pytest.mark.parametrize("which", ["sample", "hard_sample"])
+def test_household_members_are_distinct_people_sharing_family_name_and_postcode(which: str, request) -> None:
+    out, summary = request.getfixturevalue(which)
+    persons = _persons(out)
+    joiners = [p for p in persons.values() if p["household_of"]]
+    # Each version of a person's address (first, moved) as it landed, where it was not blanked.
+    postcodes: dict[tuple[str, str], set[str]] = {}
+    for t, r in _contacts(out):
+        defects = _defects(t)
+        version = "duplicate" if "duplicate_contact" in defects else "moved" if "moved_address" in defects else "first"
+        if r["postcode"]:
+            postcodes.setdefault((t["person_id"], version), set()).add(r["postcode"])
+
+    assert _within(len(joiners), len(persons), summary["dirt_rates"]["household_share"]), len(joiners)
+    compared = 0
+    for person in joiners:
+        mate = persons[person["household_of"]]
+        assert mate["person_id"] != person["person_id"] and mate["email"] != person["email"]
+        assert "0" == person["is_test"] == mate["is_test"]
+        assert person["family_name"] == mate["family_name"]
+        for version in ("first", "moved"):
+            mine, theirs = (postcodes.get((p["person_id"], version)) for p in (person, mate))
+            if mine and theirs:
+                assert mine == theirs, (person["person_id"], mate["person_id"], version)
+                compared += 1
+    assert compared >= 0.8 * len(joiners)

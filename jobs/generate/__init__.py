@@ -7,7 +7,8 @@ chunk size, chunks can run in parallel, and the same seed gives byte-identical f
 Layout written:
   landing/<source>/<batch date>/part-<chunk>.<csv|jsonl>   what the pipeline ingests
   truth/records/part-<chunk>.csv    source, record_id, person_id, defects, batch
-  truth/persons/part-<chunk>.csv    true attributes and behaviour of each person
+  truth/persons/part-<chunk>.csv    true attributes and behaviour of each person (household_of: the
+                                    housemate whose family name and address they share)
   truth/params.json                 generating parameters and dirt actually applied
 The pipeline never reads truth/.
 """
@@ -97,14 +98,15 @@ def _malform(rng: np.random.Generator, source: RawSource, line: str, rec: Record
     if kind == "broken_quote":
         return '"' + line, kind
     broken = dict(rec)
+    ts = [c.name for c in source.columns if c.type in ("timestamp", "timestamp_ntz", "date")]
     if kind == "wrong_type":
+        # Text where a number, flag or list belongs; a source without such columns gets it in a
+        # timestamp (not date-like, so a type mismatch, unlike an impossible date), so every
+        # source, events included, plants wrong types at the same share of its broken rows.
         typed = [c.name for c in source.columns if c.type in ("int", "double", "boolean") or c.type.startswith("array")]
-        if not typed:
-            kind = "impossible_date"
-        else:
-            broken[typed[int(rng.integers(0, len(typed)))]] = "n/a"
+        typed = typed or ts
+        broken[typed[int(rng.integers(0, len(typed)))]] = "n/a"
     if kind == "impossible_date":
-        ts = [c.name for c in source.columns if c.type in ("timestamp", "timestamp_ntz", "date")]
         col = ts[int(rng.integers(0, len(ts)))]
         broken[col] = "2025-02-30" if source.column(col).type == "date" else "2025-02-30T25:61:00Z" \
             if source.column(col).type == "timestamp" else "2025-02-30 25:61:00"
@@ -199,14 +201,15 @@ def generate_chunk(plan: GeneratorPlan, chunk: int) -> dict[str, Counter]:
         plan.truth / "persons" / f"part-{chunk:05d}.csv",
         ["person_id", "given_name", "family_name", "email", "phone_e164", "birth_date", "gender", "city", "region",
          "signup_channel", "email_opt_in", "is_test", "is_prospect", "first_seen", "lam", "p_drop", "nu",
-         "n_purchases", "last_purchase", "alive", "dropout_date", "referred_by"],
+         "n_purchases", "last_purchase", "alive", "dropout_date", "referred_by", "household_of"],
         (
             [pop.person_id[i], pop.given_name[i], pop.family_name[i], pop.email[i], f"+1{pop.phone_digits[i]}",
              str(pop.birth_date[i]), pop.gender[i], CITIES[pop.city_index[i]][0], CITIES[pop.city_index[i]][1],
              pop.signup_channel[i], int(pop.email_opt_in[i]), int(pop.is_test[i]), int(pop.is_prospect[i]),
              clock.iso(pop.first_seen[i]), f"{pop.lam[i]:.6f}", f"{pop.p_drop[i]:.6f}", f"{pop.nu[i]:.6f}",
              len(purchases[i]), clock.iso(purchases[i][-1]) if len(purchases[i]) else "", int(alive[i]),
-             clock.iso(dropout_day[i]) if np.isfinite(dropout_day[i]) else "", referred_by.get(pop.person_id[i], "")]
+             clock.iso(dropout_day[i]) if np.isfinite(dropout_day[i]) else "", referred_by.get(pop.person_id[i], ""),
+             pop.person_id[pop.household_of[i]] if pop.household_of[i] >= 0 else ""]
             for i in range(n)
         ),
     )

@@ -41,6 +41,15 @@ def typo(rng: np.random.Generator, name: str) -> str:
     return name[:i] + name[i + 1 :]
 
 
+def swap_day_month(iso_date: str) -> str | None:
+    """The date with day and month swapped (US vs European entry), or None where that would
+    be impossible (day > 12) or invisible (day == month)."""
+    year, month, day = iso_date.split("-")
+    if int(day) > 12 or day == month:
+        return None
+    return f"{year}-{day}-{month}"
+
+
 def random_case(rng: np.random.Generator, text: str) -> str:
     style = rng.integers(0, 3)
     return text.upper() if style == 0 else text.lower() if style == 1 else f" {text}"

@@ -29,6 +29,8 @@ FAMILY_NAMES = [
     "Patel", "Sharma", "Khan", "Okafor", "Adeyemi", "Tanaka", "Suzuki", "O'Brien", "Kowalski", "Nguyen",
 ]
 EMAIL_DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "icloud.com", "proton.me", "web.de", "mail.com"]
+# Labels of a person's second mailbox; letters only, so the address cannot be anyone's first one.
+SECOND_MAILBOX_TAGS = ["shop", "home", "private", "mail", "deals"]
 # (city, region, state/postcode prefix, area codes)
 CITIES = [
     ("New York", "Northeast", "NY", "100", ["212", "646", "718"]),
@@ -61,6 +63,7 @@ class Population:
     gender: np.ndarray
     birth_date: np.ndarray          # datetime64[D]
     email: np.ndarray
+    second_email: np.ndarray        # another mailbox of the same person, never used by anyone else
     phone_digits: np.ndarray        # 10 national digits (NANP)
     city_index: np.ndarray
     street: np.ndarray
@@ -69,6 +72,7 @@ class Population:
     new_street: np.ndarray
     new_city_index: np.ndarray
     new_postcode: np.ndarray
+    household_of: np.ndarray        # chunk index of the housemate whose name and address were taken, or -1
     signup_channel: np.ndarray
     email_opt_in: np.ndarray
     sms_opt_in: np.ndarray
@@ -98,6 +102,33 @@ def _email_local(given: str, family: str, k: int) -> str:
     return [f"{g}.{f}.{k}", f"{g[0]}{f}{k}", f"{g}{f}{k}", f"{f}.{g}{k}"][k % 4]
 
 
+def _second_email(given: str, family: str, k: int, tag: str, domain: str) -> str:
+    """A second mailbox of person `k`: names hold no digits, so the digits before the tag are
+    `k` and the address is the person's own; ending in letters, it is nobody's first address."""
+    return f"{_email_local(given, family, k)}.{tag}@{domain}"
+
+
+def _households(rng: np.random.Generator, is_test: np.ndarray, share: float) -> np.ndarray:
+    """For each person, the chunk index of the housemate they moved in with, or -1.
+
+    The housemate is the previous person of the chunk, so the choice depends only on the
+    chunk's stream; test accounts neither join nor host a household.
+    """
+    n = len(is_test)
+    joins = rng.random(n) < share
+    joins[0] = False
+    joins[1:] &= ~is_test[1:] & ~is_test[:-1]
+    return np.where(joins, np.arange(n) - 1, -1)
+
+
+def _move_in(household_of: np.ndarray, *columns: np.ndarray) -> None:
+    """Copy the housemate's values of `columns` in place. In index order, so a chain of
+    households (i joins i-1, who joined i-2) ends with everyone at the same address."""
+    for i in np.flatnonzero(household_of >= 0):
+        for column in columns:
+            column[i] = column[household_of[i]]
+
+
 def draw_population(
     rng: np.random.Generator, first_index: int, n: int, gen: dict, history_days: int, end_date: np.datetime64
 ) -> Population:
@@ -112,12 +143,27 @@ def draw_population(
     is_test = rng.random(n) < gen["test_account_share"]
     given[is_test] = "Test"
     family[is_test] = "User"
+    # Housemates share a family name before any address is built from it (hard negatives:
+    # different people, same surname and address, own given name, birth date, e-mail, phone).
+    household_of = _households(rng, is_test, gen["dirt"]["household_share"])
+    _move_in(household_of, family)
 
     domains = rng.integers(0, len(EMAIL_DOMAINS), n)
     email = np.array(
         [
             f"qa+{i}@cdp-internal.test" if t else f"{_email_local(g, f, int(i))}@{EMAIL_DOMAINS[d]}"
             for i, g, f, d, t in zip(idx, given, family, domains, is_test)
+        ],
+        dtype=object,
+    )
+    tags = rng.integers(0, len(SECOND_MAILBOX_TAGS), n)
+    domains2 = rng.integers(0, len(EMAIL_DOMAINS), n)
+    # Test accounts get none: their duplicates are never generated, and any address of theirs
+    # must stay inside the test-account patterns that silver filters on.
+    second_email = np.array(
+        [
+            "" if t else _second_email(g, f, int(i), SECOND_MAILBOX_TAGS[tg], EMAIL_DOMAINS[d])
+            for i, g, f, tg, d, t in zip(idx, given, family, tags, domains2, is_test)
         ],
         dtype=object,
     )
@@ -134,6 +180,13 @@ def draw_population(
     def postcode_of(cities: np.ndarray) -> np.ndarray:
         digits = rng.integers(0, 100, len(cities))
         return np.array([f"{CITIES[c][3]}{d:02d}" for c, d in zip(cities, digits)], dtype=object)
+
+    street, postcode = street_of(idx), postcode_of(city_index)
+    moved = rng.random(n) < gen["dirt"]["moved_address"]
+    new_street, new_postcode = street_of(idx), postcode_of(new_city_index)
+    # Both addresses (and whether there is a second) come from the housemate, so every source
+    # sees one household; the phone keeps the person's own area code, like a mobile number.
+    _move_in(household_of, city_index, street, postcode, moved, new_city_index, new_street, new_postcode)
 
     age_days = rng.integers(18 * 365, 80 * 365, n)
     birth_date = end_date - age_days.astype("timedelta64[D]")
@@ -154,14 +207,16 @@ def draw_population(
         gender=gender,
         birth_date=birth_date,
         email=email,
+        second_email=second_email,
         phone_digits=phone,
         city_index=city_index,
-        street=street_of(idx),
-        postcode=postcode_of(city_index),
-        moved=rng.random(n) < gen["dirt"]["moved_address"],
-        new_street=street_of(idx),
+        street=street,
+        postcode=postcode,
+        moved=moved,
+        new_street=new_street,
         new_city_index=new_city_index,
-        new_postcode=postcode_of(new_city_index),
+        new_postcode=new_postcode,
+        household_of=household_of,
         signup_channel=np.array([SIGNUP_CHANNELS[c] for c in channel], dtype=object),
         email_opt_in=rng.random(n) < 0.7,
         sms_opt_in=rng.random(n) < 0.35,

@@ -35,6 +35,12 @@ COMMENTS_GOOD = ["Love the quality, will buy again", "Fast delivery and friendly
 COMMENTS_MID = ["It was okay", "Average experience", "Fine, nothing special"]
 COMMENTS_BAD = ["Terrible support, never again", "Product broke quickly, very disappointed",
                 "Slow delivery and rude staff"]
+# A duplicate contact is opened at a till or in the app by someone who does not find (or
+# give) their first record: shares of such records that leave each identifier out.
+DUPLICATE_CHANNELS = ["store", "app", "web"]
+DUPLICATE_EMAIL_BLANK = 0.5
+DUPLICATE_PHONE_BLANK = 0.6
+DUPLICATE_BIRTH_DATE_BLANK = 0.1
 
 
 class Clock:
@@ -84,7 +90,9 @@ class ChunkBuilder:
         return bool(self.rng.random() < self.rates[kind])
 
     def email_of(self, i: int, rec: Record) -> str:
-        email = self.pop.email[i]
+        return self.messy_email(self.pop.email[i], rec)
+
+    def messy_email(self, email: str, rec: Record) -> str:
         if self._chance("email_case_whitespace"):
             rec["_defects"].append("email_case_whitespace")
             return dirt.messy_email(self.rng, email)
@@ -101,6 +109,17 @@ class ChunkBuilder:
             rec["_defects"].append("name_typo")
             return dirt.typo(self.rng, name)
         return name
+
+    def birth_date_of(self, i: int, rec: Record) -> str:
+        """The birth date as keyed in again: sometimes left out, sometimes day and month swapped."""
+        born = str(self.pop.birth_date[i])
+        if self.rng.random() < DUPLICATE_BIRTH_DATE_BLANK:
+            return ""
+        swapped = dirt.swap_day_month(born)
+        if swapped is not None and self._chance("dob_swapped"):
+            rec["_defects"].append("dob_swapped")
+            return swapped
+        return born
 
     def blank_one(self, rec: Record, optional: list[str]) -> None:
         if self._chance("missing_field"):
@@ -137,7 +156,42 @@ class ChunkBuilder:
                 )
                 self.blank_one(rec, ["phone", "email", "birth_date", "postcode", "street"])
                 out.append(rec)
+            # Test accounts get none: a second mailbox would escape the test-account patterns.
+            if not pop.is_test[i] and self._chance("duplicate_contact"):
+                out.append(self.duplicate_contact(i, after=versions[-1][3]))
         return out
+
+    def duplicate_contact(self, i: int, after: float) -> Record:
+        """A second CRM record of person i, opened later from another channel: new contact id,
+        the current address, no loyalty number, and identifiers that are missing or different
+        (a second mailbox), so only a probabilistic match can tie it to the first record.
+
+        It is opened after the person's last move (`after`), so the current address is the one
+        they would give. The identifier blanks are the point of the record, so `blank_one`'s
+        random missing field is not applied on top.
+        """
+        pop = self.pop
+        day = float(self.rng.uniform(after, self.history_days))
+        if pop.moved[i]:
+            street, city, postcode = pop.new_street[i], pop.new_city_index[i], pop.new_postcode[i]
+        else:
+            street, city, postcode = pop.street[i], pop.city_index[i], pop.postcode[i]
+        channels = [c for c in DUPLICATE_CHANNELS if c != pop.signup_channel[i]]
+        rec = _rec(pop.person_id[i], day, contact_id=new_id(self.rng, "C"))
+        rec["_defects"].append("duplicate_contact")
+        rec.update(
+            first_name=self.name_of(pop.given_name[i], rec),
+            last_name=self.name_of(pop.family_name[i], rec),
+            email="" if self.rng.random() < DUPLICATE_EMAIL_BLANK else self.messy_email(pop.second_email[i], rec),
+            phone="" if self.rng.random() < DUPLICATE_PHONE_BLANK else self.phone_of(i, rec),
+            street=street, city=CITIES[city][0], postcode=postcode, country="US",
+            birth_date=self.birth_date_of(i, rec), gender=pop.gender[i], loyalty_number="",
+            signup_channel=channels[int(self.rng.integers(0, len(channels)))],
+            email_opt_in=str(bool(pop.email_opt_in[i])).lower(),
+            sms_opt_in=str(bool(pop.sms_opt_in[i])).lower(),
+            created_at=self.clock.iso(day), updated_at=self.clock.iso(day),
+        )
+        return rec
 
     def _basket(self, i: int, value: float) -> list[tuple[str, str, int, float]]:
         """Split an order value over 1-4 lines in the person's preferred categories."""
