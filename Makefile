@@ -27,10 +27,11 @@ $(VENV)/.installed: pyproject.toml uv.lock
 .cache/jars/manifest.json: $(VENV)/.installed conf/base.yaml
 	$(BIN)/cdp setup-jars
 
-run: setup ## generate sample data, run the daily DAG in Airflow for DATE, list the tables
+run: setup ## generate sample data, run the daily DAG in Airflow for DATE, list the tables, score identity resolution
 	$(BIN)/cdp generate --customers $(CUSTOMERS)
 	$(BIN)/cdp airflow-run --date $(DATE)
 	$(BIN)/cdp tables
+	$(BIN)/cdp identity-quality
 
 test: setup ## run the test suite (unit, integration, DAG end to end)
 	$(BIN)/pytest

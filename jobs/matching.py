@@ -63,15 +63,14 @@ class Comparison:
     u_prior: tuple[float, ...]   # P(level | non-match)
 
 
-NAME_LEVELS = ("different", "jaro_winkler>=0.80", "jaro_winkler>=0.92", "exact")
+NAME_LEVELS = ("different", "jaro_winkler>=0.80_or_same_soundex", "jaro_winkler>=0.92", "exact")
 COMPARISONS: tuple[Comparison, ...] = (
     Comparison("given_name", NAME_LEVELS, (0.02, 0.03, 0.10, 0.85), (0.90, 0.06, 0.02, 0.02)),
     Comparison("family_name", NAME_LEVELS, (0.02, 0.03, 0.10, 0.85), (0.90, 0.06, 0.02, 0.02)),
     Comparison("birth_date", ("different", "one_part_differs", "day_month_swapped", "exact"),
                (0.03, 0.04, 0.03, 0.90), (0.97, 0.029, 0.0005, 0.0005)),
-    Comparison("address", ("different", "same_number_similar_street", "exact"),
-               (0.25, 0.05, 0.70), (0.95, 0.04, 0.01)),
-    Comparison("postcode", ("different", "exact"), (0.2, 0.8), (0.9, 0.1)),
+    Comparison("address", ("different", "same_postcode", "same_number_similar_street", "exact"),
+               (0.2, 0.05, 0.05, 0.70), (0.9, 0.08, 0.01, 0.01)),
     Comparison("email", ("different", "exact"), (0.3, 0.7), (0.9999, 0.0001)),
     Comparison("phone", ("different", "exact"), (0.2, 0.8), (0.999, 0.001)),
     Comparison("gender", ("different", "exact"), (0.02, 0.98), (0.5, 0.5)),
@@ -126,8 +125,9 @@ def _both(a: Column, b: Column) -> Column:
 
 def _name_level(a: Column, b: Column) -> Column:
     similarity = jaro_winkler(F.lower(a), F.lower(b))
+    # A phonetic code catches spellings that sound alike but share few letters in order.
     return (F.when(~_both(a, b), None).when(F.lower(a) == F.lower(b), 3).when(similarity >= 0.92, 2)
-            .when(similarity >= 0.80, 1).otherwise(0))
+            .when((similarity >= 0.80) | (F.soundex(a) == F.soundex(b)), 1).otherwise(0))
 
 
 def _birth_date_level(a: Column, b: Column) -> Column:
@@ -138,10 +138,20 @@ def _birth_date_level(a: Column, b: Column) -> Column:
     return F.when(~_both(a, b), None).when(a == b, 3).when(swapped, 2).when(one_part, 1).otherwise(0)
 
 
-def _address_level(a: Column, b: Column) -> Column:
-    number = F.regexp_extract(a, r"^(\d+)", 1)
-    similar = (number != "") & (number == F.regexp_extract(b, r"^(\d+)", 1)) & (jaro_winkler(a, b) >= 0.9)
-    return F.when(~_both(a, b), None).when(a == b, 2).when(similar, 1).otherwise(0)
+def _address_level(street_a: Column, street_b: Column, postcode_a: Column, postcode_b: Column) -> Column:
+    """Street and postcode as one comparison: they are far from independent (a household shares
+    both), and counting them as two pieces of evidence would double the weight of one fact."""
+    known_a = street_a.isNotNull() | postcode_a.isNotNull()
+    known_b = street_b.isNotNull() | postcode_b.isNotNull()
+    postcode_agrees = postcode_a.isNull() | postcode_b.isNull() | (postcode_a == postcode_b)
+    number = F.regexp_extract(street_a, r"^(\d+)", 1)
+    similar = (number != "") & (number == F.regexp_extract(street_b, r"^(\d+)", 1)) & (
+        jaro_winkler(street_a, street_b) >= 0.9)
+    return (F.when(~(known_a & known_b), None)
+            .when(_both(street_a, street_b) & (street_a == street_b) & postcode_agrees, 3)
+            .when(_both(street_a, street_b) & similar & postcode_agrees, 2)
+            .when(_both(postcode_a, postcode_b) & (postcode_a == postcode_b), 1)
+            .otherwise(0))
 
 
 def _exact_level(a: Column, b: Column) -> Column:
@@ -163,8 +173,7 @@ def comparison_levels(pairs: DataFrame, records: DataFrame) -> DataFrame:
         "given_name": _name_level(*lr("given_name")),
         "family_name": _name_level(*lr("family_name")),
         "birth_date": _birth_date_level(*lr("birth_date")),
-        "address": _address_level(*lr("address_tokens")),
-        "postcode": _exact_level(*lr("postcode")),
+        "address": _address_level(*lr("address_tokens"), *lr("postcode")),
         "email": _exact_level(*lr("email_key")),
         "phone": _exact_level(*lr("phone_key")),
         "gender": _exact_level(*lr("gender")),

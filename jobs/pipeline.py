@@ -188,6 +188,38 @@ def silver_by_source(spark: SparkSession) -> dict[str, DataFrame]:
     return {source: spark.table(table.name) for source, table in IDENTITY_SOURCES.items()}
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """A resolution computed but not yet published."""
+
+    graph: DataFrame          # rows of gold.identity_graph
+    changes: DataFrame        # (change, old_customer_id, new_customer_id, nodes_moved)
+    linkage: matching.Linkage
+    links_cut: int
+    shared_devices: int
+    previous_customers: int
+
+
+def resolve(ctx: RunContext, tables: dict[str, DataFrame], conf: dict) -> Resolution:
+    """Match, cluster and assign ids against the published graph; checkpointed, nothing written."""
+    spark = ctx.spark
+    contacts = matching.contact_match_records(tables["contacts"])
+    linkage = matching.link_records(contacts, conf)
+    source_graph = identity.identifier_graph(
+        contacts, tables["orders"], tables["pos"], tables["tickets"], tables["surveys"], tables["campaign_events"],
+        tables["events"], tables["referrals"], int(conf["max_accounts_per_device"]))
+    clusters = identity.cluster(source_graph.nodes, source_graph.edges, linkage.links,
+                                int(conf["guards"]["max_cluster_size"]))
+    previous = spark.table(gold.IDENTITY_GRAPH.name)
+    history = spark.table(gold.CUSTOMER_ID_HISTORY.name)
+    issued = previous.select("customer_id").unionByName(history.select(F.col("old_customer_id").alias("customer_id"))) \
+        .unionByName(history.select(F.col("new_customer_id").alias("customer_id")).where("customer_id IS NOT NULL"))
+    assignment = identity.assign_customer_ids(clusters.components, previous, issued, ctx.as_of)
+    return Resolution(graph_rows(assignment.graph, previous, ctx).localCheckpoint(),
+                      assignment.changes.localCheckpoint(), linkage, clusters.links_cut,
+                      source_graph.shared_devices.count(), previous.select("customer_id").distinct().count())
+
+
 def run_resolve(ctx: RunContext) -> dict[str, object]:
     """Resolve silver records into customers, check the result, then publish the identity graph.
 
@@ -196,60 +228,57 @@ def run_resolve(ctx: RunContext) -> dict[str, object]:
     """
     spark, conf = ctx.spark, ctx.settings.section("identity")
     started = time.monotonic()
-    tables = silver_by_source(spark)
     for table in (gold.IDENTITY_GRAPH, gold.CUSTOMER_ID_HISTORY, RESOLUTION_RUNS):
         ensure_table(spark, table)
-    contacts = matching.contact_match_records(tables["contacts"])
-    linkage = matching.link_records(contacts, conf)
-    source_graph = identity.identifier_graph(
-        contacts, tables["orders"], tables["pos"], tables["tickets"], tables["surveys"], tables["campaign_events"],
-        tables["events"], tables["referrals"], int(conf["max_accounts_per_device"]))
-    limits = identity.GuardLimits.from_conf(conf["guards"])
-    clusters = identity.cluster(source_graph.nodes, source_graph.edges, linkage.links, limits.max_cluster_size)
-
-    previous = spark.table(gold.IDENTITY_GRAPH.name)
-    history = spark.table(gold.CUSTOMER_ID_HISTORY.name)
-    issued = previous.select("customer_id").unionByName(history.select(F.col("old_customer_id").alias("customer_id"))) \
-        .unionByName(history.select(F.col("new_customer_id").alias("customer_id")).where("customer_id IS NOT NULL"))
-    assignment = identity.assign_customer_ids(clusters.components, previous, issued, ctx.as_of)
-    staged = graph_rows(assignment.graph, previous, ctx).localCheckpoint()
-    changes = assignment.changes.localCheckpoint()
+    tables = silver_by_source(spark)
+    result = resolve(ctx, tables, conf)
+    log.info("resolve: resolved in %.1f s", time.monotonic() - started)
 
     runs = spark.table(RESOLUTION_RUNS.name).where(F.col("run_id") != ctx.run_id)
     last_run = runs.orderBy(F.col("resolved_at").desc()).limit(1).collect()
-    previous_customers = previous.select("customer_id").distinct().count()
-    checks = identity.guard_checks(staged, tables["contacts"], changes, previous_customers,
-                                   last_run[0]["merged_share"] if last_run else None, limits)
+    checks = identity.guard_checks(result.graph, tables["contacts"], result.changes, result.previous_customers,
+                                   last_run[0]["merged_share"] if last_run else None,
+                                   identity.GuardLimits.from_conf(conf["guards"]))
     checks_frame = spark.createDataFrame(
         [(ctx.run_id, name, observed, limit, breach, ctx.started_at) for name, observed, limit, breach in checks],
         RESOLUTION_CHECKS.struct)
     replace_slice(checks_frame, RESOLUTION_CHECKS, f"run_id = {sql_literal(ctx.run_id)}")
-    ctx.gate("resolve", {RESOLUTION_CHECKS.name: spark.table(RESOLUTION_CHECKS.name)
-                         .where(F.col("run_id") == ctx.run_id), gold.IDENTITY_GRAPH.name: staged})
+    checks_run = spark.table(RESOLUTION_CHECKS.name).where(F.col("run_id") == ctx.run_id)
+    ctx.gate("resolve", {RESOLUTION_CHECKS.name: checks_run, gold.IDENTITY_GRAPH.name: result.graph,
+                         gold.CUSTOMER_ID_HISTORY.name: id_history_rows(result.changes, ctx)})
+    log.info("resolve: checked in %.1f s", time.monotonic() - started)
+    return publish_resolution(ctx, result, {name: observed for name, observed, _, _ in checks}, started)
 
-    # Publish: the id history first (a retry after a failed merge writes the same rows again).
-    history_rows = changes.select(F.lit(ctx.run_id).alias("run_id"), F.lit(ctx.as_of).alias("as_of_date"), "*",
-                                  F.lit(ctx.started_at).alias("recorded_at"))
-    if not history_rows.isEmpty():
+
+def id_history_rows(changes: DataFrame, ctx: RunContext) -> DataFrame:
+    return changes.select(F.lit(ctx.run_id).alias("run_id"), F.lit(ctx.as_of).alias("as_of_date"), "*",
+                          F.lit(ctx.started_at).alias("recorded_at"))
+
+
+def publish_resolution(ctx: RunContext, result: Resolution, observed: dict[str, float | None],
+                       started: float) -> dict[str, object]:
+    """Append the id history, MERGE the graph, log the run (in that order: a retry redoes it all)."""
+    spark = ctx.spark
+    history_rows = id_history_rows(result.changes, ctx)
+    if not history_rows.isEmpty():  # a retry after the merge finds no changes: keep the rows written before
         replace_slice(history_rows, gold.CUSTOMER_ID_HISTORY, f"run_id = {sql_literal(ctx.run_id)}")
-    merge_by_key(staged, gold.IDENTITY_GRAPH, update_when="t.customer_id <> s.customer_id",
+    merge_by_key(result.graph, gold.IDENTITY_GRAPH, update_when="t.customer_id <> s.customer_id",
                  update_columns=["customer_id", "assigned_date", "run_id"], delete_missing=True)
-    counts = {r["change"]: r["n"] for r in changes.groupBy("change").agg(F.count("*").alias("n")).collect()}
-    summary = staged.agg(
+    counts = {r["change"]: r["n"] for r in result.changes.groupBy("change").agg(F.count("*").alias("n")).collect()}
+    summary = result.graph.agg(
         F.count("*").alias("nodes"), F.countDistinct("customer_id").alias("customers"),
         F.count(F.when(F.col("node_type") == "contact", 1)).alias("contact_records")).first()
-    observed = {name: value for name, value, _, _ in checks}
+    model = result.linkage.model
     run = {
         "run_id": ctx.run_id, "as_of_date": ctx.as_of, "nodes": summary["nodes"],
         "contact_records": summary["contact_records"], "customers": summary["customers"],
-        "largest_cluster": int(observed["largest_cluster"]),
-        "merged_share": identity.merged_share(staged).first()["merged_share"] or 0.0,
-        "candidate_pairs": linkage.candidate_pairs, "probabilistic_links": linkage.links.count(),
-        "links_cut": clusters.links_cut, "skipped_blocks": linkage.skipped_blocks,
-        "shared_devices": source_graph.shared_devices.count(),
-        "ids_merged": counts.get("merged", 0), "ids_split": counts.get("split", 0),
-        "match_share": linkage.model.match_share, "em_iterations": linkage.model.iterations,
-        "model": json.dumps(linkage.model.table().to_dict(orient="records")),
+        "largest_cluster": int(observed["largest_cluster"] or 0),
+        "merged_share": identity.merged_share(result.graph).first()["merged_share"] or 0.0,
+        "candidate_pairs": result.linkage.candidate_pairs, "probabilistic_links": result.linkage.links.count(),
+        "links_cut": result.links_cut, "skipped_blocks": result.linkage.skipped_blocks,
+        "shared_devices": result.shared_devices, "ids_merged": counts.get("merged", 0),
+        "ids_split": counts.get("split", 0), "match_share": model.match_share, "em_iterations": model.iterations,
+        "model": json.dumps(model.table().to_dict(orient="records")),
         "seconds": round(time.monotonic() - started, 1), "resolved_at": ctx.started_at,
     }
     replace_slice(spark.createDataFrame([tuple(run[c] for c in RESOLUTION_RUNS.column_names)], RESOLUTION_RUNS.struct),

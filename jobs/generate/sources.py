@@ -238,7 +238,11 @@ class ChunkBuilder:
         return orders, pos
 
     def events(self, orders: list[Record]) -> list[Record]:
-        """Sessions of web/app events; purchase sessions log in, browsing sessions may not."""
+        """Sessions of web/app events; purchase sessions log in, browsing sessions may not.
+
+        Only people with an online order have an account to log in to (it is created at the
+        first checkout), so every account in the events is known to the orders as well.
+        """
         pop, out = self.pop, []
         orders_by_person: dict[str, list[Record]] = {}
         for o in orders:
@@ -253,7 +257,8 @@ class ChunkBuilder:
                 device = self.devices[i][int(self.rng.integers(0, len(self.devices[i])))]
                 platform = EVENT_PLATFORMS[int(self.rng.integers(0, 3))]
                 hint = new_id(self.rng, "S") if self.rng.random() < 0.5 else ""
-                logs_in = order is not None or self.rng.random() < 0.3
+                has_account = person in orders_by_person
+                logs_in = order is not None or (has_account and self.rng.random() < 0.3)
                 login_at = int(self.rng.integers(0, 3)) if logs_in else None
                 n_ev = int(self.rng.integers(2, 7))
                 t = start
@@ -265,7 +270,7 @@ class ChunkBuilder:
                         etype = "purchase"
                     else:
                         etype = str(self.rng.choice(["page_view", "product_view", "search", "add_to_cart"]))
-                    user = order["account_id"] if order else self.account[i]
+                    user = (order or orders_by_person.get(person, [{"account_id": ""}])[0])["account_id"]
                     rec = _rec(person, t, event_id=new_id(self.rng, "E"), device_id=device,
                                user_id=user if login_at is not None and k >= login_at else "",
                                session_hint=hint, event_type=etype, event_ts=self.clock.iso(t), platform=platform,
