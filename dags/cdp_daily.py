@@ -3,7 +3,8 @@
 
 Ingest every raw source into bronze (quarantine + row accounting), cleanse into silver,
 resolve identities into customers (the identity graph, published only when its guards
-pass), build `gold.customer_profile`. Every stage ends with its Great Expectations
+pass), build `gold.customer_profile`, fit and validate the CLV models and score customers
+(`gold.customer_value`). Every stage ends with its Great Expectations
 gate: a critical failure fails the task, so nothing downstream runs or is published.
 The logical date is the as-of date of every stage; reruns of a date are no-ops.
 """
@@ -55,7 +56,11 @@ def cdp_daily() -> None:
     def profile(**context) -> str:
         return _run("profile", context)
 
-    ingest() >> cleanse() >> resolve() >> profile()
+    @task
+    def value(**context) -> str:
+        return _run("value", context)
+
+    ingest() >> cleanse() >> resolve() >> profile() >> value()
 
 
 cdp_daily()

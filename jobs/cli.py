@@ -117,6 +117,20 @@ def cmd_resolve(settings: Settings, args: argparse.Namespace) -> None:
           f"{counts['invalid_dob']} unreadable birth dates ignored")
 
 
+def cmd_clv(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs import clv
+    from jobs.runtime import spark_session
+
+    spark = spark_session(settings)
+    value = clv.ValueSettings.from_conf({**settings.section("clv"), "time_unit": args.time_unit})
+    transactions = clv.read_transactions(spark, args.transactions, args.customer_column, args.date_column,
+                                         args.amount_column)
+    model = clv.fit_and_score_file(spark, transactions, args.calibration_end, args.holdout_end, value, args.out)
+    print(json.dumps(model, indent=2))
+    print(f"wrote {args.out}/model.json and per-customer results in {args.out}/customers/"
+          + (f", holdout table and plot in {args.out}/holdout.csv|png" if args.holdout_end else ""))
+
+
 def cmd_docs(settings: Settings, args: argparse.Namespace) -> None:
     from jobs.docs import write_tables_doc
 
@@ -138,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     run = sub.add_parser("run", help="run pipeline stages directly (no Airflow) for a logical date")
-    run.add_argument("--stage", default="all", choices=["all", "ingest", "cleanse", "resolve", "profile"])
+    run.add_argument("--stage", default="all", choices=["all", "ingest", "cleanse", "resolve", "profile", "value"])
     run.add_argument("--date", type=date.fromisoformat, required=True, help="logical (as-of) date, YYYY-MM-DD")
     run.set_defaults(func=cmd_run)
 
@@ -155,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--out", required=True, help="folder to write (source, source_record_id, customer_id) into")
     res.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     res.set_defaults(func=cmd_resolve)
+
+    value = sub.add_parser("clv", help="fit BG/NBD + Gamma-Gamma on a transactions file and score its customers")
+    value.add_argument("--transactions", required=True, help="CSV (with header) or Parquet")
+    value.add_argument("--calibration-end", type=date.fromisoformat, required=True, help="YYYY-MM-DD, inclusive")
+    value.add_argument("--holdout-end", type=date.fromisoformat, help="validate on transactions up to this date")
+    value.add_argument("--time-unit", choices=["day", "week"], default="week")
+    value.add_argument("--out", required=True, help="folder for model.json, customers/, holdout.csv and .png")
+    value.add_argument("--customer-column", default="customer_id")
+    value.add_argument("--date-column", help="default: order_ts, else order_date")
+    value.add_argument("--amount-column", default="amount")
+    value.set_defaults(func=cmd_clv)
 
     sub.add_parser("tables", help="list the Delta tables with row counts and locations").set_defaults(func=cmd_tables)
     sub.add_parser("docs", help="write docs/tables.md from schemas/").set_defaults(func=cmd_docs)

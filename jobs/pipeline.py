@@ -6,17 +6,18 @@ and the `cdp run` command call these and nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from functools import cached_property
+from datetime import UTC, date, datetime, timedelta
+from functools import cached_property, reduce
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import cleanse, identity, matching, pii, quality
+from jobs import btyd, cleanse, clv, identity, matching, pii, quality
 from jobs.config import Settings
 from jobs.ingest import BatchResult, ingest_source
 from jobs.profile import Survivorship, build_customer_profile
@@ -24,13 +25,13 @@ from jobs.runtime import spark_session
 from jobs.tables import ensure_table, merge_by_key, overwrite, replace_slice, sql_literal
 from schemas import gold, silver
 from schemas.bronze import TABLES as BRONZE
-from schemas.ops import INGEST_ACCOUNTING, RESOLUTION_CHECKS, RESOLUTION_RUNS, ROW_COUNTS
+from schemas.ops import CLV_HOLDOUT, CLV_MODELS, INGEST_ACCOUNTING, RESOLUTION_CHECKS, RESOLUTION_RUNS, ROW_COUNTS
 from schemas.raw import SOURCES
 
 log = logging.getLogger(__name__)
 
 PIPELINE_SOURCES = tuple(SOURCES)
-STAGES = ("ingest", "cleanse", "resolve", "profile")
+STAGES = ("ingest", "cleanse", "resolve", "profile", "value")
 # Silver tables by the source names identity resolution and the profile use.
 IDENTITY_SOURCES = {
     "contacts": silver.CONTACTS, "orders": silver.ORDERS, "pos": silver.POS_TRANSACTIONS, "tickets": silver.TICKETS,
@@ -310,7 +311,135 @@ def run_profile(ctx: RunContext) -> dict[str, int]:
     return {gold.CUSTOMER_PROFILE.name: spark.table(gold.CUSTOMER_PROFILE.name).count()}
 
 
-STAGE_FUNCTIONS = {"ingest": run_ingest, "cleanse": run_cleanse, "resolve": run_resolve, "profile": run_profile}
+def customer_transactions(graph: DataFrame, tables: dict[str, DataFrame]) -> DataFrame:
+    """(customer_id, ts, amount): completed online orders and store purchases of resolved customers,
+    in the reporting currency."""
+    orders = identity.attach_customer(tables["orders"].where(F.col("status") == "completed"), "orders", graph) \
+        .select("customer_id", F.col("order_ts").alias("ts"), F.col("net_amount_reporting").alias("amount"))
+    store = identity.attach_customer(tables["pos"], "pos", graph) \
+        .select("customer_id", F.col("txn_ts").alias("ts"), F.col("amount_reporting").alias("amount"))
+    return orders.unionByName(store).where(F.col("customer_id").isNotNull() & F.col("amount").isNotNull())
+
+
+def current_clv_model(spark: SparkSession) -> dict | None:
+    """The latest promoted model's row of ops.clv_models, if any."""
+    rows = spark.table(CLV_MODELS.name).where("promoted").orderBy(F.col("fitted_at").desc()).limit(1).collect()
+    return rows[0].asDict() if rows else None
+
+
+def promotion(candidate_mae: float, current: dict | None, max_increase: float) -> tuple[bool, str]:
+    if current is None:
+        return True, "first model"
+    bound = current["holdout_mae"] * (1 + max_increase)
+    if candidate_mae <= bound:
+        return True, (f"holdout MAE {candidate_mae:.4f} within {bound:.4f} "
+                      f"({current['model_version']} + {max_increase:.0%})")
+    return False, (f"refused: holdout MAE {candidate_mae:.4f} worse than {bound:.4f} "
+                   f"({current['model_version']} + {max_increase:.0%}); {current['model_version']} keeps scoring")
+
+
+def run_value(ctx: RunContext) -> dict[str, object]:
+    """Fit BG/NBD + Gamma-Gamma, validate on a holdout, promote or refuse, score every buying customer."""
+    spark, conf = ctx.spark, ctx.settings.section("clv")
+    value = clv.ValueSettings.from_conf(conf)
+    unit_days = clv.time_unit_days(value.unit)
+    for table in (CLV_MODELS, CLV_HOLDOUT):
+        ensure_table(spark, table)
+    tables = silver_by_source(spark)
+    graph = spark.table(gold.IDENTITY_GRAPH.name)
+    daily = clv.daily_transactions(customer_transactions(graph, tables)).localCheckpoint()
+
+    # Validation: fit up to the calibration end, predict the holdout that follows.
+    calibration_end = ctx.as_of - timedelta(days=int(conf["holdout_days"]))
+    calibration = clv.customer_summary(daily, calibration_end, value.unit).localCheckpoint()
+    validation = clv.fit_models(calibration)
+    predictions = clv.holdout_predictions(calibration, clv.holdout_purchases(daily, calibration_end, ctx.as_of),
+                                          validation.purchases, int(conf["holdout_days"]) / unit_days)
+    holdout_table, mae, correlation = clv.holdout_report(predictions)
+
+    summary = clv.customer_summary(daily, ctx.as_of, value.unit).localCheckpoint()
+    models = clv.fit_models(summary)
+    parameters = models.parameters()
+    data_version = spark.sql(f"DESCRIBE HISTORY {silver.ORDERS.name}").agg(F.max("version")).first()[0]
+    fingerprint = json.dumps([parameters["bgnbd"], parameters["gamma_gamma"], value.unit, ctx.as_of.isoformat()],
+                             sort_keys=True, default=str)
+    model_version = f"clv-{ctx.as_of:%Y%m%d}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
+    current = current_clv_model(spark)
+    if current is not None and current["model_version"] == model_version:
+        current = None if current["as_of_date"] == ctx.as_of else current  # a rerun judges against the same base
+    promoted, decision = promotion(mae, current, float(conf["max_holdout_mae_increase"]))
+    bg, gg = models.purchases, models.spend
+    record = {
+        "model_version": model_version, "as_of_date": ctx.as_of, "fitted_at": ctx.started_at,
+        "time_unit": value.unit, "calibration_end": calibration_end, "holdout_end": ctx.as_of,
+        "data_version": int(data_version), "r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b,
+        "p": gg.p, "q": gg.q, "gamma": gg.gamma,
+        "bgnbd_log_likelihood": models.purchases_fit.log_likelihood,
+        "gamma_gamma_log_likelihood": models.spend_fit.log_likelihood,
+        "customers": models.purchases_fit.customers, "distinct_points": models.purchases_fit.distinct_points,
+        "repeat_customers": models.spend_fit.customers,
+        "fit_seconds": models.purchases_fit.seconds + models.spend_fit.seconds,
+        "holdout_mae": mae, "holdout_correlation": correlation, "promoted": promoted, "decision": decision,
+    }
+    replace_slice(spark.createDataFrame([tuple(record[c] for c in CLV_MODELS.column_names)], CLV_MODELS.struct),
+                  CLV_MODELS, f"model_version = {sql_literal(model_version)}")
+    holdout_table.insert(0, "model_version", model_version)
+    replace_slice(spark.createDataFrame(holdout_table[CLV_HOLDOUT.column_names], CLV_HOLDOUT.struct), CLV_HOLDOUT,
+                  f"model_version = {sql_literal(model_version)}")
+    clv.plot_holdout(holdout_table, f"{model_version}: holdout {calibration_end} to {ctx.as_of}",
+                     ctx.settings.paths.warehouse.parent / "reports" / "clv" / f"{model_version}.png")
+    if not promoted:
+        log.warning("value: %s", decision)
+        model_version = current["model_version"]
+        bg = btyd.BetaGeo(current["r"], current["alpha"], current["a"], current["b"])
+        gg = btyd.GammaGamma(current["p"], current["q"], current["gamma"])
+
+    scored = clv.score(summary, bg, gg, value).localCheckpoint()
+    values = customer_values(scored, spark.table(gold.CUSTOMER_PROFILE.name), tables["referrals"], graph, conf,
+                             value)
+    as_of_slice = f"as_of_date = DATE {sql_literal(ctx.as_of.isoformat())}"
+    stamp = [F.lit(ctx.as_of).alias("as_of_date"), F.lit(model_version).alias("model_version")]
+    replace_slice(values.select("*", *stamp), gold.CUSTOMER_VALUE, as_of_slice)
+    forecast = reduce(DataFrame.unionByName, [scored.select(
+        "customer_id", F.lit(h).alias("horizon_days"), F.col(f"expected_purchases_{h}d").alias("expected_purchases"),
+        (F.col(f"expected_purchases_{h}d") * F.col("expected_spend")).alias("expected_revenue"), *stamp)
+        for h in value.horizons_days])
+    replace_slice(forecast, gold.CUSTOMER_FORECAST, as_of_slice)
+    ctx.gate("value", {
+        gold.CUSTOMER_VALUE.name: spark.table(gold.CUSTOMER_VALUE.name).where(F.col("as_of_date") == ctx.as_of),
+        CLV_MODELS.name: spark.table(CLV_MODELS.name).where(F.col("model_version") == record["model_version"])})
+    return {"model_version": model_version, "promoted": promoted, "holdout_mae": round(mae, 4),
+            "customers": record["customers"], "r": round(bg.r, 4), "alpha": round(bg.alpha, 4), "a": round(bg.a, 4),
+            "b": round(bg.b, 4), "p": round(gg.p, 4), "q": round(gg.q, 4), "gamma": round(gg.gamma, 4)}
+
+
+def customer_values(scored: DataFrame, profile: DataFrame, referrals: DataFrame, graph: DataFrame, conf: dict,
+                    value: clv.ValueSettings) -> DataFrame:
+    """CLV parts per customer: historical (margin so far), current (scored), potential (referrals)."""
+    margin = float(conf["margin"])
+    historical = profile.select("customer_id", (F.col("net_revenue") * margin).alias("historical_value"))
+    own = scored.join(historical, "customer_id", "left").withColumn(
+        "historical_value", F.coalesce("historical_value", F.lit(0.0)))
+    # A referrer earns a share of the value of each customer they brought.
+    referred_value = own.select(F.col("customer_id").alias("referred_customer"),
+                                (F.col("historical_value") + F.col("current_value")).alias("referred_value"))
+    links = identity.attach_customer(referrals, "referrals", graph).withColumnRenamed("customer_id", "referrer") \
+        .join(identity.attach_customer(referrals, "referred", graph).select(
+            "referral_id", F.col("customer_id").alias("referred_customer")), "referral_id")
+    potential = links.join(referred_value, "referred_customer").groupBy(F.col("referrer").alias("customer_id")).agg(
+        (F.sum("referred_value") * float(conf["referral_credit"])).alias("potential_value"))
+    result = own.join(potential, "customer_id", "left").withColumn(
+        "potential_value", F.coalesce("potential_value", F.lit(0.0)))
+    return result.select(
+        "customer_id", F.lit(value.unit).alias("time_unit"), "frequency", "recency", "T", "monetary_value",
+        "p_alive", (1 - F.col("p_alive")).alias("churn_risk"), "expected_purchases", "expected_spend",
+        "historical_value", "current_value", "potential_value",
+        (F.col("historical_value") + F.col("current_value") + F.col("potential_value")).alias("clv"),
+        F.lit(value.clv_horizon_days).alias("clv_horizon_days"))
+
+
+STAGE_FUNCTIONS = {"ingest": run_ingest, "cleanse": run_cleanse, "resolve": run_resolve, "profile": run_profile,
+                   "value": run_value}
 
 
 def run_stage(stage: str, settings: Settings, as_of: date, run_id: str | None = None) -> object:

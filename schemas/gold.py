@@ -85,4 +85,47 @@ CUSTOMER_PROFILE = Table(
     ),
 )
 
-TABLES = (IDENTITY_GRAPH, CUSTOMER_ID_HISTORY, CUSTOMER_PROFILE)
+CUSTOMER_VALUE = Table(
+    name="gold.customer_value",
+    doc="Customer lifetime value per customer with a purchase, per as-of date: BG/NBD purchase forecast and "
+        "P(alive), Gamma-Gamma spend, and CLV = historical + current + potential value (domain model section 4). "
+        "Amounts in the reporting currency; values are margin (revenue x clv.margin).",
+    keys=("as_of_date", "customer_id"),
+    partition_by=("as_of_date",),
+    columns=(
+        C("as_of_date", "date", False),
+        C("customer_id", "string", False),
+        C("time_unit", "string", False, "day or week: the unit of recency and T"),
+        C("frequency", "long", False, "repeat transactions (days with a purchase after the first)"),
+        C("recency", "double", False, "first to last transaction, in the time unit"),
+        C("T", "double", False, "first transaction to the as-of date, in the time unit"),
+        C("monetary_value", "double", False, "mean value of repeat transactions; 0 without a repeat"),
+        C("p_alive", "double", False, "BG/NBD probability that the customer is still active"),
+        C("churn_risk", "double", False, "1 - p_alive"),
+        C("expected_purchases", "double", False, "expected transactions over clv_horizon_days"),
+        C("expected_spend", "double", False, "Gamma-Gamma expected value per transaction"),
+        C("historical_value", "double", False, "margin realised so far (net revenue x margin)"),
+        C("current_value", "double", False, "CLP: expected margin over the horizon, discounted per period"),
+        C("potential_value", "double", False, "referral value: referral_credit x value of the customers referred"),
+        C("clv", "double", False, "historical + current + potential value"),
+        C("clv_horizon_days", "int", False),
+        C("model_version", "string", False, "the ops.clv_models row that scored this"),
+    ),
+)
+
+CUSTOMER_FORECAST = Table(
+    name="gold.customer_forecast",
+    doc="Expected purchases and revenue per customer over each configured horizon (clv.horizons_days).",
+    keys=("as_of_date", "customer_id", "horizon_days"),
+    partition_by=("as_of_date",),
+    columns=(
+        C("as_of_date", "date", False),
+        C("customer_id", "string", False),
+        C("horizon_days", "int", False),
+        C("expected_purchases", "double", False),
+        C("expected_revenue", "double", False, "expected purchases x expected spend, undiscounted"),
+        C("model_version", "string", False),
+    ),
+)
+
+TABLES = (IDENTITY_GRAPH, CUSTOMER_ID_HISTORY, CUSTOMER_PROFILE, CUSTOMER_VALUE, CUSTOMER_FORECAST)

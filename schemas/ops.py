@@ -107,7 +107,49 @@ RESOLUTION_RUNS = Table(
     ),
 )
 
+CLV_MODELS = Table(
+    name="ops.clv_models",
+    doc="Every CLV model fitted: parameters under the literature's names, fit, holdout validation, and whether "
+        "it was promoted to score customers (a refit is refused if it did not converge or validates worse).",
+    keys=("model_version",),
+    columns=(
+        C("model_version", "string", False),
+        C("as_of_date", "date", False),
+        C("fitted_at", "timestamp", False),
+        C("time_unit", "string", False),
+        C("calibration_end", "date", False, "transactions up to this date fit the validation model"),
+        C("holdout_end", "date", False),
+        C("data_version", "long", False, "Delta version of silver.orders the fit read"),
+        C("r", "double", False), C("alpha", "double", False), C("a", "double", False), C("b", "double", False),
+        C("p", "double", False), C("q", "double", False), C("gamma", "double", False),
+        C("bgnbd_log_likelihood", "double", False),
+        C("gamma_gamma_log_likelihood", "double", False),
+        C("customers", "long", False, "customers in the BG/NBD fit"),
+        C("distinct_points", "long", False, "distinct (frequency, recency, T) the likelihood was evaluated on"),
+        C("repeat_customers", "long", False, "customers in the Gamma-Gamma fit"),
+        C("fit_seconds", "double", False),
+        C("holdout_mae", "double", False, "mean absolute error of holdout purchases per customer"),
+        C("holdout_correlation", "double", doc="Pearson correlation of predicted and actual holdout purchases"),
+        C("promoted", "boolean", False),
+        C("decision", "string", False, "why it was or was not promoted"),
+    ),
+)
+
+CLV_HOLDOUT = Table(
+    name="ops.clv_holdout",
+    doc="Holdout validation of each model: predicted vs actual repeat purchases after the calibration end, "
+        "by calibration frequency (7 = 7 or more).",
+    keys=("model_version", "frequency_bucket"),
+    columns=(
+        C("model_version", "string", False),
+        C("frequency_bucket", "int", False),
+        C("customers", "long", False),
+        C("actual_purchases", "double", False, "mean per customer"),
+        C("predicted_purchases", "double", False, "mean per customer"),
+    ),
+)
+
 # rows_read = rows_loaded + rows_quarantined + rows_deduplicated
 ROW_COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "rows_deduplicated")
 
-TABLES = (INGEST_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS)
+TABLES = (INGEST_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS, CLV_MODELS, CLV_HOLDOUT)

@@ -16,7 +16,16 @@ from pyspark.sql import functions as F
 from jobs.config import Settings
 from jobs.generate import generate
 from jobs.identity import record_customers
-from jobs.pipeline import RunContext, pii_keys, run_cleanse, run_ingest, run_profile, run_resolve, silver_by_source
+from jobs.pipeline import (
+    RunContext,
+    pii_keys,
+    run_cleanse,
+    run_ingest,
+    run_profile,
+    run_resolve,
+    run_value,
+    silver_by_source,
+)
 from jobs.resolution_quality import pairwise_scores
 from schemas.ops import ROW_COUNTS
 from schemas.raw import SOURCES
@@ -179,7 +188,7 @@ def test_surveys_tickets_and_lines_are_conformed(landed: dict, spark: SparkSessi
 
 def test_ground_truth_directory_is_not_read_by_the_pipeline() -> None:
     stages = ("ingest", "cleanse", "matching", "identity", "profile", "pipeline", "quality", "airflow_tasks",
-              "standardise", "pii", "tables", "contact_list")
+              "standardise", "pii", "tables", "contact_list", "clv", "btyd")
     code = "\n".join((Path("jobs") / f"{module}.py").read_text() for module in stages)
     assert "truth" not in code
 
@@ -252,6 +261,30 @@ def test_profile_accounts_for_every_customer_and_transaction(resolved: dict, set
     assert totals[3] == spark.table("silver.tickets").count()
     assert profile.where("age_band IS NULL AND age >= 18").count() == 0
     assert profile.where("given_name IS NOT NULL").count() > 0.9 * profile.where("contact_records > 0").count()
+
+
+def test_value_stage_scores_every_buying_customer_with_a_validated_model(
+    resolved: dict, settings: Settings, spark: SparkSession
+) -> None:
+    summary = run_value(RunContext.create(settings, AS_OF, "run-value"))
+    values = spark.table("gold.customer_value").where(F.col("as_of_date") == AS_OF)
+    buyers = spark.table("gold.customer_profile").where("order_count + store_transactions > 0").count()
+    assert values.count() == buyers == values.select("customer_id").distinct().count()
+    assert values.where("p_alive < 0 OR p_alive > 1 OR current_value < 0 OR clv < historical_value").count() == 0
+    assert values.where("potential_value > 0").count() > 0            # referrers get credit
+    model = spark.table("ops.clv_models").where(F.col("model_version") == summary["model_version"]).first()
+    # Customers whose first purchase is on the as-of day have T = 0: scored, but nothing to fit.
+    assert model.promoted and 0.9 * buyers <= model.customers <= buyers and model.distinct_points <= model.customers
+    holdout = spark.table("ops.clv_holdout").where(F.col("model_version") == model.model_version)
+    assert holdout.agg(F.sum("customers")).first()[0] > 0
+    assert (settings.paths.warehouse.parent / "reports" / "clv" / f"{model.model_version}.png").is_file()
+    horizons = {r.horizon_days for r in spark.table("gold.customer_forecast").select("horizon_days").distinct()
+                .collect()}
+    assert horizons == set(settings.section("clv")["horizons_days"])
+    # Rerunning the date gives the same model and the same scores.
+    again = run_value(RunContext.create(settings, AS_OF, "run-value-again"))
+    assert again["model_version"] == summary["model_version"]
+    assert spark.table("gold.customer_value").where(F.col("as_of_date") == AS_OF).count() == buyers
 
 
 def test_a_giant_cluster_stops_resolution_before_anything_is_published(

@@ -1,0 +1,177 @@
+"""Buy-till-you-die models: BG/NBD (purchases, P(alive)) and Gamma-Gamma (spend per order).
+
+Maximum likelihood over *distinct* data points weighted by how many customers share them:
+the likelihood of a million customers costs what that of their few thousand distinct
+(frequency, recency, T) combinations costs. Everything is in log space (gammaln, betaln,
+logaddexp), parameters are optimised on the log scale (they must be positive), and a fit
+that does not converge raises instead of returning numbers.
+
+Conventions (Fader, Hardie & Lee 2005): frequency x counts repeat transactions, recency t_x
+is the time of the last transaction and T the age, both from the first transaction, in the
+model's time unit. The Gamma-Gamma input is the mean value of a customer's repeat
+transactions (customers with x >= 1 only).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import optimize, special
+
+
+class FitDidNotConverge(RuntimeError):
+    """The optimiser stopped without converging; the estimates must not be used."""
+
+
+@dataclass(frozen=True)
+class FitReport:
+    log_likelihood: float
+    customers: int
+    distinct_points: int
+    iterations: int
+    seconds: float
+    method: str
+
+
+@dataclass(frozen=True)
+class BetaGeo:
+    """BG/NBD: purchase rate lambda ~ Gamma(r, alpha) while alive; dropout p ~ Beta(a, b) after each purchase."""
+
+    r: float
+    alpha: float
+    a: float
+    b: float
+
+    def log_likelihood(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        return bgnbd_log_likelihood(np.log([self.r, self.alpha, self.a, self.b]), x, t_x, T)
+
+    def _log_odds_dead(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """log of a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x) for x > 0; -inf for x = 0 (never bought again)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = (np.log(self.a) - np.log(self.b + x - 1)
+                     + (self.r + x) * (np.log(self.alpha + T) - np.log(self.alpha + t_x)))
+        return np.where(x > 0, value, -np.inf)
+
+    def p_alive(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """P(alive | x, t_x, T)."""
+        return np.exp(-np.logaddexp(0.0, self._log_odds_dead(x, t_x, T)))
+
+    def expected_purchases(self, t: float | np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """E[purchases in (T, T + t] | x, t_x, T] (equation 10 of Fader, Hardie & Lee 2005)."""
+        r, alpha, a, b = self.r, self.alpha, self.a, self.b
+        hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t))
+        growth = 1.0 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t))) * hyp
+        return (a + b + x - 1) / (a - 1) * growth * self.p_alive(x, t_x, T)
+
+    def expected_purchases_new_customer(self, t: float | np.ndarray) -> np.ndarray:
+        """E[X(t)] for a customer just acquired (equation 9)."""
+        r, alpha, a, b = self.r, self.alpha, self.a, self.b
+        hyp = special.hyp2f1(r, b, a + b - 1, t / (alpha + t))
+        return (a + b - 1) / (a - 1) * (1 - (alpha / (alpha + t)) ** r * hyp)
+
+
+def bgnbd_log_likelihood(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Per-point BG/NBD log-likelihood at log-parameters (log r, log alpha, log a, log b)."""
+    r, alpha, a, b = np.exp(log_params)
+    common = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
+    survived = special.betaln(a, b + x) - special.betaln(a, b) - (r + x) * np.log(alpha + T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dropped = special.betaln(a + 1, b + x - 1) - special.betaln(a, b) - (r + x) * np.log(alpha + t_x)
+    dropped = np.where(x > 0, dropped, -np.inf)
+    return common + np.logaddexp(survived, dropped)
+
+
+@dataclass(frozen=True)
+class GammaGamma:
+    """Spend per transaction ~ Gamma(p, nu), nu ~ Gamma(q, gamma) across customers."""
+
+    p: float
+    q: float
+    gamma: float
+
+    def expected_spend(self, x: np.ndarray, mean_value: np.ndarray) -> np.ndarray:
+        """E[spend per transaction | x repeat transactions of mean `mean_value`]; the population mean for x = 0."""
+        p, q, g = self.p, self.q, self.gamma
+        population = p * g / (q - 1)
+        weight = p * x / (p * x + q - 1)
+        return (1 - weight) * population + weight * np.where(x > 0, mean_value, 0.0)
+
+
+def gamma_gamma_log_likelihood(log_params: np.ndarray, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Per-customer Gamma-Gamma log-likelihood of mean repeat value m over x >= 1 transactions."""
+    p, q, g = np.exp(log_params)
+    px = p * x
+    return (special.gammaln(px + q) - special.gammaln(px) - special.gammaln(q) + q * np.log(g)
+            + (px - 1) * np.log(m) + px * np.log(x) - (px + q) * np.log(g + x * m))
+
+
+# Parameters beyond e^±15 mean the likelihood kept rising towards the edge of the parameter space:
+# the data do not identify the model (e.g. nobody bought twice), whatever the optimiser says.
+MAX_ABS_LOG_PARAMETER = 15.0
+
+
+def _maximise(neg_log_likelihood, start: np.ndarray, what: str, max_iterations: int) -> tuple[np.ndarray, int, str]:
+    """Minimise with L-BFGS-B; if that fails, Nelder-Mead from its end point; raise if neither converges
+    to an interior point."""
+    def interior(x: np.ndarray) -> bool:
+        return bool(np.all(np.isfinite(x)) and np.all(np.abs(x) < MAX_ABS_LOG_PARAMETER))
+
+    result = optimize.minimize(neg_log_likelihood, start, method="L-BFGS-B",
+                               options={"maxiter": max_iterations, "ftol": 1e-12, "gtol": 1e-8})
+    if result.success and interior(result.x):
+        return result.x, int(result.nit), "L-BFGS-B"
+    fallback = optimize.minimize(neg_log_likelihood, result.x if interior(result.x) else start,
+                                 method="Nelder-Mead",
+                                 options={"maxiter": 10 * max_iterations, "xatol": 1e-8, "fatol": 1e-10})
+    if fallback.success and interior(fallback.x):
+        return fallback.x, int(fallback.nit), "Nelder-Mead"
+    raise FitDidNotConverge(
+        f"{what} fit did not converge to a usable maximum: L-BFGS-B said {result.message!r} at parameters "
+        f"{np.round(np.exp(result.x), 4).tolist()}, Nelder-Mead said {fallback.message!r} at "
+        f"{np.round(np.exp(fallback.x), 4).tolist()}")
+
+
+def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray | None = None,
+              start: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+              max_iterations: int = 2000) -> tuple[BetaGeo, FitReport]:
+    """Maximum-likelihood BG/NBD over points (x, t_x, T), each standing for `weights` customers."""
+    x, t_x, T = (np.asarray(v, dtype="float64") for v in (x, t_x, T))
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype="float64")
+    _check(np.all(x >= 0) and np.all(t_x >= 0) and np.all(t_x <= T) and np.all(T > 0),
+           "BG/NBD needs x >= 0 and 0 <= t_x <= T, T > 0")
+    _check(bool(np.any(x > 0)), "BG/NBD needs some repeat purchases: with none, dropout cannot be estimated")
+    scale = float(np.sum(w))
+    started = time.monotonic()
+    # Scaled by the customer count so the optimiser's tolerances mean the same at any size.
+    objective = lambda lp: -np.sum(w * bgnbd_log_likelihood(lp, x, t_x, T)) / scale  # noqa: E731
+    log_params, iterations, method = _maximise(objective, np.log(start), "BG/NBD", max_iterations)
+    model = BetaGeo(*(float(v) for v in np.exp(log_params)))
+    return model, FitReport(float(-objective(log_params) * scale), int(scale), len(x), iterations,
+                            time.monotonic() - started, method)
+
+
+def fit_gamma_gamma(x: np.ndarray, mean_value: np.ndarray, weights: np.ndarray | None = None,
+                    start: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                    max_iterations: int = 2000) -> tuple[GammaGamma, FitReport]:
+    """Maximum-likelihood Gamma-Gamma over customers with x >= 1 repeat transactions of mean value m > 0."""
+    x, m = np.asarray(x, dtype="float64"), np.asarray(mean_value, dtype="float64")
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype="float64")
+    _check(np.all(x >= 1) and np.all(m > 0), "Gamma-Gamma needs x >= 1 and a positive mean value")
+    scale = float(np.sum(w))
+    started = time.monotonic()
+    objective = lambda lp: -np.sum(w * gamma_gamma_log_likelihood(lp, x, m)) / scale  # noqa: E731
+    log_params, iterations, method = _maximise(objective, np.log(start), "Gamma-Gamma", max_iterations)
+    model = GammaGamma(*(float(v) for v in np.exp(log_params)))
+    return model, FitReport(float(-objective(log_params) * scale), int(scale), len(x), iterations,
+                            time.monotonic() - started, method)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def as_dict(model: BetaGeo | GammaGamma, report: FitReport) -> dict:
+    return {**asdict(model), **{f"fit_{k}": v for k, v in asdict(report).items()}}
