@@ -71,12 +71,14 @@ class FittedModels:
 
 def fit_models(summary: DataFrame) -> FittedModels:
     """Fit BG/NBD on the distinct (x, t_x, T) with counts and Gamma-Gamma on repeat buyers' (x, m)."""
-    points = summary.where(F.col("T") > 0).groupBy("frequency", "recency", "T").count().toPandas()
+    # Sorted so that a rerun sums the likelihood in the same order and lands on the same optimum.
+    points = summary.where(F.col("T") > 0).groupBy("frequency", "recency", "T").count() \
+        .orderBy("frequency", "recency", "T").toPandas()
     if points.empty:
         raise ValueError("no customer has a first transaction before the calibration end: nothing to fit")
     purchases, purchases_fit = btyd.fit_bgnbd(points["frequency"], points["recency"], points["T"], points["count"])
     spend_points = summary.where((F.col("frequency") > 0) & (F.col("monetary_value") > 0)) \
-        .groupBy("frequency", "monetary_value").count().toPandas()
+        .groupBy("frequency", "monetary_value").count().orderBy("frequency", "monetary_value").toPandas()
     if spend_points.empty:
         raise ValueError("no customer has a repeat transaction: Gamma-Gamma cannot be fitted")
     spend, spend_fit = btyd.fit_gamma_gamma(spend_points["frequency"], spend_points["monetary_value"],

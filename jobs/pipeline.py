@@ -10,14 +10,14 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, reduce
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import btyd, cleanse, clv, identity, matching, pii, quality
+from jobs import btyd, churn, cleanse, clv, identity, matching, pii, quality
 from jobs.config import Settings
 from jobs.ingest import BatchResult, ingest_source
 from jobs.profile import Survivorship, build_customer_profile
@@ -359,10 +359,10 @@ def run_value(ctx: RunContext) -> dict[str, object]:
 
     summary = clv.customer_summary(daily, ctx.as_of, value.unit).localCheckpoint()
     models = clv.fit_models(summary)
-    parameters = models.parameters()
     data_version = spark.sql(f"DESCRIBE HISTORY {silver.ORDERS.name}").agg(F.max("version")).first()[0]
-    fingerprint = json.dumps([parameters["bgnbd"], parameters["gamma_gamma"], value.unit, ctx.as_of.isoformat()],
-                             sort_keys=True, default=str)
+    # Six significant digits: Spark may sum a customer's order values in another order on a rerun.
+    rounded = {k: float(f"{v:.6g}") for k, v in {**asdict(models.purchases), **asdict(models.spend)}.items()}
+    fingerprint = json.dumps([rounded, value.unit, ctx.as_of.isoformat()], sort_keys=True, default=str)
     model_version = f"clv-{ctx.as_of:%Y%m%d}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
     current = current_clv_model(spark)
     if current is not None and current["model_version"] == model_version:
@@ -381,6 +381,12 @@ def run_value(ctx: RunContext) -> dict[str, object]:
         "fit_seconds": models.purchases_fit.seconds + models.spend_fit.seconds,
         "holdout_mae": mae, "holdout_correlation": correlation, "promoted": promoted, "decision": decision,
     }
+    sources = churn.ChurnSources(daily, *[identity.attach_customer(tables[name], name, graph).where(
+        F.col("customer_id").isNotNull()) for name in ("events", "campaign_events", "tickets", "surveys")])
+    churn_model = churn.train_churn_model(sources, ctx.as_of, int(conf["churn_window_days"]))
+    record["churn_auc"] = churn_model.validation_auc
+    log.info("value: churn classifier AUC %.3f on %d customers (trained on %d)", churn_model.validation_auc,
+             churn_model.validation_rows, churn_model.train_rows)
     replace_slice(spark.createDataFrame([tuple(record[c] for c in CLV_MODELS.column_names)], CLV_MODELS.struct),
                   CLV_MODELS, f"model_version = {sql_literal(model_version)}")
     holdout_table.insert(0, "model_version", model_version)
@@ -396,7 +402,7 @@ def run_value(ctx: RunContext) -> dict[str, object]:
 
     scored = clv.score(summary, bg, gg, value).localCheckpoint()
     values = customer_values(scored, spark.table(gold.CUSTOMER_PROFILE.name), tables["referrals"], graph, conf,
-                             value)
+                             value).join(churn.churn_scores(churn_model, sources, ctx.as_of), "customer_id", "left")
     as_of_slice = f"as_of_date = DATE {sql_literal(ctx.as_of.isoformat())}"
     stamp = [F.lit(ctx.as_of).alias("as_of_date"), F.lit(model_version).alias("model_version")]
     replace_slice(values.select("*", *stamp), gold.CUSTOMER_VALUE, as_of_slice)
@@ -409,6 +415,7 @@ def run_value(ctx: RunContext) -> dict[str, object]:
         gold.CUSTOMER_VALUE.name: spark.table(gold.CUSTOMER_VALUE.name).where(F.col("as_of_date") == ctx.as_of),
         CLV_MODELS.name: spark.table(CLV_MODELS.name).where(F.col("model_version") == record["model_version"])})
     return {"model_version": model_version, "promoted": promoted, "holdout_mae": round(mae, 4),
+            "churn_auc": round(churn_model.validation_auc, 3),
             "customers": record["customers"], "r": round(bg.r, 4), "alpha": round(bg.alpha, 4), "a": round(bg.a, 4),
             "b": round(bg.b, 4), "p": round(gg.p, 4), "q": round(gg.q, 4), "gamma": round(gg.gamma, 4)}
 

@@ -102,6 +102,8 @@ CUSTOMER_VALUE = Table(
         C("monetary_value", "double", False, "mean value of repeat transactions; 0 without a repeat"),
         C("p_alive", "double", False, "BG/NBD probability that the customer is still active"),
         C("churn_risk", "double", False, "1 - p_alive"),
+        C("churn_probability", "double", doc="MLlib classifier (engagement, service, surveys): P(no purchase in "
+                                            "the next clv.churn_window_days)"),
         C("expected_purchases", "double", False, "expected transactions over clv_horizon_days"),
         C("expected_spend", "double", False, "Gamma-Gamma expected value per transaction"),
         C("historical_value", "double", False, "margin realised so far (net revenue x margin)"),

@@ -130,6 +130,7 @@ CLV_MODELS = Table(
         C("fit_seconds", "double", False),
         C("holdout_mae", "double", False, "mean absolute error of holdout purchases per customer"),
         C("holdout_correlation", "double", doc="Pearson correlation of predicted and actual holdout purchases"),
+        C("churn_auc", "double", doc="AUC of the churn classifier, trained one window earlier, on the next window"),
         C("promoted", "boolean", False),
         C("decision", "string", False, "why it was or was not promoted"),
     ),
