@@ -4,7 +4,9 @@
 Ingest every raw source into bronze (quarantine + row accounting), cleanse into silver,
 resolve identities into customers (the identity graph, published only when its guards
 pass), build `gold.customer_profile`, fit and validate the CLV models and score customers
-(`gold.customer_value`). Every stage ends with its Great Expectations
+(`gold.customer_value`), then segment them: RFM, clusters, value tiers and matrix, lifecycle
+stages with history (`gold.customer_segments`, `gold.segment_membership`,
+`gold.lifecycle_history`). Every stage ends with its Great Expectations
 gate: a critical failure fails the task, so nothing downstream runs or is published.
 The logical date is the as-of date of every stage; reruns of a date are no-ops.
 """
@@ -60,7 +62,11 @@ def cdp_daily() -> None:
     def value(**context) -> str:
         return _run("value", context)
 
-    ingest() >> cleanse() >> resolve() >> profile() >> value()
+    @task
+    def segments(**context) -> str:
+        return _run("segments", context)
+
+    ingest() >> cleanse() >> resolve() >> profile() >> value() >> segments()
 
 
 cdp_daily()

@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     run = sub.add_parser("run", help="run pipeline stages directly (no Airflow) for a logical date")
-    run.add_argument("--stage", default="all", choices=["all", "ingest", "cleanse", "resolve", "profile", "value"])
+    # Spelled out (not imported from jobs.pipeline) so that `cdp --help` does not start Spark imports.
+    run.add_argument("--stage", default="all",
+                     choices=["all", "ingest", "cleanse", "resolve", "profile", "value", "segments"])
     run.add_argument("--date", type=date.fromisoformat, required=True, help="logical (as-of) date, YYYY-MM-DD")
     run.set_defaults(func=cmd_run)
 

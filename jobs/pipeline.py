@@ -17,7 +17,7 @@ from functools import cached_property, reduce
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import btyd, churn, cleanse, clv, identity, matching, pii, quality
+from jobs import btyd, churn, cleanse, clv, identity, lifecycle, matching, pii, quality, segments
 from jobs.config import Settings
 from jobs.ingest import BatchResult, ingest_source
 from jobs.profile import Survivorship, build_customer_profile
@@ -31,7 +31,7 @@ from schemas.raw import SOURCES
 log = logging.getLogger(__name__)
 
 PIPELINE_SOURCES = tuple(SOURCES)
-STAGES = ("ingest", "cleanse", "resolve", "profile", "value")
+STAGES = ("ingest", "cleanse", "resolve", "profile", "value", "segments")
 # Silver tables by the source names identity resolution and the profile use.
 IDENTITY_SOURCES = {
     "contacts": silver.CONTACTS, "orders": silver.ORDERS, "pos": silver.POS_TRANSACTIONS, "tickets": silver.TICKETS,
@@ -312,12 +312,14 @@ def run_profile(ctx: RunContext) -> dict[str, int]:
 
 
 def customer_transactions(graph: DataFrame, tables: dict[str, DataFrame]) -> DataFrame:
-    """(customer_id, ts, amount): completed online orders and store purchases of resolved customers,
-    in the reporting currency."""
+    """(customer_id, source, transaction_id, ts, amount): completed online orders and store purchases
+    of resolved customers, in the reporting currency; source and transaction_id as in silver.order_lines."""
     orders = identity.attach_customer(tables["orders"].where(F.col("status") == "completed"), "orders", graph) \
-        .select("customer_id", F.col("order_ts").alias("ts"), F.col("net_amount_reporting").alias("amount"))
+        .select("customer_id", F.lit("orders").alias("source"), F.col("order_id").alias("transaction_id"),
+                F.col("order_ts").alias("ts"), F.col("net_amount_reporting").alias("amount"))
     store = identity.attach_customer(tables["pos"], "pos", graph) \
-        .select("customer_id", F.col("txn_ts").alias("ts"), F.col("amount_reporting").alias("amount"))
+        .select("customer_id", F.lit("pos").alias("source"), "transaction_id", F.col("txn_ts").alias("ts"),
+                F.col("amount_reporting").alias("amount"))
     return orders.unionByName(store).where(F.col("customer_id").isNotNull() & F.col("amount").isNotNull())
 
 
@@ -445,8 +447,91 @@ def customer_values(scored: DataFrame, profile: DataFrame, referrals: DataFrame,
         F.lit(value.clv_horizon_days).alias("clv_horizon_days"))
 
 
+SEGMENT_COLUMNS = ["rfm_segment", "cluster_label", "value_tier", "value_quadrant", "age_band", "region",
+                   "preferred_channel", "consent_status", "lifecycle_stage", "relationship_stage"]
+
+
+def customer_activity(profile: DataFrame, tables: dict[str, DataFrame], graph: DataFrame,
+                      transactions: DataFrame, as_of: date) -> DataFrame:
+    """(customer_id, events_90d, online_share, category_breadth, tickets): engagement, channel mix,
+    breadth of categories bought and service contacts, the clustering features beyond RFM."""
+    events = identity.attach_customer(tables["events"], "events", graph).where(
+        F.col("customer_id").isNotNull() & (F.col("event_date") > F.lit(as_of - timedelta(days=90)))
+        & (F.col("event_date") <= F.lit(as_of))).groupBy("customer_id").agg(F.count("*").alias("events_90d"))
+    breadth = transactions.where(F.to_date("ts") <= F.lit(as_of)).join(
+        tables["order_lines"], ["source", "transaction_id"]).groupBy("customer_id").agg(
+        F.countDistinct("category").alias("category_breadth"))
+    purchases = F.col("order_count") + F.col("store_transactions")
+    channels = profile.select("customer_id", F.when(purchases > 0, F.col("order_count") / purchases)
+                              .alias("online_share"), "tickets")
+    return channels.join(events, "customer_id", "left").join(breadth, "customer_id", "left")
+
+
+def run_segments(ctx: RunContext) -> dict[str, object]:
+    """RFM, clusters, value tiers and matrix, attribute segments and lifecycle stages as of the date;
+    the stage history and segment membership carried forward from the previous run."""
+    spark = ctx.spark
+    settings = segments.SegmentSettings.from_conf(ctx.settings.section("segments"))
+    stages = lifecycle.LifecycleSettings.from_conf(ctx.settings.section("lifecycle"))
+    tables = {**silver_by_source(spark), "order_lines": spark.table(silver.ORDER_LINES.name)}
+    graph, profile = spark.table(gold.IDENTITY_GRAPH.name), spark.table(gold.CUSTOMER_PROFILE.name)
+    values = spark.table(gold.CUSTOMER_VALUE.name).where(F.col("as_of_date") == F.lit(ctx.as_of)).localCheckpoint()
+    if values.isEmpty():
+        raise ValueError(f"gold.customer_value has no scores for {ctx.as_of}: run the value stage for it first")
+    transactions = customer_transactions(graph, tables)
+    summary = segments.purchase_summary(clv.daily_transactions(transactions), ctx.as_of).localCheckpoint()
+    rfm = segments.rfm_scores(summary, settings.quantile_error).withColumn(
+        "rfm_segment", segments.rfm_segment(settings.rfm_rules))
+    activity = customer_activity(profile, tables, graph, transactions, ctx.as_of)
+    clustering = segments.cluster_customers(segments.cluster_features(summary, activity), settings)
+    worth = values.select("customer_id", "clv", "current_value", "potential_value")
+    wide = (profile.select("customer_id", "age_band", F.col("country").alias("region"),
+                           segments.preferred_channel().alias("preferred_channel"),
+                           segments.consent_status().alias("consent_status"))
+            .join(rfm, "customer_id", "left")
+            .join(clustering.assignments, "customer_id", "left")
+            .join(segments.value_tiers(worth.select("customer_id", "clv"), settings.tier_shares), "customer_id", "left")
+            .join(segments.value_quadrants(worth, settings.matrix_quantiles, settings.quantile_error),
+                  "customer_id", "left")
+            .join(values.select("customer_id", "p_alive", "churn_probability"), "customer_id", "left")
+            .fillna({"frequency": 0, "monetary": 0.0}))
+    stage = lifecycle.lifecycle_stage(stages)
+    customer_segments = wide.select(
+        F.lit(ctx.as_of).alias("as_of_date"), "*", stage.alias("lifecycle_stage"),
+        lifecycle.relationship_stage(stage).alias("relationship_stage")).localCheckpoint()
+    as_of_slice = f"as_of_date = DATE {sql_literal(ctx.as_of.isoformat())}"
+    replace_slice(customer_segments, gold.CUSTOMER_SEGMENTS, as_of_slice)
+    replace_slice(clustering.profiles.select(
+        F.lit(ctx.as_of).alias("as_of_date"), "*", F.lit(clustering.k).alias("k"),
+        F.lit(clustering.silhouette).alias("silhouette"),
+        F.create_map(*[F.lit(x) for k, v in sorted(clustering.silhouette_by_k.items()) for x in (k, v)])
+        .alias("silhouette_by_k")), gold.CLUSTER_PROFILES, as_of_slice)
+    replace_slice(segments.value_matrix(customer_segments, worth, settings.strategies).select(
+        F.lit(ctx.as_of).alias("as_of_date"), "*"), gold.VALUE_MATRIX, as_of_slice)
+
+    for table in (gold.LIFECYCLE_HISTORY, gold.SEGMENT_MEMBERSHIP):
+        ensure_table(spark, table)
+    today = customer_segments.select("customer_id", F.explode(F.array(
+        *[F.struct(F.lit(m).alias("model"), F.col(c).alias("stage"))
+          for m, c in (("lifecycle", "lifecycle_stage"), ("relationship", "relationship_stage"))])).alias("s")) \
+        .select("s.model", "customer_id", "s.stage")
+    history = lifecycle.advance_history(spark.table(gold.LIFECYCLE_HISTORY.name), today, ctx.as_of).localCheckpoint()
+    overwrite(history, gold.LIFECYCLE_HISTORY)
+    previous = segments.previous_slice(spark.table(gold.SEGMENT_MEMBERSHIP.name), ctx.as_of)
+    replace_slice(segments.membership(customer_segments, SEGMENT_COLUMNS, previous, ctx.as_of),
+                  gold.SEGMENT_MEMBERSHIP, as_of_slice)
+
+    on_date = {t.name: spark.table(t.name).where(F.col("as_of_date") == F.lit(ctx.as_of)) for t in (
+        gold.CUSTOMER_SEGMENTS, gold.SEGMENT_MEMBERSHIP, gold.CLUSTER_PROFILES, gold.VALUE_MATRIX)}
+    ctx.gate("segments", {**on_date, gold.LIFECYCLE_HISTORY.name: spark.table(gold.LIFECYCLE_HISTORY.name)})
+    counts = customer_segments.groupBy("lifecycle_stage").count().collect()
+    return {"customers": customer_segments.count(), "clusters": clustering.k,
+            "silhouette": round(clustering.silhouette, 3),
+            "lifecycle": {r.lifecycle_stage: r["count"] for r in counts}}
+
+
 STAGE_FUNCTIONS = {"ingest": run_ingest, "cleanse": run_cleanse, "resolve": run_resolve, "profile": run_profile,
-                   "value": run_value}
+                   "value": run_value, "segments": run_segments}
 
 
 def run_stage(stage: str, settings: Settings, as_of: date, run_id: str | None = None) -> object:

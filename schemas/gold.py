@@ -130,4 +130,177 @@ CUSTOMER_FORECAST = Table(
     ),
 )
 
-TABLES = (IDENTITY_GRAPH, CUSTOMER_ID_HISTORY, CUSTOMER_PROFILE, CUSTOMER_VALUE, CUSTOMER_FORECAST)
+CUSTOMER_SEGMENTS = Table(
+    name="gold.customer_segments",
+    doc="Every customer's scores and segments as of a date (one wide row): RFM, behavioural cluster, value tier "
+        "and value-matrix quadrant, attribute segments and both lifecycle models. Thresholds in conf `segments:`.",
+    keys=("as_of_date", "customer_id"),
+    partition_by=("as_of_date",),
+    columns=(
+        C("as_of_date", "date", False),
+        C("customer_id", "string", False),
+        C("recency_days", "int", doc="days from the last purchase to the as-of date; null for prospects"),
+        C("frequency", "long", False, "transactions (days with a purchase) up to the as-of date"),
+        C("monetary", "double", False, "net revenue up to the as-of date, reporting currency"),
+        C("r_score", "int", doc="1-5, quintile of recency (5 = most recent); null for prospects"),
+        C("f_score", "int", doc="1-5, quintile of frequency"),
+        C("m_score", "int", doc="1-5, quintile of monetary"),
+        C("rfm_segment", "string", doc="named RFM segment (segments.rfm_segments, first rule that matches)"),
+        C("cluster", "int", doc="K-means cluster id (buying customers only)"),
+        C("cluster_label", "string", doc="readable label of the cluster, from its centroid"),
+        C("value_tier", "string", doc="high, medium or low by cumulative CLV share"),
+        C("value_quadrant", "string", doc="platinum, gold, iron or lead: current x potential value"),
+        C("age_band", "string"),
+        C("region", "string", doc="country of the golden record"),
+        C("preferred_channel", "string", False, "online or store, by number of purchases (ties online); none "
+                                                "for prospects"),
+        C("consent_status", "string", False, "opted_in, opted_out or unknown (e-mail marketing)"),
+        C("lifecycle_stage", "string", False, "prospect, new, growing, mature, at_risk or churned"),
+        C("relationship_stage", "string", False, "exploration, formation, stability or decline"),
+    ),
+)
+
+LIFECYCLE_HISTORY = Table(
+    name="gold.lifecycle_history",
+    doc="Validity intervals of every customer's stage in both lifecycle models. A row opens when the stage "
+        "changes (previous_stage says from what) and closes (valid_to) at the next change; the open row has "
+        "valid_to null. Rerunning a date rebuilds the history from that date, so it is never duplicated.",
+    keys=("model", "customer_id", "valid_from"),
+    columns=(
+        C("model", "string", False, "lifecycle (five stages + at_risk) or relationship (four stages)"),
+        C("customer_id", "string", False),
+        C("stage", "string", False),
+        C("previous_stage", "string", doc="the stage this row moved from; null for a customer's first row"),
+        C("valid_from", "date", False, "as-of date of the run that saw the stage first"),
+        C("valid_to", "date", doc="as-of date of the run that saw the next stage; null while current"),
+    ),
+)
+
+SEGMENT_MEMBERSHIP = Table(
+    name="gold.segment_membership",
+    doc="One row per customer per segment per as-of date, with the date the customer entered the segment "
+        "(carried over while they stay), so two dates diff into who joined and who left.",
+    keys=("as_of_date", "segment_type", "segment", "customer_id"),
+    partition_by=("as_of_date",),
+    columns=(
+        C("as_of_date", "date", False),
+        C("segment_type", "string", False, "the gold.customer_segments column: rfm_segment, cluster_label, "
+                                           "value_tier, value_quadrant, age_band, region, preferred_channel, "
+                                           "consent_status, lifecycle_stage or relationship_stage"),
+        C("segment", "string", False),
+        C("customer_id", "string", False),
+        C("entered_on", "date", False, "first as-of date of the current uninterrupted membership"),
+    ),
+)
+
+CLUSTER_PROFILES = Table(
+    name="gold.cluster_profiles",
+    doc="The behavioural clusters of an as-of date: size, centroid in original units, label, and the "
+        "silhouette of every k tried (the chosen k has chosen = true).",
+    keys=("as_of_date", "cluster"),
+    partition_by=("as_of_date",),
+    columns=(
+        C("as_of_date", "date", False),
+        C("cluster", "int", False),
+        C("cluster_label", "string", False),
+        C("customers", "long", False),
+        C("centroid", "map<string,double>", False, "feature -> mean in original units"),
+        C("k", "int", False),
+        C("silhouette", "double", False, "silhouette of the chosen k"),
+        C("silhouette_by_k", "map<int,double>", False),
+    ),
+)
+
+VALUE_MATRIX = Table(
+    name="gold.value_matrix",
+    doc="The customer value matrix of an as-of date: current x potential value quadrants with their size, "
+        "worth and the investment and retention strategy attached (conf segments.value_matrix.strategies).",
+    keys=("as_of_date", "value_quadrant"),
+    partition_by=("as_of_date",),
+    columns=(
+        C("as_of_date", "date", False),
+        C("value_quadrant", "string", False, "platinum, gold, iron or lead"),
+        C("customers", "long", False),
+        C("customer_share", "double", False),
+        C("current_value", "double", False, "sum over the quadrant's customers"),
+        C("potential_value", "double", False),
+        C("clv", "double", False),
+        C("investment", "string", False),
+        C("strategy", "string", False),
+    ),
+)
+
+KPI = Table(
+    name="gold.kpi",
+    doc="KPIs by period and segment, long form: one row per (period grain, period start, segment, KPI). "
+        "Ratios carry their numerator and denominator so they can be re-aggregated.",
+    keys=("as_of_date", "grain", "period_start", "segment_type", "segment", "kpi"),
+    partition_by=("as_of_date",),
+    columns=(
+        C("as_of_date", "date", False),
+        C("grain", "string", False, "day, week (Monday start) or month"),
+        C("period_start", "date", False),
+        C("segment_type", "string", False, "'all' or a segment type of gold.segment_membership (current "
+                                           "membership), or 'channel' for CAC and ROAS"),
+        C("segment", "string", False),
+        C("kpi", "string", False),
+        C("value", "double", doc="null when the denominator is 0"),
+        C("numerator", "double"),
+        C("denominator", "double"),
+    ),
+)
+
+ASSOCIATION_RULES = Table(
+    name="gold.association_rules",
+    doc="FP-Growth rules over order baskets (online orders and store purchases) by category and by product.",
+    keys=("as_of_date", "basket_level", "antecedent", "consequent"),
+    partition_by=("as_of_date",),
+    columns=(
+        C("as_of_date", "date", False),
+        C("basket_level", "string", False, "category or product"),
+        C("antecedent", "array<string>", False),
+        C("consequent", "array<string>", False),
+        C("support", "double", False, "share of baskets holding antecedent and consequent"),
+        C("confidence", "double", False),
+        C("lift", "double", False),
+        C("rank", "int", False, "1 = best by lift, then confidence"),
+    ),
+)
+
+CROSS_SELL = Table(
+    name="gold.cross_sell",
+    doc="Per-customer cross-sell suggestions: items a customer has not bought that rules predict from what "
+        "they have bought, best first.",
+    keys=("as_of_date", "customer_id", "basket_level", "item"),
+    partition_by=("as_of_date",),
+    columns=(
+        C("as_of_date", "date", False),
+        C("customer_id", "string", False),
+        C("basket_level", "string", False),
+        C("item", "string", False, "category or sku suggested"),
+        C("confidence", "double", False, "of the best rule suggesting it"),
+        C("lift", "double", False),
+        C("rank", "int", False),
+    ),
+)
+
+CUSTOMER_SENTIMENT = Table(
+    name="gold.customer_sentiment",
+    doc="Sentiment of each customer's feedback text (survey comments, ticket text) as of a date, scored with "
+        "the VADER lexicon shipped in its package.",
+    keys=("as_of_date", "customer_id"),
+    partition_by=("as_of_date",),
+    columns=(
+        C("as_of_date", "date", False),
+        C("customer_id", "string", False),
+        C("texts", "long", False, "feedback texts scored"),
+        C("avg_sentiment", "double", False, "mean VADER compound score, -1 (negative) to 1 (positive)"),
+        C("negative_share", "double", False, "share of texts with compound <= -0.05"),
+        C("latest_sentiment", "double", False),
+        C("latest_feedback_at", "timestamp", False),
+    ),
+)
+
+TABLES = (IDENTITY_GRAPH, CUSTOMER_ID_HISTORY, CUSTOMER_PROFILE, CUSTOMER_VALUE, CUSTOMER_FORECAST,
+          CUSTOMER_SEGMENTS, LIFECYCLE_HISTORY, SEGMENT_MEMBERSHIP, CLUSTER_PROFILES, VALUE_MATRIX, KPI,
+          ASSOCIATION_RULES, CROSS_SELL, CUSTOMER_SENTIMENT)

@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.config import Settings
@@ -23,6 +23,7 @@ from jobs.pipeline import (
     run_ingest,
     run_profile,
     run_resolve,
+    run_segments,
     run_value,
     silver_by_source,
 )
@@ -285,6 +286,29 @@ def test_value_stage_scores_every_buying_customer_with_a_validated_model(
     again = run_value(RunContext.create(settings, AS_OF, "run-value-again"))
     assert again["model_version"] == summary["model_version"]
     assert spark.table("gold.customer_value").where(F.col("as_of_date") == AS_OF).count() == buyers
+
+
+def test_segments_stage_gives_every_customer_a_stage_and_keeps_history_once(
+    resolved: dict, settings: Settings, spark: SparkSession
+) -> None:
+    summary = run_segments(RunContext.create(settings, AS_OF, "run-segments"))
+    run_segments(RunContext.create(settings, AS_OF, "run-segments-again"))
+
+    customers = spark.table("gold.customer_profile").count()
+    today = spark.table("gold.customer_segments").where(F.col("as_of_date") == AS_OF)
+    assert today.count() == customers == summary["customers"]
+    buyers = today.where("frequency > 0")
+    # Every buying customer has RFM scores, a named segment, a cluster and a value quadrant.
+    assert buyers.where("rfm_segment IS NULL OR cluster IS NULL OR value_quadrant IS NULL").count() == 0
+    assert today.where("frequency = 0").select("lifecycle_stage").distinct().collect() == \
+        [Row(lifecycle_stage="prospect")]
+    # The rerun added no history: one open row per customer per model.
+    history = spark.table("gold.lifecycle_history")
+    assert history.count() == history.where("valid_to IS NULL").count() == 2 * customers
+    membership = spark.table("gold.segment_membership").where(F.col("as_of_date") == AS_OF)
+    assert membership.where("segment_type = 'lifecycle_stage'").count() == customers
+    assert spark.table("gold.value_matrix").where(F.col("as_of_date") == AS_OF).agg(
+        F.sum("customers")).first()[0] == buyers.count()
 
 
 def test_a_giant_cluster_stops_resolution_before_anything_is_published(

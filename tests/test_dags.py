@@ -18,7 +18,7 @@ from tests.conftest import isolated_environment
 
 DAGS = sorted((PROJECT_ROOT / "dags").glob("*.py"))
 EXPECTED_WIRING = {"cdp_daily": {"ingest": ["cleanse"], "cleanse": ["resolve"], "resolve": ["profile"],
-                                 "profile": ["value"], "value": []}}
+                                 "profile": ["value"], "value": ["segments"], "segments": []}}
 AS_OF = "2026-11-20"
 
 DAGBAG_PROBE = """
@@ -103,6 +103,8 @@ def test_daily_dag_runs_end_to_end_and_a_bad_batch_stops_it(
     assert table("ops.resolution_runs").count() == 1
     assert 0 < table("gold.customer_value").count() <= profile.count()
     assert table("ops.clv_models").where("promoted").count() == 1
+    assert table("gold.customer_segments").count() == profile.count()
+    assert table("gold.lifecycle_history").where("valid_to IS NULL").count() == 2 * profile.count()
     assert table("ops.resolution_checks").where("breach IS NOT NULL").count() == 0
     assert table("ops.dq_results").where("NOT success AND severity = 'critical'").count() == 0
     published = sorted(profile.inputFiles())

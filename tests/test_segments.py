@@ -1,0 +1,157 @@
+"""Segments and lifecycle: hand-computed RFM, tiers, quadrants and stages; history recorded once;
+planted clusters recovered."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs import lifecycle, segments
+from jobs.config import load_settings
+
+CONF = load_settings("test", environ={})
+SETTINGS = segments.SegmentSettings.from_conf(CONF.section("segments"))
+STAGES = lifecycle.LifecycleSettings.from_conf(CONF.section("lifecycle"))
+
+
+def _rows(df: DataFrame, key: str = "customer_id") -> dict:
+    return {r[key]: r.asDict() for r in df.collect()}
+
+
+def test_rfm_scores_are_quintiles_and_segments_follow_the_rules(spark: SparkSession) -> None:
+    # Pairs of equal values: the quintile bounds are 1, 2, 3, 4 (days: 10, 20, 30, 40) whatever the
+    # quantile convention, so each pair gets its own score.
+    summary = spark.createDataFrame(
+        [(f"c{i}", 10 * (i // 2 + 1), i // 2 + 1, float(100 * (5 - i // 2))) for i in range(10)],
+        "customer_id string, recency_days int, frequency long, monetary double")
+
+    scored = _rows(segments.rfm_scores(summary, 0.0).withColumn("rfm_segment",
+                                                                 segments.rfm_segment(SETTINGS.rfm_rules)))
+
+    # c0/c1: most recent (10 days), fewest purchases, highest spend.
+    assert [(scored[f"c{i}"]["r_score"], scored[f"c{i}"]["f_score"], scored[f"c{i}"]["m_score"])
+            for i in range(0, 10, 2)] == [(5, 1, 5), (4, 2, 4), (3, 3, 3), (2, 4, 2), (1, 5, 1)]
+    assert [scored[f"c{i}"]["rfm_segment"] for i in range(0, 10, 2)] == \
+        ["New", "Potential loyalist", "Need attention", "At risk", "Can't lose"]
+
+
+def test_rfm_rules_must_cover_every_score_pair() -> None:
+    conf = CONF.section("segments")
+    with pytest.raises(ValueError, match=r"\(1, 1\)"):
+        segments.SegmentSettings.from_conf({**conf, "rfm_segments": [r for r in conf["rfm_segments"]
+                                                                      if r["name"] != "Lost"]})
+
+
+def test_value_tiers_and_quadrants(spark: SparkSession) -> None:
+    values = spark.createDataFrame([
+        ("a", 50.0, 10.0, 5.0), ("b", 30.0, 8.0, 0.0), ("c", 10.0, 2.0, 5.0), ("d", 5.0, 1.0, 3.0),
+        ("e", 5.0, 0.0, 0.0)], "customer_id string, clv double, current_value double, potential_value double")
+
+    tiers = {k: v["value_tier"] for k, v in _rows(segments.value_tiers(values, (0.7, 0.9))).items()}
+    quadrants = {k: v["value_quadrant"] for k, v in
+                 _rows(segments.value_quadrants(values, (0.5, 0.5), 0.0)).items()}
+
+    # CLV share before each customer: a 0, b 0.5, c 0.8, d 0.9, e 0.95.
+    assert tiers == {"a": "high", "b": "high", "c": "medium", "d": "low", "e": "low"}
+    # Medians: current 2, potential 3; high = positive and at or above the median.
+    assert quadrants == {"a": "platinum", "b": "gold", "c": "platinum", "d": "iron", "e": "lead"}
+
+
+def test_lifecycle_stages_follow_the_thresholds(spark: SparkSession) -> None:
+    s = STAGES
+    customers = spark.createDataFrame([
+        ("prospect", None, None, None, None, None),
+        ("new", 1, 10, 10, 0.9, 0.1),
+        ("growing", 3, 20, 400, 0.9, 0.1),
+        ("young_regular", s.mature_min_purchases, 5, s.mature_min_tenure_days - 1, 0.9, 0.1),
+        ("mature", s.mature_min_purchases, 5, s.mature_min_tenure_days, 0.9, 0.1),
+        ("at_risk_by_model", 6, 30, 500, s.at_risk_max_p_alive - 0.01, 0.1),
+        ("at_risk_by_classifier", 6, 30, 500, 0.9, s.at_risk_min_churn_probability + 0.01),
+        ("at_risk_by_silence", 6, s.at_risk_after_days, 900, 0.9, 0.1),
+        ("churned_by_model", 6, 30, 500, s.churned_max_p_alive - 0.01, 0.1),
+        ("churned_by_silence", 1, s.churned_after_days, 900, 0.9, 0.1),
+    ], "customer_id string, frequency long, recency_days int, tenure_days int, p_alive double, "
+       "churn_probability double")
+
+    stage = lifecycle.lifecycle_stage(s)
+    rows = _rows(customers.select("customer_id", stage.alias("stage"),
+                                  lifecycle.relationship_stage(stage).alias("relationship")))
+
+    assert {k: v["stage"] for k, v in rows.items()} == {
+        "prospect": "prospect", "new": "new", "growing": "growing", "young_regular": "growing", "mature": "mature",
+        "at_risk_by_model": "at_risk", "at_risk_by_classifier": "at_risk", "at_risk_by_silence": "at_risk",
+        "churned_by_model": "churned", "churned_by_silence": "churned"}
+    assert rows["mature"]["relationship"] == "stability" and rows["churned_by_model"]["relationship"] == "decline"
+    assert rows["new"]["relationship"] == "exploration" and rows["growing"]["relationship"] == "formation"
+
+
+def test_stage_history_records_each_transition_once_and_reruns_change_nothing(spark: SparkSession) -> None:
+    def stages(**by_customer: str) -> DataFrame:
+        return spark.createDataFrame([("lifecycle", c, s) for c, s in by_customer.items()],
+                                     "model string, customer_id string, stage string")
+
+    empty = spark.createDataFrame([], "model string, customer_id string, stage string, previous_stage string, "
+                                      "valid_from date, valid_to date")
+    d1, d2, d3 = date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 3)
+    h1 = lifecycle.advance_history(empty, stages(a="new", b="growing"), d1).localCheckpoint()
+    h2 = lifecycle.advance_history(h1, stages(a="growing", b="growing"), d2).localCheckpoint()
+    h2_again = lifecycle.advance_history(h2, stages(a="growing", b="growing"), d2).localCheckpoint()
+    h3 = lifecycle.advance_history(h2_again, stages(a="at_risk", b="growing"), d3).localCheckpoint()
+
+    def as_set(h: DataFrame) -> set:
+        return {tuple(r) for r in h.select("customer_id", "stage", "previous_stage", "valid_from",
+                                           "valid_to").collect()}
+
+    assert as_set(h2_again) == as_set(h2) == {("a", "new", None, d1, d2), ("a", "growing", "new", d2, None),
+                                              ("b", "growing", None, d1, None)}
+    assert as_set(h3) == {("a", "new", None, d1, d2), ("a", "growing", "new", d2, d3),
+                          ("a", "at_risk", "growing", d3, None), ("b", "growing", None, d1, None)}
+    # Rerunning an earlier date rebuilds history from it.
+    assert as_set(lifecycle.advance_history(h3, stages(a="growing", b="growing"), d2)) == as_set(h2)
+    moved = lifecycle.transitions_since(h3, d2).collect()
+    assert [(r.customer_id, r.previous_stage, r.stage) for r in moved] == [("a", "growing", "at_risk")]
+
+
+def test_membership_keeps_the_entry_date_while_a_customer_stays(spark: SparkSession) -> None:
+    previous = spark.createDataFrame([
+        (date(2026, 1, 1), "value_tier", "high", "a", date(2025, 12, 1)),
+        (date(2026, 1, 1), "value_tier", "high", "b", date(2026, 1, 1))],
+        "as_of_date date, segment_type string, segment string, customer_id string, entered_on date")
+    today = spark.createDataFrame([("a", "high"), ("b", "low"), ("c", None)], "customer_id string, value_tier string")
+
+    rows = {(r.customer_id, r.segment): r.entered_on
+            for r in segments.membership(today, ["value_tier"], previous, date(2026, 1, 2)).collect()}
+
+    assert rows == {("a", "high"): date(2025, 12, 1), ("b", "low"): date(2026, 1, 2)}
+
+
+def test_kmeans_recovers_planted_groups_and_chooses_their_number(spark: SparkSession) -> None:
+    rng = np.random.default_rng(5)
+    # Three kinds of customer: lapsed one-off online buyers, frequent broad online buyers, store regulars.
+    groups = {"one_off": (300, 1, 30, 2, 0.95, 1, 0), "frequent": (20, 12, 900, 40, 0.9, 6, 1),
+              "store": (60, 6, 300, 1, 0.05, 3, 3)}
+    rows = []
+    for name, centre in groups.items():
+        for i in range(150):
+            noisy = [max(0.0, v * rng.lognormal(0, 0.15)) for v in centre]
+            noisy[4] = float(np.clip(centre[4] + rng.normal(0, 0.05), 0, 1))
+            rows.append((f"{name}-{i}", *noisy))
+    features = spark.createDataFrame(rows, "customer_id string, " + ", ".join(
+        f"{f} double" for f in segments.CLUSTER_FEATURES))
+    settings = segments.SegmentSettings(SETTINGS.rfm_rules, 0.0, (2, 6), 10_000, 7, SETTINGS.tier_shares,
+                                        SETTINGS.matrix_quantiles, SETTINGS.strategies)
+
+    clustering = segments.cluster_customers(features, settings)
+
+    assert clustering.k == 3 and clustering.silhouette > 0.7
+    found = clustering.assignments.withColumn("group", F.split("customer_id", "-")[0]) \
+        .groupBy("group").agg(F.countDistinct("cluster").alias("clusters"), F.count("*").alias("n")).collect()
+    assert {r.group: (r.clusters, r.n) for r in found} == {g: (1, 150) for g in groups}
+    labels = _rows(clustering.profiles, "cluster")
+    store_cluster = clustering.assignments.where(F.col("customer_id") == "store-0").first().cluster
+    assert "in store" in labels[store_cluster]["cluster_label"]
+    assert labels[store_cluster]["centroid"]["online_share"] == pytest.approx(0.05, abs=0.02)
