@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import btyd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TIME_UNITS = {"day": 1.0, "week": 7.0}
 
@@ -164,14 +168,13 @@ def holdout_report(predictions: DataFrame, max_bucket: int = 7) -> tuple[pd.Data
     return table, float(stats["mae"]), None if stats["corr"] is None else float(stats["corr"])
 
 
-def plot_holdout(table: pd.DataFrame, title: str, path) -> None:
+def holdout_figure(table: pd.DataFrame, title: str) -> Figure:
     """Calibration plot: mean predicted and actual holdout purchases by calibration frequency."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    # A Figure without pyplot: no global state, no display; PNGs are rendered by Agg.
+    fig = Figure(figsize=(7, 4.5), layout="tight")
+    ax = fig.add_subplot()
     labels = [f"{b}+" if b == table["frequency_bucket"].max() else str(b) for b in table["frequency_bucket"]]
     ax.plot(labels, table["actual_purchases"], "o-", label="actual")
     ax.plot(labels, table["predicted_purchases"], "s--", label="predicted (BG/NBD)")
@@ -179,10 +182,13 @@ def plot_holdout(table: pd.DataFrame, title: str, path) -> None:
     ax.set_ylabel("mean purchases in the holdout period")
     ax.set_title(title)
     ax.legend()
+    return fig
+
+
+def plot_holdout(table: pd.DataFrame, title: str, path) -> None:
+    """The calibration plot of `holdout_figure`, saved as a PNG at `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    holdout_figure(table, title).savefig(path, dpi=100)
 
 
 class TransactionsError(ValueError):
