@@ -10,13 +10,13 @@ CUSTOMERS ?= 2000
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint bench clean distclean
+.PHONY: help setup chromium run test serve lint bench clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: DATE=$(DATE) (logical date of make run), CUSTOMERS=$(CUSTOMERS) (generated people)"
 
-setup: $(VENV)/.installed .cache/jars/manifest.json ## create the venv from uv.lock and cache the Delta jars (idempotent)
+setup: $(VENV)/.installed .cache/jars/manifest.json chromium ## create the venv from uv.lock, cache the Delta jars, install Chromium if missing (idempotent)
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -27,14 +27,26 @@ $(VENV)/.installed: pyproject.toml uv.lock
 .cache/jars/manifest.json: $(VENV)/.installed conf/base.yaml
 	$(BIN)/cdp setup-jars
 
-run: setup ## generate sample data, run the daily DAG in Airflow for DATE, list the tables, score identity resolution
+# Headless Chromium renders the run report in its test (skipped without it); apt-get needs root.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "Chromium not found: the run report's browser test will be skipped (install it as root: apt-get install chromium)"; \
+	fi
+
+run: setup ## generate sample data, run the daily DAG in Airflow for DATE, print the run summary, score identity resolution
 	$(BIN)/cdp generate --customers $(CUSTOMERS)
 	$(BIN)/cdp airflow-run --date $(DATE)
-	$(BIN)/cdp tables
+	$(BIN)/cdp summary --date $(DATE)
 	$(BIN)/cdp identity-quality
 
 test: setup ## run the test suite (unit, integration, DAG end to end)
 	$(BIN)/pytest
+
+serve: setup ## serve gold and the bi views over JDBC/ODBC (Spark Thrift Server); holds the metastore: not during make run
+	$(BIN)/cdp serve
 
 lint: setup ## ruff
 	$(BIN)/ruff check .

@@ -8,12 +8,13 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from jobs.config import Settings, load_settings
 
 DAG_ID = "cdp_daily"
+DAG_IDS = (DAG_ID, "cdp_refit")
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
@@ -30,7 +31,11 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "CDP_PROFILE": settings.profile,
         "CDP_HOME": str(settings.root),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(settings.root), os.environ.get("PYTHONPATH")])),
+        # spark-submit of this environment, for the Spark connection's default spark_binary.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     })
+    # The Spark connection follows the profile's master unless the deployment defines its own.
+    env.setdefault("AIRFLOW_CONN_CDP_SPARK", json.dumps({"conn_type": "spark", "host": settings.spark_master}))
     return env
 
 
@@ -58,16 +63,43 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.pipeline import STAGE_FUNCTIONS, STAGES, RunContext
+    from jobs.pipeline import RunContext, run_logged
+    from jobs.stages import STAGES
 
     ctx = RunContext.create(settings, args.date)
     for stage in STAGES if args.stage == "all" else [args.stage]:
-        print(f"{stage}: {STAGE_FUNCTIONS[stage](ctx)}")
+        print(f"{stage}: {run_logged(ctx, stage)}")
 
 
 def cmd_airflow_run(settings: Settings, args: argparse.Namespace) -> None:
     _airflow(settings, "db", "migrate")
-    _airflow(settings, "dags", "test", DAG_ID, args.date.isoformat())
+    _airflow(settings, "dags", "test", args.dag, args.date.isoformat())
+
+
+def cmd_backfill(settings: Settings, args: argparse.Namespace) -> None:
+    # Airflow 3 backfills (`airflow backfill create`) are run by the scheduler, which the embedded
+    # setup does not start; runs of one date after another are what the scheduler does with
+    # max_active_runs=1, and each run is keyed by its logical date only.
+    if args.end < args.start:
+        raise SystemExit(f"backfill: --end {args.end} is before --start {args.start}")
+    _airflow(settings, "db", "migrate")
+    day = args.start
+    while day <= args.end:
+        print(f"backfill: {args.dag} for {day}", flush=True)
+        _airflow(settings, "dags", "test", args.dag, day.isoformat())
+        day += timedelta(days=1)
+
+
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.rebuild import rebuild_stage
+
+    report = rebuild_stage(settings, args.stage, args.date, Path(args.out).resolve())
+    print(json.dumps(report, indent=2))
+    differing = [t for t, r in report.items() if r["only_published"] or r["only_rebuilt"]]
+    if differing:
+        raise SystemExit(f"rebuild of {args.stage} for {args.date} differs from what was published: {differing}")
+    print(f"rebuild of {args.stage} for {args.date} equals what was published ({len(report)} gold tables); "
+          f"rebuilt tables in {args.out}")
 
 
 def cmd_tables(settings: Settings, args: argparse.Namespace) -> None:
@@ -80,6 +112,49 @@ def cmd_tables(settings: Settings, args: argparse.Namespace) -> None:
             name = f"{database}.{table.name}"
             location = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]
             print(f"{name:36} {spark.table(name).count():>10}  {location}")
+
+
+def cmd_erase(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.privacy import ErasureError, ErasureRequest, erase
+    from jobs.runtime import spark_session
+
+    request = ErasureRequest(customer_id=args.customer_id, email=args.email, phone=args.phone)
+    try:
+        audit = erase(spark_session(settings), settings, request, args.requested_by)
+    except ErasureError as exc:
+        sys.exit(f"cdp erase: {exc}")
+    print(json.dumps(audit, indent=2, default=str))
+
+
+def cmd_summary(settings: Settings, args: argparse.Namespace) -> None:
+    from pyspark.sql import functions as F
+
+    from jobs.runtime import spark_session
+    from schemas.ops import DQ_RESULTS, PIPELINE_RUNS
+
+    cmd_tables(settings, args)
+    spark = spark_session(settings)
+    runs = spark.table(PIPELINE_RUNS.name).where(F.col("logical_date") == F.lit(args.date))
+    latest = runs.orderBy(F.col("finished_at").desc()).select("run_id").limit(1).collect()
+    if not latest:
+        print(f"\nno pipeline run for {args.date} in {PIPELINE_RUNS.name}")
+        return
+    run_id = latest[0]["run_id"]
+    print(f"\nrun {run_id} ({args.date}):")
+    print(f"  {'stage':10} {'status':8} {'rows in':>10} {'rows out':>10} {'seconds':>8}")
+    for r in runs.where(F.col("run_id") == run_id).orderBy("started_at").collect():
+        print(f"  {r.stage:10} {r.status:8} {r.rows_in or 0:>10} {r.rows_out or 0:>10} {r.seconds:>8.1f}")
+    print("data quality (expectations passed / failed critical / failed warning):")
+    dq = spark.table(DQ_RESULTS.name).where(F.col("run_id") == run_id).groupBy("stage").agg(
+        F.count(F.when(F.col("success"), 1)).alias("passed"),
+        F.count(F.when(~F.col("success") & (F.col("severity") == "critical"), 1)).alias("critical"),
+        F.count(F.when(~F.col("success") & (F.col("severity") == "warning"), 1)).alias("warning"))
+    for r in dq.orderBy("stage").collect():
+        print(f"  {r.stage:10} {r.passed:>5} / {r.critical} / {r.warning}")
+    print(f"Data Docs: {settings.paths.gx / 'data_docs'}/<stage>/index.html")
+    report = settings.paths.warehouse.parent / "reports" / "run" / args.date.isoformat() / "index.html"
+    if report.is_file():
+        print(f"run report: {report}")
 
 
 def cmd_identity_quality(settings: Settings, args: argparse.Namespace) -> None:
@@ -137,6 +212,27 @@ def cmd_docs(settings: Settings, args: argparse.Namespace) -> None:
     print(f"wrote {write_tables_doc(settings.root / 'docs' / 'tables.md')}")
 
 
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.serving import serve
+
+    serve(settings, args.port)
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.export import ExportError, export_segment
+    from jobs.privacy import erased_customers
+    from jobs.runtime import spark_session
+
+    spark = spark_session(settings)
+    try:
+        summary = export_segment(spark, settings, args.segment_type, args.segment, args.date,
+                                 args.destination or settings.section("export")["default_destination"],
+                                 args.format, Path(args.out), erased_customers(spark))
+    except ExportError as exc:
+        sys.exit(f"cdp export: {exc}")
+    print(json.dumps(summary, indent=2, default=str))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdp", description="Batch customer data platform")
     parser.add_argument("--profile", help="configuration profile (conf/<profile>.yaml); default $CDP_PROFILE or local")
@@ -154,13 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run pipeline stages directly (no Airflow) for a logical date")
     # Spelled out (not imported from jobs.pipeline) so that `cdp --help` does not start Spark imports.
     run.add_argument("--stage", default="all",
-                     choices=["all", "ingest", "cleanse", "resolve", "profile", "value", "segments"])
+                     choices=["all", "ingest", "cleanse", "resolve", "profile", "value", "segments", "insights",
+                              "export", "report", "refit"])
     run.add_argument("--date", type=date.fromisoformat, required=True, help="logical (as-of) date, YYYY-MM-DD")
     run.set_defaults(func=cmd_run)
 
     af = sub.add_parser("airflow-run", help=f"run the {DAG_ID} DAG with the embedded Airflow for a logical date")
     af.add_argument("--date", type=date.fromisoformat, required=True, help="logical date, YYYY-MM-DD")
+    af.add_argument("--dag", default=DAG_ID, choices=DAG_IDS)
     af.set_defaults(func=cmd_airflow_run)
+
+    fill = sub.add_parser("backfill", help="run a DAG in the embedded Airflow for every date of a range, in order")
+    fill.add_argument("--start", type=date.fromisoformat, required=True, help="first logical date, YYYY-MM-DD")
+    fill.add_argument("--end", type=date.fromisoformat, required=True, help="last logical date (inclusive)")
+    fill.add_argument("--dag", default=DAG_ID, choices=DAG_IDS)
+    fill.set_defaults(func=cmd_backfill)
+
+    rb = sub.add_parser("rebuild", help="rebuild a stage's gold tables as published for a past date (Delta time "
+                        "travel of its inputs) in a scratch warehouse, and compare")
+    rb.add_argument("--stage", required=True, help="a stage of the daily pipeline")
+    rb.add_argument("--date", type=date.fromisoformat, required=True, help="logical date, YYYY-MM-DD")
+    rb.add_argument("--out", required=True, help="scratch folder for the rebuilt warehouse")
+    rb.set_defaults(func=cmd_rebuild)
 
     sub.add_parser("identity-quality", help="pairwise precision/recall/F1 of the published resolution against the "
                    "generator's ground truth").set_defaults(func=cmd_identity_quality)
@@ -183,7 +294,34 @@ def build_parser() -> argparse.ArgumentParser:
     value.add_argument("--amount-column", default="amount")
     value.set_defaults(func=cmd_clv)
 
+    er = sub.add_parser("erase", help="erase a person from every layer (right to be forgotten), vacuum, and audit")
+    who = er.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer-id")
+    who.add_argument("--email")
+    who.add_argument("--phone")
+    er.add_argument("--requested-by", default=os.environ.get("USER", "cdp"), help="recorded in ops.erasures")
+    er.set_defaults(func=cmd_erase)
+
+    srv = sub.add_parser("serve", help="serve the warehouse and the bi views over JDBC/ODBC (Spark Thrift Server) "
+                         "until stopped; holds the Derby metastore meanwhile")
+    srv.add_argument("--port", type=int, help="default from conf serving.port")
+    srv.set_defaults(func=cmd_serve)
+
+    exp = sub.add_parser("export", help="export a segment's consenting members for a marketing destination, "
+                         "with a manifest and the customers added and removed since the previous export")
+    exp.add_argument("--segment", required=True, help="segment name, e.g. Champions")
+    exp.add_argument("--segment-type", default="rfm_segment", help="gold.segment_membership segment_type")
+    exp.add_argument("--destination", help="a destination of conf export.destinations (default: "
+                     "export.default_destination)")
+    exp.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    exp.add_argument("--out", required=True, help="folder holding this destination's exports")
+    exp.add_argument("--date", type=date.fromisoformat, help="membership as of YYYY-MM-DD (default: latest)")
+    exp.set_defaults(func=cmd_export)
+
     sub.add_parser("tables", help="list the Delta tables with row counts and locations").set_defaults(func=cmd_tables)
+    summ = sub.add_parser("summary", help="the tables, then a date's latest run: stages, rows, DQ results, reports")
+    summ.add_argument("--date", type=date.fromisoformat, required=True, help="logical date, YYYY-MM-DD")
+    summ.set_defaults(func=cmd_summary)
     sub.add_parser("docs", help="write docs/tables.md from schemas/").set_defaults(func=cmd_docs)
     return parser
 

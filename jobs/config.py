@@ -35,6 +35,8 @@ class Paths:
     jars: Path
     gx: Path
     airflow_home: Path
+    alerts: Path
+    exports: Path
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas import Column, Table, bronze, gold, ops, silver
+from schemas import Column, Table, bronze, export, gold, ops, silver
 from schemas.raw import CONTACT_LIST, SOURCES
 
 
@@ -40,6 +40,9 @@ def render_tables_doc() -> str:
         lines += [f"## {title}", ""]
         for table in tables:
             lines += _table_section(table)
+    lines += ["## Marketing exports (`cdp export`)", "", export.__doc__.split("\n\n", 1)[1].strip(), "",
+              *_table_section(export.EXPORT_FILE), "#### `manifest.json`", "",
+              *_column_rows(export.MANIFEST, "always"), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

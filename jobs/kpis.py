@@ -19,7 +19,7 @@ denominator. So KPIs re-aggregate by summing numerators and denominators (over t
 segments of one segment_type, or over periods; not repeat_purchase_rate, a running total). A
 (period, segment, KPI) row exists only where the segment has the KPI's input data in the period:
 purchases for the purchase KPIs, purchases in this or the previous period for retention and churn,
-clicks, NPS responses, CSAT responses, tickets created, purchases or referrals for referral_rate,
+clicks, NPS responses, CSAT responses, tickets created, feedback texts, purchases or referrals for referral_rate,
 spend or purchases for CAC and ROAS; repeat_purchase_rate wherever the segment has any of these in
 the period (or its first purchase days, which for days before the window are counted in the first
 reported period) and someone bought by the period's end. Periods are not densified.
@@ -42,6 +42,8 @@ KPIs (P = the period, E = its end, as_of in the current period):
   first_response_minutes    sum / count of first_response_minutes over tickets created in P (and answered)
   resolution_hours          sum / count of resolution_hours over tickets created in P and resolved
   referral_rate             referrals made in P by the segment's customers / active_customers
+  feedback_sentiment        sum / count of the sentiment scores (VADER compound, -1..1) of feedback texts
+                            (ticket text, survey comments) written in P
   cac                       marketing spend in P / new_customers ('channel': that channel's spend / new
                             customers whose signup_channel is the channel)
   roas                      revenue / marketing spend in P ('channel': revenue from customers whose
@@ -76,7 +78,7 @@ MEASURES: dict[str, Callable[[str], Column]] = {
     "buyer": F.max, "repeater": F.max, "clicked": F.max, "converted": F.max,
     "promoters": F.sum, "detractors": F.sum, "nps_responses": F.sum, "satisfied": F.sum, "csat_responses": F.sum,
     "tickets": F.sum, "response_minutes": F.sum, "responded": F.sum, "resolution_hours": F.sum, "resolved": F.sum,
-    "referrals": F.sum,
+    "referrals": F.sum, "sentiment": F.sum, "feedback_texts": F.sum,
 }
 SEGMENT_MEASURES = (*MEASURES, "retained", "lost", "spend")
 
@@ -216,6 +218,12 @@ def _referral_facts(referrals: DataFrame, cal: _Calendar) -> DataFrame:
     return _periodise(made, "day", cal).select(*CUSTOMER_PERIOD, F.lit(1).alias("referrals"))
 
 
+def _feedback_facts(feedback: DataFrame, cal: _Calendar) -> DataFrame:
+    """Sentiment scores of feedback texts and their count, per writer and period."""
+    dated = feedback.where(F.col("customer_id").isNotNull()).withColumn("day", F.to_date("ts"))
+    return _periodise(dated, "day", cal).select(*CUSTOMER_PERIOD, "sentiment", F.lit(1).alias("feedback_texts"))
+
+
 def _customer_facts(parts: list[DataFrame], cal: _Calendar) -> DataFrame:
     """One row per (customer, grain, reported period) with every measure (0 when absent), and the
     retained / lost flags of customers active in the previous period."""
@@ -298,6 +306,7 @@ def _kpi_rows(totals: DataFrame) -> DataFrame:
         _row("first_response_minutes", customer_kpi & (c("tickets") > 0), c("response_minutes"), c("responded")),
         _row("resolution_hours", customer_kpi & (c("tickets") > 0), c("resolution_hours"), c("resolved")),
         _row("referral_rate", customer_kpi & ((c("referrals") > 0) | (c("active") > 0)), c("referrals"), c("active")),
+        _row("feedback_sentiment", customer_kpi & (c("feedback_texts") > 0), c("sentiment"), c("feedback_texts")),
         _row("cac", spend_kpi & ((c("spend") > 0) | (c("active") > 0)), c("spend"), c("new_customer")),
         _row("roas", spend_kpi & ((c("spend") > 0) | (c("active") > 0)), c("revenue"), c("spend")),
     ]
@@ -307,7 +316,7 @@ def _kpi_rows(totals: DataFrame) -> DataFrame:
 
 def kpis(purchases: DataFrame, customers: DataFrame, membership: DataFrame, spend: DataFrame,
          campaign_events: DataFrame, tickets: DataFrame, surveys: DataFrame, referrals: DataFrame,
-         as_of: date, periods: Mapping[str, int], attribution_days: int) -> DataFrame:
+         feedback: DataFrame, as_of: date, periods: Mapping[str, int], attribution_days: int) -> DataFrame:
     """gold.kpi rows as of `as_of`: every KPI of the module docstring per grain in `periods` (grain ->
     number of periods reported, the current partial one included) and per segment ('all', each
     (segment_type, segment) of current `membership`, and 'channel' for CAC and ROAS)."""
@@ -320,7 +329,7 @@ def kpis(purchases: DataFrame, customers: DataFrame, membership: DataFrame, spen
     facts = _customer_facts([
         _purchase_facts(purchases, cal), _first_purchase_facts(purchases, cal),
         _campaign_facts(campaign_events, purchases, cal, attribution_days), _survey_facts(surveys, cal),
-        _ticket_facts(tickets, cal), _referral_facts(referrals, cal)], cal)
+        _ticket_facts(tickets, cal), _referral_facts(referrals, cal), _feedback_facts(feedback, cal)], cal)
     spend_channels = spend.where(F.col("spend_date") <= F.lit(as_of)) \
         .select(F.col("channel").alias("signup_channel")).distinct()
     totals = _segment_totals(facts, _groups(membership, customers, spend_channels), _spend_facts(spend, cal))

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, reduce
@@ -17,27 +18,44 @@ from functools import cached_property, reduce
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import btyd, churn, cleanse, clv, identity, lifecycle, matching, pii, quality, segments
+from jobs import (
+    baskets,
+    btyd,
+    churn,
+    cleanse,
+    clv,
+    identity,
+    kpis,
+    lifecycle,
+    matching,
+    pii,
+    quality,
+    segments,
+    sentiment,
+)
 from jobs.config import Settings
 from jobs.ingest import BatchResult, ingest_source
 from jobs.profile import Survivorship, build_customer_profile
 from jobs.runtime import spark_session
+from jobs.stages import IDENTITY_SOURCES, STAGE_TABLES
 from jobs.tables import ensure_table, merge_by_key, overwrite, replace_slice, sql_literal
-from schemas import gold, silver
+from schemas import Table, gold, silver
 from schemas.bronze import TABLES as BRONZE
-from schemas.ops import CLV_HOLDOUT, CLV_MODELS, INGEST_ACCOUNTING, RESOLUTION_CHECKS, RESOLUTION_RUNS, ROW_COUNTS
+from schemas.ops import (
+    CHURN_MODELS,
+    CLV_HOLDOUT,
+    CLV_MODELS,
+    INGEST_ACCOUNTING,
+    PIPELINE_RUNS,
+    RESOLUTION_CHECKS,
+    RESOLUTION_RUNS,
+    ROW_COUNTS,
+)
 from schemas.raw import SOURCES
 
 log = logging.getLogger(__name__)
 
 PIPELINE_SOURCES = tuple(SOURCES)
-STAGES = ("ingest", "cleanse", "resolve", "profile", "value", "segments")
-# Silver tables by the source names identity resolution and the profile use.
-IDENTITY_SOURCES = {
-    "contacts": silver.CONTACTS, "orders": silver.ORDERS, "pos": silver.POS_TRANSACTIONS, "tickets": silver.TICKETS,
-    "surveys": silver.SURVEYS, "campaign_events": silver.CAMPAIGN_EVENTS, "events": silver.EVENTS,
-    "referrals": silver.REFERRALS,
-}
 
 
 @dataclass(frozen=True)
@@ -323,9 +341,13 @@ def customer_transactions(graph: DataFrame, tables: dict[str, DataFrame]) -> Dat
     return orders.unionByName(store).where(F.col("customer_id").isNotNull() & F.col("amount").isNotNull())
 
 
-def current_clv_model(spark: SparkSession) -> dict | None:
-    """The latest promoted model's row of ops.clv_models, if any."""
-    rows = spark.table(CLV_MODELS.name).where("promoted").orderBy(F.col("fitted_at").desc()).limit(1).collect()
+def clv_model_in_force(spark: SparkSession, as_of: date) -> dict | None:
+    """The ops.clv_models row that scores `as_of`: the latest promoted model fitted as of that date or
+    before (so rerunning a past date uses the model of that time, not a later refit)."""
+    if not spark.catalog.tableExists(CLV_MODELS.name):
+        return None
+    rows = spark.table(CLV_MODELS.name).where(F.col("promoted") & (F.col("as_of_date") <= F.lit(as_of))) \
+        .orderBy(F.col("as_of_date").desc(), F.col("fitted_at").desc()).limit(1).collect()
     return rows[0].asDict() if rows else None
 
 
@@ -340,16 +362,21 @@ def promotion(candidate_mae: float, current: dict | None, max_increase: float) -
                    f"({current['model_version']} + {max_increase:.0%}); {current['model_version']} keeps scoring")
 
 
-def run_value(ctx: RunContext) -> dict[str, object]:
-    """Fit BG/NBD + Gamma-Gamma, validate on a holdout, promote or refuse, score every buying customer."""
+def value_inputs(ctx: RunContext) -> tuple[dict[str, DataFrame], DataFrame, DataFrame]:
+    """(silver by source, identity graph, daily transactions per customer) for the CLV stages."""
+    tables = silver_by_source(ctx.spark)
+    graph = ctx.spark.table(gold.IDENTITY_GRAPH.name)
+    return tables, graph, clv.daily_transactions(customer_transactions(graph, tables)).localCheckpoint()
+
+
+def fit_clv_model(ctx: RunContext, daily: DataFrame) -> dict[str, object]:
+    """Fit BG/NBD + Gamma-Gamma up to the date, validate a calibration fit on the holdout before it,
+    promote or refuse, and record it all (ops.clv_models, ops.clv_holdout, the calibration plot)."""
     spark, conf = ctx.spark, ctx.settings.section("clv")
     value = clv.ValueSettings.from_conf(conf)
     unit_days = clv.time_unit_days(value.unit)
     for table in (CLV_MODELS, CLV_HOLDOUT):
         ensure_table(spark, table)
-    tables = silver_by_source(spark)
-    graph = spark.table(gold.IDENTITY_GRAPH.name)
-    daily = clv.daily_transactions(customer_transactions(graph, tables)).localCheckpoint()
 
     # Validation: fit up to the calibration end, predict the holdout that follows.
     calibration_end = ctx.as_of - timedelta(days=int(conf["holdout_days"]))
@@ -359,17 +386,17 @@ def run_value(ctx: RunContext) -> dict[str, object]:
                                           validation.purchases, int(conf["holdout_days"]) / unit_days)
     holdout_table, mae, correlation = clv.holdout_report(predictions)
 
-    summary = clv.customer_summary(daily, ctx.as_of, value.unit).localCheckpoint()
-    models = clv.fit_models(summary)
+    models = clv.fit_models(clv.customer_summary(daily, ctx.as_of, value.unit))
     data_version = spark.sql(f"DESCRIBE HISTORY {silver.ORDERS.name}").agg(F.max("version")).first()[0]
     # Six significant digits: Spark may sum a customer's order values in another order on a rerun.
     rounded = {k: float(f"{v:.6g}") for k, v in {**asdict(models.purchases), **asdict(models.spend)}.items()}
     fingerprint = json.dumps([rounded, value.unit, ctx.as_of.isoformat()], sort_keys=True, default=str)
     model_version = f"clv-{ctx.as_of:%Y%m%d}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
-    current = current_clv_model(spark)
-    if current is not None and current["model_version"] == model_version:
-        current = None if current["as_of_date"] == ctx.as_of else current  # a rerun judges against the same base
+    # A refit is judged against the model in force before this date's fit (also on a rerun of the date).
+    current = clv_model_in_force(spark, ctx.as_of - timedelta(days=1))
     promoted, decision = promotion(mae, current, float(conf["max_holdout_mae_increase"]))
+    if not promoted:
+        log.warning("clv fit: %s", decision)
     bg, gg = models.purchases, models.spend
     record = {
         "model_version": model_version, "as_of_date": ctx.as_of, "fitted_at": ctx.started_at,
@@ -383,12 +410,6 @@ def run_value(ctx: RunContext) -> dict[str, object]:
         "fit_seconds": models.purchases_fit.seconds + models.spend_fit.seconds,
         "holdout_mae": mae, "holdout_correlation": correlation, "promoted": promoted, "decision": decision,
     }
-    sources = churn.ChurnSources(daily, *[identity.attach_customer(tables[name], name, graph).where(
-        F.col("customer_id").isNotNull()) for name in ("events", "campaign_events", "tickets", "surveys")])
-    churn_model = churn.train_churn_model(sources, ctx.as_of, int(conf["churn_window_days"]))
-    record["churn_auc"] = churn_model.validation_auc
-    log.info("value: churn classifier AUC %.3f on %d customers (trained on %d)", churn_model.validation_auc,
-             churn_model.validation_rows, churn_model.train_rows)
     replace_slice(spark.createDataFrame([tuple(record[c] for c in CLV_MODELS.column_names)], CLV_MODELS.struct),
                   CLV_MODELS, f"model_version = {sql_literal(model_version)}")
     holdout_table.insert(0, "model_version", model_version)
@@ -396,17 +417,48 @@ def run_value(ctx: RunContext) -> dict[str, object]:
                   f"model_version = {sql_literal(model_version)}")
     clv.plot_holdout(holdout_table, f"{model_version}: holdout {calibration_end} to {ctx.as_of}",
                      ctx.settings.paths.warehouse.parent / "reports" / "clv" / f"{model_version}.png")
-    if not promoted:
-        log.warning("value: %s", decision)
-        model_version = current["model_version"]
-        bg = btyd.BetaGeo(current["r"], current["alpha"], current["a"], current["b"])
-        gg = btyd.GammaGamma(current["p"], current["q"], current["gamma"])
+    return record
 
+
+def run_refit(ctx: RunContext) -> dict[str, object]:
+    """The model-refit DAG's stage: a new CLV model as of the date, promoted only if it validates."""
+    _, _, daily = value_inputs(ctx)
+    record = fit_clv_model(ctx, daily)
+    ctx.gate("refit", {CLV_MODELS.name: ctx.spark.table(CLV_MODELS.name)
+                       .where(F.col("model_version") == record["model_version"])})
+    return {k: record[k] for k in ("model_version", "promoted", "decision", "holdout_mae", "customers")}
+
+
+def run_value(ctx: RunContext) -> dict[str, object]:
+    """Score every buying customer with the CLV model in force on the date (fitting the first one when
+    there is none), train and evaluate the churn classifier, and write the value and forecast slices."""
+    spark, conf = ctx.spark, ctx.settings.section("clv")
+    value = clv.ValueSettings.from_conf(conf)
+    tables, graph, daily = value_inputs(ctx)
+    model = clv_model_in_force(spark, ctx.as_of)
+    if model is None:
+        log.info("value: no CLV model in force on %s: fitting the first", ctx.as_of)
+        fit_clv_model(ctx, daily)
+        model = clv_model_in_force(spark, ctx.as_of)
+    bg = btyd.BetaGeo(model["r"], model["alpha"], model["a"], model["b"])
+    gg = btyd.GammaGamma(model["p"], model["q"], model["gamma"])
+
+    sources = churn.ChurnSources(daily, *[identity.attach_customer(tables[name], name, graph).where(
+        F.col("customer_id").isNotNull()) for name in ("events", "campaign_events", "tickets", "surveys")])
+    churn_model = churn.train_churn_model(sources, ctx.as_of, int(conf["churn_window_days"]))
+    log.info("value: churn classifier AUC %.3f on %d customers (trained on %d)", churn_model.validation_auc,
+             churn_model.validation_rows, churn_model.train_rows)
+    ensure_table(spark, CHURN_MODELS)
+    replace_slice(spark.createDataFrame([(ctx.as_of, ctx.run_id, churn_model.validation_auc, churn_model.train_rows,
+                                          churn_model.validation_rows, ctx.started_at)], CHURN_MODELS.struct),
+                  CHURN_MODELS, f"as_of_date = DATE {sql_literal(ctx.as_of.isoformat())}")
+
+    summary = clv.customer_summary(daily, ctx.as_of, value.unit).localCheckpoint()
     scored = clv.score(summary, bg, gg, value).localCheckpoint()
     values = customer_values(scored, spark.table(gold.CUSTOMER_PROFILE.name), tables["referrals"], graph, conf,
                              value).join(churn.churn_scores(churn_model, sources, ctx.as_of), "customer_id", "left")
     as_of_slice = f"as_of_date = DATE {sql_literal(ctx.as_of.isoformat())}"
-    stamp = [F.lit(ctx.as_of).alias("as_of_date"), F.lit(model_version).alias("model_version")]
+    stamp = [F.lit(ctx.as_of).alias("as_of_date"), F.lit(model["model_version"]).alias("model_version")]
     replace_slice(values.select("*", *stamp), gold.CUSTOMER_VALUE, as_of_slice)
     forecast = reduce(DataFrame.unionByName, [scored.select(
         "customer_id", F.lit(h).alias("horizon_days"), F.col(f"expected_purchases_{h}d").alias("expected_purchases"),
@@ -415,11 +467,12 @@ def run_value(ctx: RunContext) -> dict[str, object]:
     replace_slice(forecast, gold.CUSTOMER_FORECAST, as_of_slice)
     ctx.gate("value", {
         gold.CUSTOMER_VALUE.name: spark.table(gold.CUSTOMER_VALUE.name).where(F.col("as_of_date") == ctx.as_of),
-        CLV_MODELS.name: spark.table(CLV_MODELS.name).where(F.col("model_version") == record["model_version"])})
-    return {"model_version": model_version, "promoted": promoted, "holdout_mae": round(mae, 4),
-            "churn_auc": round(churn_model.validation_auc, 3),
-            "customers": record["customers"], "r": round(bg.r, 4), "alpha": round(bg.alpha, 4), "a": round(bg.a, 4),
-            "b": round(bg.b, 4), "p": round(gg.p, 4), "q": round(gg.q, 4), "gamma": round(gg.gamma, 4)}
+        CLV_MODELS.name: spark.table(CLV_MODELS.name).where(F.col("model_version") == model["model_version"])})
+    return {"model_version": model["model_version"], "model_as_of": model["as_of_date"],
+            "holdout_mae": round(model["holdout_mae"], 4), "churn_auc": round(churn_model.validation_auc, 3),
+            "customers": model["customers"], "r": round(bg.r, 4), "alpha": round(bg.alpha, 4),
+            "a": round(bg.a, 4), "b": round(bg.b, 4), "p": round(gg.p, 4), "q": round(gg.q, 4),
+            "gamma": round(gg.gamma, 4)}
 
 
 def customer_values(scored: DataFrame, profile: DataFrame, referrals: DataFrame, graph: DataFrame, conf: dict,
@@ -530,11 +583,140 @@ def run_segments(ctx: RunContext) -> dict[str, object]:
             "lifecycle": {r.lifecycle_stage: r["count"] for r in counts}}
 
 
+def run_insights(ctx: RunContext) -> dict[str, object]:
+    """KPIs by period and segment, association rules and cross-sell, feedback sentiment, as of the date;
+    after the segments stage, whose membership the KPIs are broken down by."""
+    spark, conf = ctx.spark, ctx.settings.section("insights")
+    tables = silver_by_source(spark)
+    graph = spark.table(gold.IDENTITY_GRAPH.name)
+    membership = spark.table(gold.SEGMENT_MEMBERSHIP.name).where(F.col("as_of_date") == F.lit(ctx.as_of))
+    if membership.isEmpty():
+        raise ValueError(f"gold.segment_membership has no rows for {ctx.as_of}: run the segments stage for it first")
+    resolved = {name: identity.attach_customer(tables[name], name, graph)
+                for name in ("tickets", "surveys", "campaign_events", "referrals")}
+    feedback = sentiment.score_texts(sentiment.feedback(resolved["tickets"], resolved["surveys"])) \
+        .where(F.col("customer_id").isNotNull()).localCheckpoint()
+    transactions = customer_transactions(graph, tables).where(F.to_date("ts") <= F.lit(ctx.as_of)).localCheckpoint()
+    as_of_slice = f"as_of_date = DATE {sql_literal(ctx.as_of.isoformat())}"
+    stamp = F.lit(ctx.as_of).alias("as_of_date")
+
+    kpi = conf["kpi"]
+    replace_slice(kpis.kpis(
+        transactions, spark.table(gold.CUSTOMER_PROFILE.name).select("customer_id", "signup_channel"), membership,
+        spark.table(silver.MARKETING_SPEND.name), resolved["campaign_events"], resolved["tickets"],
+        resolved["surveys"], resolved["referrals"].withColumnRenamed("customer_id", "referrer_customer_id"),
+        feedback, ctx.as_of, kpi["periods"], int(kpi["attribution_days"])), gold.KPI, as_of_slice)
+
+    rules, suggestions = [], []
+    order_lines = spark.table(silver.ORDER_LINES.name)
+    for level, mining in conf["baskets"]["levels"].items():
+        level_baskets = baskets.baskets(order_lines, transactions, level).localCheckpoint()
+        level_rules = baskets.association_rules(level_baskets, level, float(mining["min_support"]),
+                                                float(mining["min_confidence"]), int(mining["max_rules"]))
+        rules.append(level_rules.localCheckpoint())
+        suggestions.append(baskets.cross_sell(level_baskets, rules[-1], int(conf["baskets"]["cross_sell_top_n"]),
+                                              float(conf["baskets"]["min_lift"])))
+    replace_slice(reduce(DataFrame.unionByName, rules).select(stamp, "*"), gold.ASSOCIATION_RULES, as_of_slice)
+    replace_slice(reduce(DataFrame.unionByName, suggestions).select(stamp, "*"), gold.CROSS_SELL, as_of_slice)
+    replace_slice(sentiment.customer_sentiment(feedback, ctx.as_of).select(stamp, "*"), gold.CUSTOMER_SENTIMENT,
+                  as_of_slice)
+
+    on_date = {t.name: spark.table(t.name).where(F.col("as_of_date") == F.lit(ctx.as_of)) for t in (
+        gold.KPI, gold.ASSOCIATION_RULES, gold.CROSS_SELL, gold.CUSTOMER_SENTIMENT)}
+    ctx.gate("insights", on_date)
+    return {name: frame.count() for name, frame in on_date.items()}
+
+
+def run_export(ctx: RunContext) -> dict[str, object]:
+    """Publish the segment exports of conf `export.scheduled` as of the date into <paths.exports>. A
+    (segment, destination, date) exported before is not exported again, so a rerun is a no-op; a segment
+    with no members on the date is reported, not exported."""
+    from jobs.export import export_segment, known_segments, read_manifests
+    from jobs.privacy import erased_customers
+
+    out = ctx.settings.paths.exports
+    done = {(m["segment"]["segment_type"], m["segment"]["segment"], m["destination"], m["as_of_date"])
+            for m in read_manifests(out)} if out.is_dir() else set()
+    known = known_segments(ctx.spark.table(gold.SEGMENT_MEMBERSHIP.name), ctx.as_of)
+    summary: dict[str, object] = {}
+    for job in ctx.settings.section("export").get("scheduled", []):
+        segment_type, segment, destination = job["segment_type"], job["segment"], job["destination"]
+        if segment_type not in SEGMENT_COLUMNS:
+            raise ValueError(f"export.scheduled: unknown segment type {segment_type!r}; types: {SEGMENT_COLUMNS}")
+        name = f"{segment_type}={segment}->{destination}"
+        if (segment_type, segment, destination, ctx.as_of.isoformat()) in done:
+            summary[name] = "exported before"
+        elif (segment_type, segment) not in known:
+            summary[name] = "no members"    # a segment may be empty on a day: nothing to send
+        else:
+            summary[name] = export_segment(ctx.spark, ctx.settings, segment_type, segment, ctx.as_of, destination,
+                                           job.get("format", "csv"), out, erased_customers(ctx.spark))["rows"]
+    return summary
+
+
+def run_report(ctx: RunContext) -> dict[str, object]:
+    """The run's static HTML report (charts of what the run published), last in the daily DAG."""
+    from jobs.report import build_report
+
+    return {"report": str(build_report(ctx.spark, ctx.settings, ctx.as_of, ctx.run_id))}
+
+
 STAGE_FUNCTIONS = {"ingest": run_ingest, "cleanse": run_cleanse, "resolve": run_resolve, "profile": run_profile,
-                   "value": run_value, "segments": run_segments}
+                   "value": run_value, "segments": run_segments, "insights": run_insights, "refit": run_refit,
+                   "export": run_export, "report": run_report}
+def _rows_in(ctx: RunContext, stage: str) -> int:
+    spark = ctx.spark
+    return sum(spark.table(t.name).count() for t in STAGE_TABLES[stage][0] if spark.catalog.tableExists(t.name))
+
+
+def _versions(spark: SparkSession, tables: Iterable[Table]) -> dict[str, int]:
+    """The current Delta version of each of `tables` that exists."""
+    return {t.name: spark.sql(f"DESCRIBE HISTORY {t.name} LIMIT 1").first()["version"]
+            for t in dict.fromkeys(tables) if spark.catalog.tableExists(t.name)}
+
+
+def _rows_out(ctx: RunContext, stage: str, since: datetime) -> int:
+    """Rows written by the Delta commits made to the stage's tables since `since`."""
+    spark, total = ctx.spark, 0
+    for table in STAGE_TABLES[stage][1]:
+        if spark.catalog.tableExists(table.name):
+            total += spark.sql(f"DESCRIBE HISTORY {table.name} LIMIT 50").where(F.col("timestamp") >= F.lit(since)) \
+                .agg(F.sum(F.col("operationMetrics")["numOutputRows"].cast("long"))).first()[0] or 0
+    return total
+
+
+def run_logged(ctx: RunContext, stage: str) -> object:
+    """Run one stage and record it in ops.pipeline_runs, failed or not (then re-raise), with the Delta
+    versions it started from and ended at, from which `cdp rebuild` reproduces it."""
+    if stage not in STAGE_FUNCTIONS:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_FUNCTIONS)}")
+    spark = ctx.spark
+    ensure_table(spark, PIPELINE_RUNS)
+    inputs, outputs = STAGE_TABLES[stage]
+    # Commit timestamps have millisecond precision: start the window on a whole millisecond.
+    now = datetime.now(UTC)
+    started = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    clock = time.monotonic()
+    rows_in = None if stage == "ingest" else _rows_in(ctx, stage)
+    input_versions = _versions(spark, (*inputs, *outputs))    # a stage may read its own earlier state
+    result, error = None, None
+    try:
+        result = STAGE_FUNCTIONS[stage](ctx)
+        return result
+    except Exception as exc:
+        error = exc
+        raise
+    finally:
+        if stage == "ingest" and spark.catalog.tableExists(INGEST_ACCOUNTING.name):
+            rows_in = spark.table(INGEST_ACCOUNTING.name).where(F.col("run_id") == ctx.run_id) \
+                .agg(F.sum("rows_read")).first()[0] or 0
+        record = (ctx.run_id, ctx.as_of, stage, "failed" if error else "success", rows_in,
+                  _rows_out(ctx, stage, started), round(time.monotonic() - clock, 3), started,
+                  datetime.now(UTC), input_versions, _versions(spark, outputs),
+                  None if error else json.dumps(result, default=str), str(error) if error else None)
+        replace_slice(spark.createDataFrame([record], PIPELINE_RUNS.struct), PIPELINE_RUNS,
+                      f"run_id = {sql_literal(ctx.run_id)} AND stage = {sql_literal(stage)}")
 
 
 def run_stage(stage: str, settings: Settings, as_of: date, run_id: str | None = None) -> object:
-    if stage not in STAGE_FUNCTIONS:
-        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    return STAGE_FUNCTIONS[stage](RunContext.create(settings, as_of, run_id))
+    return run_logged(RunContext.create(settings, as_of, run_id), stage)

@@ -26,9 +26,12 @@ def spark_session(settings: Settings) -> SparkSession:
     # Executors must run the same interpreter (and so see the same packages) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
+    builder = SparkSession.builder.appName(settings.raw["spark"].get("app_name", "cdp"))
+    # Under spark-submit the master is the submitter's (the Airflow connection's) to choose.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(settings.spark_master)
     builder = (
-        SparkSession.builder.appName(settings.raw["spark"].get("app_name", "cdp"))
-        .master(settings.spark_master)
+        builder
         .config("spark.jars", ",".join(str(j) for j in jars))
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")

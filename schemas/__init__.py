@@ -7,8 +7,10 @@ Code builds Spark schemas from these definitions and people read them here (or i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from pyspark.sql import types as T
+if TYPE_CHECKING:
+    from pyspark.sql import types as T
 
 
 @dataclass(frozen=True)
@@ -20,10 +22,15 @@ class Column:
 
     @property
     def data_type(self) -> T.DataType:
+        # Imported on use: the DAG files read table names from here and must parse without Spark.
+        from pyspark.sql import types as T
+
         return T._parse_datatype_string(self.type)
 
     @property
     def field(self) -> T.StructField:
+        from pyspark.sql import types as T
+
         return T.StructField(self.name, self.data_type, self.nullable)
 
 
@@ -37,6 +44,9 @@ class Table:
 
     @property
     def struct(self) -> T.StructType:
+        from pyspark.sql import types as T
+
+
         return T.StructType([c.field for c in self.columns])
 
     @property
@@ -84,6 +94,8 @@ class RawSource:
     @property
     def struct(self) -> T.StructType:
         """Every field typed as declared, all nullable: requiredness is checked, not assumed."""
+        from pyspark.sql import types as T
+
         return T.StructType([T.StructField(c.name, c.data_type, True) for c in self.columns])
 
 

@@ -130,7 +130,6 @@ CLV_MODELS = Table(
         C("fit_seconds", "double", False),
         C("holdout_mae", "double", False, "mean absolute error of holdout purchases per customer"),
         C("holdout_correlation", "double", doc="Pearson correlation of predicted and actual holdout purchases"),
-        C("churn_auc", "double", doc="AUC of the churn classifier, trained one window earlier, on the next window"),
         C("promoted", "boolean", False),
         C("decision", "string", False, "why it was or was not promoted"),
     ),
@@ -153,4 +152,66 @@ CLV_HOLDOUT = Table(
 # rows_read = rows_loaded + rows_quarantined + rows_deduplicated
 ROW_COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "rows_deduplicated")
 
-TABLES = (INGEST_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS, CLV_MODELS, CLV_HOLDOUT)
+CHURN_MODELS = Table(
+    name="ops.churn_models",
+    doc="The churn classifier of each value run: trained one window before the as-of date, evaluated on the "
+        "window that follows (AUC), then refitted on that window to score the date.",
+    keys=("as_of_date",),
+    partition_by=(),
+    columns=(
+        C("as_of_date", "date", False),
+        C("run_id", "string", False),
+        C("validation_auc", "double", False),
+        C("train_rows", "long", False),
+        C("validation_rows", "long", False),
+        C("trained_at", "timestamp", False),
+    ),
+)
+
+PIPELINE_RUNS = Table(
+    name="ops.pipeline_runs",
+    doc="The run log: one row per stage run (a retry replaces its attempt's row), whatever its outcome. "
+        "rows_in counts the rows of the stage's input tables when it started (for ingest, the raw lines read); "
+        "rows_out the rows its Delta commits wrote (operationMetrics.numOutputRows).",
+    keys=("run_id", "stage"),
+    partition_by=(),
+    columns=(
+        C("run_id", "string", False, "Airflow run id, or manual__<date>__<time> for `cdp run`"),
+        C("logical_date", "date", False, "the as-of date"),
+        C("stage", "string", False),
+        C("status", "string", False, "success, or failed (with message)"),
+        C("rows_in", "long"),
+        C("rows_out", "long"),
+        C("seconds", "double", False),
+        C("started_at", "timestamp", False),
+        C("finished_at", "timestamp", False),
+        C("input_versions", "map<string,bigint>", False,
+          "Delta version of every table the stage reads or writes, when it started (what `cdp rebuild` clones)"),
+        C("output_versions", "map<string,bigint>", False, "Delta version of every table it writes, when it ended"),
+        C("summary", "string", doc="the stage's summary (JSON) on success"),
+        C("message", "string", doc="why it failed: the gate's summary or the error"),
+    ),
+)
+
+ERASURES = Table(
+    name="ops.erasures",
+    doc="The audit of every erasure (right to be forgotten) carried out: who asked, how the person was named "
+        "(a keyed hash of the identifier, never the value), what was deleted where, and when the vacuum "
+        "removed the old files. Exports leave out the customer ids listed here.",
+    keys=("erasure_id",),
+    partition_by=(),
+    columns=(
+        C("erasure_id", "string", False),
+        C("requested_at", "timestamp", False),
+        C("requested_by", "string", False),
+        C("request_kind", "string", False, "customer_id, email or phone"),
+        C("subject_key", "string", False, "HMAC-SHA256 of the identifier as given in the request"),
+        C("customer_id", "string", False),
+        C("rows_deleted", "map<string,bigint>", False, "table -> rows deleted"),
+        C("tables_vacuumed", "array<string>", False),
+        C("vacuumed_at", "timestamp", False),
+    ),
+)
+
+TABLES = (INGEST_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS, CLV_MODELS, CLV_HOLDOUT,
+          CHURN_MODELS, PIPELINE_RUNS, ERASURES)

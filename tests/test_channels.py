@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import json
+import re
 from collections import Counter
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,14 +16,20 @@ from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.config import Settings
+from jobs.export import read_manifests
 from jobs.generate import generate
 from jobs.identity import record_customers
 from jobs.pipeline import (
     RunContext,
+    clv_model_in_force,
+    customer_transactions,
     pii_keys,
     run_cleanse,
+    run_export,
     run_ingest,
+    run_insights,
     run_profile,
+    run_refit,
     run_resolve,
     run_segments,
     run_value,
@@ -288,6 +296,18 @@ def test_value_stage_scores_every_buying_customer_with_a_validated_model(
     assert spark.table("gold.customer_value").where(F.col("as_of_date") == AS_OF).count() == buyers
 
 
+def test_a_refit_scores_only_from_its_date_on(resolved: dict, settings: Settings, spark: SparkSession) -> None:
+    daily_model = clv_model_in_force(spark, AS_OF)
+    week_before = AS_OF - timedelta(days=7)
+    refit = run_refit(RunContext.create(settings, week_before, "run-refit"))
+    assert refit["promoted"] and refit["decision"] == "first model"     # nothing was in force before it
+    assert refit["model_version"].startswith("clv-20261113-")
+    # The model fitted on the 13th scores the days up to the 19th; the 20th keeps the one fitted on the 20th.
+    assert clv_model_in_force(spark, AS_OF - timedelta(days=1))["model_version"] == refit["model_version"]
+    assert clv_model_in_force(spark, AS_OF)["model_version"] == daily_model["model_version"]
+    assert clv_model_in_force(spark, week_before - timedelta(days=1)) is None
+
+
 def test_segments_stage_gives_every_customer_a_stage_and_keeps_history_once(
     resolved: dict, settings: Settings, spark: SparkSession
 ) -> None:
@@ -311,6 +331,60 @@ def test_segments_stage_gives_every_customer_a_stage_and_keeps_history_once(
         F.sum("customers")).first()[0] == buyers.count()
 
 
+def test_insights_stage_reports_kpis_rules_and_sentiment_that_agree_with_the_other_tables(
+    resolved: dict, settings: Settings, spark: SparkSession
+) -> None:
+    summary = run_insights(RunContext.create(settings, AS_OF, "run-insights"))
+    assert run_insights(RunContext.create(settings, AS_OF, "run-insights-again")) == summary   # a rerun replaces
+
+    kpi = spark.table("gold.kpi").where(F.col("as_of_date") == AS_OF)
+    assert kpi.count() == summary["gold.kpi"] > 0
+    # Revenue over every reported day equals the completed purchases of resolved customers on those days.
+    first_day = kpi.where("grain = 'day'").agg(F.min("period_start")).first()[0]
+    revenue = kpi.where("grain = 'day' AND segment_type = 'all' AND kpi = 'revenue'").agg(F.sum("value")).first()[0]
+    graph = spark.table("gold.identity_graph")
+    bought = customer_transactions(graph, silver_by_source(spark)).where(
+        F.to_date("ts").between(first_day, AS_OF)).agg(F.sum("amount")).first()[0]
+    assert revenue == pytest.approx(bought)
+    # Each lifecycle stage's active customers add up to everyone's (the stages partition the customers).
+    month = kpi.where("grain = 'month' AND kpi = 'active_customers'").groupBy("period_start").pivot(
+        "segment_type", ["all", "lifecycle_stage"]).agg(F.sum("value")).collect()
+    assert month and all(r["all"] == r["lifecycle_stage"] for r in month)
+    assert kpi.where("kpi = 'feedback_sentiment'").count() > 0
+
+    rules = spark.table("gold.association_rules").where(F.col("as_of_date") == AS_OF)
+    assert {r.basket_level for r in rules.select("basket_level").distinct().collect()} == {"category", "product"}
+    suggestions = spark.table("gold.cross_sell").where(F.col("as_of_date") == AS_OF)
+    assert suggestions.count() > 0 and suggestions.where("lift <= 1").count() == 0
+    sentiment = spark.table("gold.customer_sentiment").where(F.col("as_of_date") == AS_OF)
+    profile = spark.table("gold.customer_profile")
+    assert sentiment.join(profile, "customer_id", "left_anti").count() == 0    # every writer is a customer
+    assert sentiment.count() > 0.2 * profile.count()
+
+
+def test_export_stage_publishes_the_scheduled_segments_once_per_date(
+    resolved: dict, settings: Settings, spark: SparkSession
+) -> None:
+    summary = run_export(RunContext.create(settings, AS_OF, "run-export"))
+    scheduled = settings.section("export")["scheduled"]
+    assert len(summary) == len(scheduled)
+    exported = {name: rows for name, rows in summary.items() if isinstance(rows, dict)}
+    assert exported and all(rows["members"] > 0 for rows in exported.values())
+    manifests = read_manifests(settings.paths.exports)
+    assert len(manifests) == len(exported) and {m["as_of_date"] for m in manifests} == {AS_OF.isoformat()}
+    # Every exported e-mail belongs to a customer who opted in and did not unsubscribe.
+    opted_in = {r.customer_id for r in spark.table("gold.customer_profile")
+                .where("email_opt_in AND NOT unsubscribed").select("customer_id").collect()}
+    for manifest in manifests:
+        members = spark.read.format(manifest["format"]).option("header", True).load(
+            str(settings.paths.exports / manifest["export_id"] / "members"))
+        assert members.count() == manifest["rows"]["members"]
+        assert {r.customer_id for r in members.select("customer_id").collect()} <= opted_in
+    again = run_export(RunContext.create(settings, AS_OF, "run-export-again"))
+    assert {name: again[name] for name in exported} == {name: "exported before" for name in exported}
+    assert len(read_manifests(settings.paths.exports)) == len(manifests)
+
+
 def test_a_giant_cluster_stops_resolution_before_anything_is_published(
     resolved: dict, settings: Settings, spark: SparkSession
 ) -> None:
@@ -331,3 +405,52 @@ def test_a_giant_cluster_stops_resolution_before_anything_is_published(
     assert spark.sql("DESCRIBE HISTORY gold.identity_graph").agg(F.max("version")).first()[0] == graph_version
     checks = spark.table("ops.resolution_checks").where("run_id = 'run-resolve-hub' AND breach IS NOT NULL")
     assert {r.check_name for r in checks.collect()} >= {"largest_cluster", "conflicting_share"}
+
+
+def test_erasure_leaves_nothing_of_the_person_in_tables_or_data_files(
+    resolved: dict, settings: Settings, spark: SparkSession
+) -> None:
+    # Last in the module: the vacuum leaves no time travel behind it.
+    import pyarrow.parquet as pq
+
+    from jobs import pii
+    from jobs.privacy import ErasureError, ErasureRequest, erase, erased_customers, person_records
+
+    with pytest.raises(ErasureError, match="no customer with that email"):
+        erase(spark, settings, ErasureRequest(email="nobody@nowhere.example"), "test")
+    # A buying customer with an e-mail in the vault, named by that e-mail as a person would type it.
+    keys = pii_keys(settings)
+    graph = spark.table("gold.identity_graph")
+    buyers = spark.table("gold.customer_profile").where("order_count > 0 AND email_masked IS NOT NULL")
+    contact = graph.where("node_type = 'contact'").join(buyers.select("customer_id"), "customer_id") \
+        .select("customer_id", F.substring_index("node", ":", -1).alias("record_id"))
+    row = spark.table("silver.pii_vault").where("source = 'contacts' AND email_enc IS NOT NULL").join(
+        contact, "record_id").orderBy("customer_id").select("customer_id", pii.decrypt(
+            F.col("email_enc"), F.concat_ws("|", F.lit("contacts"), "record_id", F.lit("email")),
+            keys.encryption_key).alias("email")).first()
+    customer_id, email = row.customer_id, row.email
+    records = {r.record_id for r in person_records(graph, silver_by_source(spark), customer_id).collect()}
+    assert len(records) > 2                                   # a contact, an order and more
+
+    audit = erase(spark, settings, ErasureRequest(email=f"  {email.upper()} "), "test")
+    assert audit["customer_id"] == customer_id and audit["request_kind"] == "email"
+    assert audit["rows_deleted"]["gold.identity_graph"] > 0 and audit["rows_deleted"]["bronze.orders"] > 0
+    assert email not in json.dumps(audit, default=str)        # the audit names the person by a keyed hash only
+
+    # The person's ids, record ids and e-mail as whole words, in any case (raw lines keep the case typed).
+    mention = "|".join(re.escape(n.lower()) for n in {customer_id, email, *records})
+    pattern = f"(^|[^a-z0-9._%+-])({mention})($|[^a-z0-9._%+-])"
+    for database in ("bronze", "silver", "gold", "ops"):
+        for table in spark.catalog.listTables(database):
+            name = f"{database}.{table.name}"
+            if name == "ops.erasures":
+                continue
+            # Current versions: no row mentions the person.
+            text = spark.table(name).select(F.lower(F.to_json(F.struct("*"))).alias("j"))
+            assert text.where(F.col("j").rlike(pattern)).count() == 0, name
+            # Data files: what is left on disk after the vacuum holds none of it either.
+            location = Path(spark.sql(f"DESCRIBE DETAIL {name}").first()["location"].removeprefix("file:"))
+            for data_file in location.rglob("*.parquet"):
+                content = pq.read_table(data_file).to_pandas().astype(str).to_numpy().ravel()
+                assert not [v for v in content if re.search(pattern, v.lower())], data_file
+    assert customer_id in {r.customer_id for r in erased_customers(spark).collect()}

@@ -9,17 +9,25 @@ import sys
 from pathlib import Path
 
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
 
 from jobs.cli import airflow_env
 from jobs.config import PROJECT_ROOT, load_settings
+from jobs.export import read_manifests
+from jobs.rebuild import differences
+from jobs.stages import STAGES
+from schemas import gold
 from schemas.raw import SOURCES
 from tests.conftest import isolated_environment
 
 DAGS = sorted((PROJECT_ROOT / "dags").glob("*.py"))
 EXPECTED_WIRING = {"cdp_daily": {"ingest": ["cleanse"], "cleanse": ["resolve"], "resolve": ["profile"],
-                                 "profile": ["value"], "value": ["segments"], "segments": []}}
-AS_OF = "2026-11-20"
+                                 "profile": ["value"], "value": ["segments"], "segments": ["insights"],
+                                 "insights": ["export"], "export": ["report"],
+                                 "report": []},
+                   "cdp_refit": {"refit": []}, "cdp_erasure": {"erase": []}}
+FIRST_DAY, AS_OF, NEXT_DAY = "2026-11-19", "2026-11-20", "2026-11-21"
 
 DAGBAG_PROBE = """
 import json, time
@@ -29,7 +37,12 @@ print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": {d.dag_id: {"tasks": {t.task_id: sorted(t.downstream_task_ids) for t in d.tasks},
                         "owners": sorted({t.owner for t in d.tasks}), "retries": sorted({t.retries for t in d.tasks}),
-                        "tags": sorted(d.tags), "catchup": d.catchup} for d in bag.dags.values()},
+                        "tags": sorted(d.tags), "catchup": d.catchup,
+                        "policy": sorted({(t.retry_exponential_backoff > 0, t.execution_timeout is not None,
+                                           t.on_failure_callback is not None) for t in d.tasks}),
+                        "outlets": {t.task_id: sorted(a.name for a in t.outlets) for t in d.tasks},
+                        "schedule_assets": sorted(a.name for a in d.timetable.asset_condition.iter_assets().values())
+                        if getattr(d.timetable, "asset_condition", None) else []} for d in bag.dags.values()},
 }))
 """
 
@@ -62,6 +75,11 @@ def test_dags_import_without_errors_and_follow_policy(airflow_home: dict[str, st
     assert {d: v["tasks"] for d, v in bag["dags"].items()} == EXPECTED_WIRING
     for dag in bag["dags"].values():
         assert dag["owners"] == ["cdp"] and min(dag["retries"]) >= 1 and dag["tags"] and dag["catchup"] is False
+        assert dag["policy"] == [[True, True, True]]      # back-off, a timeout and the alert callback on every task
+    # Every daily stage publishes the assets of the tables it writes, which downstream DAGs schedule on.
+    outlets = bag["dags"]["cdp_daily"]["outlets"]
+    assert "gold.segment_membership" in outlets["segments"] and "gold.kpi" in outlets["insights"]
+    assert bag["dags"]["cdp_refit"]["outlets"]["refit"] == ["ops.clv_holdout", "ops.clv_models"]
 
 
 @pytest.mark.parametrize("dag_file", DAGS, ids=[p.name for p in DAGS])
@@ -72,21 +90,27 @@ def test_dag_file_imports_in_under_a_second(dag_file: Path, airflow_home: dict[s
     assert float(out.stdout.strip().splitlines()[-1]) < 1.0
 
 
-@pytest.mark.e2e
-def test_daily_dag_runs_end_to_end_and_a_bad_batch_stops_it(
-    airflow_home: dict[str, str], spark: SparkSession
-) -> None:
-    env = airflow_home
-    _cdp(env, "generate", "--customers", "300", "--workers", "1")
-    run = _cdp(env, "airflow-run", "--date", AS_OF, check=False)
+def _table(spark: SparkSession, env: dict[str, str], name: str) -> DataFrame:
+    """Read by path: every Airflow or CLI run of these tests has its own warehouse and metastore."""
+    database, table_name = name.split(".")
+    return spark.read.format("delta").load(str(Path(env["CDP__PATHS__WAREHOUSE"]) / f"{database}.db" / table_name))
+
+
+@pytest.fixture(scope="module")
+def backfilled(airflow_home: dict[str, str]) -> dict[str, str]:
+    """Sample data for 300 people, then the daily DAG backfilled through Airflow over two days."""
+    _cdp(airflow_home, "generate", "--customers", "300", "--workers", "1")
+    run = _cdp(airflow_home, "backfill", "--start", FIRST_DAY, "--end", AS_OF, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return airflow_home
 
-    warehouse = Path(env["CDP__PATHS__WAREHOUSE"])
 
+@pytest.mark.e2e
+def test_daily_dag_publishes_every_stage_for_each_backfilled_day(
+    backfilled: dict[str, str], spark: SparkSession
+) -> None:
     def table(name: str) -> DataFrame:
-        """Read by path: the Airflow run has its own metastore."""
-        database, table_name = name.split(".")
-        return spark.read.format("delta").load(str(warehouse / f"{database}.db" / table_name))
+        return _table(spark, backfilled, name)
 
     profile = table("gold.customer_profile")
     accounting = table("ops.ingest_accounting").groupBy("source").sum(
@@ -100,20 +124,81 @@ def test_daily_dag_runs_end_to_end_and_a_bad_batch_stops_it(
     assert profile.where("order_count > 0").count() > 0.4 * people
     assert profile.select("customer_id").distinct().count() == profile.count()
     assert table("gold.identity_graph").select("customer_id").distinct().count() == profile.count()
-    assert table("ops.resolution_runs").count() == 1
-    assert 0 < table("gold.customer_value").count() <= profile.count()
-    assert table("ops.clv_models").where("promoted").count() == 1
-    assert table("gold.customer_segments").count() == profile.count()
-    assert table("gold.lifecycle_history").where("valid_to IS NULL").count() == 2 * profile.count()
+    assert table("ops.resolution_runs").count() == 2
+    # The first day fitted the CLV model; the second scored with it (refits are the refit DAG's).
+    models = table("ops.clv_models").collect()
+    assert [(m.as_of_date.isoformat(), m.promoted) for m in models] == [(FIRST_DAY, True)]
+    for day in (FIRST_DAY, AS_OF):
+        on_day = F.col("as_of_date") == F.lit(day).cast("date")
+        assert table("gold.customer_value").where(on_day).select("model_version").distinct().collect() == \
+            [Row(model_version=models[0].model_version)]
+        for name in ("gold.customer_segments", "gold.kpi", "gold.association_rules", "gold.customer_sentiment"):
+            assert table(name).where(on_day).count() > 0, (name, day)
+    assert table("gold.customer_segments").where(F.col("as_of_date") == F.lit(AS_OF).cast("date")).count() == \
+        profile.count()
     assert table("ops.resolution_checks").where("breach IS NOT NULL").count() == 0
     assert table("ops.dq_results").where("NOT success AND severity = 'critical'").count() == 0
-    published = sorted(profile.inputFiles())
+    # The run log: every stage of both runs succeeded, with rows in and out.
+    runs = table("ops.pipeline_runs").collect()
+    assert sorted((r.logical_date.isoformat(), r.stage) for r in runs) == \
+        sorted((day, stage) for day in (FIRST_DAY, AS_OF) for stage in STAGES)
+    assert all(r.status == "success" and r.rows_in > 0 and r.seconds > 0 for r in runs)
+    assert all(r.rows_out > 0 for r in runs if r.stage not in ("export", "report"))   # they write files
+    for day in (FIRST_DAY, AS_OF):
+        report = Path(backfilled["CDP__PATHS__WAREHOUSE"]).parent / "reports" / "run" / day / "index.html"
+        assert 'id="chart-lifecycle-funnel"' in report.read_text()
+    exports = read_manifests(Path(backfilled["CDP__PATHS__EXPORTS"]))
+    assert {m["as_of_date"] for m in exports} == {FIRST_DAY, AS_OF}
 
-    # A corrupted batch the next day: the ingest gate fails, nothing downstream runs or is published.
-    landing = Path(env["CDP__PATHS__LANDING"]) / "orders" / "2026-11-21"
+
+@pytest.mark.e2e
+def test_a_two_day_backfill_equals_running_each_day_in_turn(
+    backfilled: dict[str, str], spark: SparkSession, tmp_path: Path
+) -> None:
+    # The same sample, each day run in turn without Airflow (stages in one process, no spark-submit).
+    env = _isolated_env(tmp_path)
+    _cdp(env, "generate", "--customers", "300", "--workers", "1")
+    for day in (FIRST_DAY, AS_OF):
+        run = _cdp(env, "run", "--date", day, check=False)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for table in gold.TABLES:
+        compared = differences(_table(spark, backfilled, table.name), _table(spark, env, table.name))
+        assert compared["published"] > 0 and compared["only_published"] == compared["only_rebuilt"] == 0, \
+            (table.name, compared)
+
+
+@pytest.mark.e2e
+def test_yesterdays_segments_rebuild_from_time_travel_as_published(
+    backfilled: dict[str, str], tmp_path: Path
+) -> None:
+    # Published since: today's run, which moved the lifecycle history and the CLV inputs on.
+    rebuild = _cdp(backfilled, "rebuild", "--stage", "segments", "--date", FIRST_DAY, "--out", str(tmp_path),
+                   check=False)
+    assert rebuild.returncode == 0, rebuild.stdout[-3000:] + rebuild.stderr[-3000:]
+    report = json.loads(rebuild.stdout[rebuild.stdout.index("{\n"):rebuild.stdout.rindex("}") + 1])
+    assert set(report) == {"gold.customer_segments", "gold.cluster_profiles", "gold.value_matrix",
+                           "gold.lifecycle_history", "gold.segment_membership"}
+    assert all(r["published"] == r["rebuilt"] > 0 and r["only_published"] == r["only_rebuilt"] == 0
+               for r in report.values()), report
+
+
+@pytest.mark.e2e
+def test_a_bad_batch_fails_its_gate_records_an_alert_and_publishes_nothing(
+    backfilled: dict[str, str], spark: SparkSession
+) -> None:
+    env = backfilled
+    published = sorted(_table(spark, env, "gold.customer_profile").inputFiles())
+    landing = Path(env["CDP__PATHS__LANDING"]) / "orders" / NEXT_DAY
     landing.mkdir(parents=True)
     (landing / "part-corrupt.jsonl").write_text("\n".join(['{"order_id": "x1", "broken'] * 20) + "\n")
-    failed = _cdp(env, "airflow-run", "--date", "2026-11-21", check=False)
+    failed = _cdp(env, "airflow-run", "--date", NEXT_DAY, check=False)
     assert failed.returncode != 0
     assert "quarantine_share" in failed.stdout + failed.stderr
-    assert sorted(table("gold.customer_profile").inputFiles()) == published
+    assert sorted(_table(spark, env, "gold.customer_profile").inputFiles()) == published
+    # The gate failure is final (no retry): one failed ingest in the run log, one alert, nothing after it.
+    runs = _table(spark, env, "ops.pipeline_runs").where(F.col("logical_date") == F.lit(NEXT_DAY).cast("date"))
+    assert [(r.stage, r.status) for r in runs.collect()] == [("ingest", "failed")]
+    assert "quarantine_share" in runs.first().message
+    alerts = [json.loads(line) for line in (Path(env["CDP__PATHS__ALERTS"]) / "alerts.jsonl").read_text().splitlines()]
+    assert [(a["dag_id"], a["task_id"], a["logical_date"]) for a in alerts] == [("cdp_daily", "ingest", NEXT_DAY)]
+    assert "quarantine_share" in alerts[0]["error"]

@@ -74,8 +74,12 @@ def result(spark: SparkSession) -> dict:
     ], "customer_id string, survey_type string, score int, responded_at timestamp")
     referrals = frame([("a", noon(1, 20)), ("a", noon(2, 2)), ("b", noon(2, 5))],
                       "referrer_customer_id string, referred_at timestamp")
+    feedback = frame([("a", noon(1, 11), 0.5), ("b", noon(1, 16), -0.25), ("c", noon(2, 6), 0.75),
+                      (None, noon(2, 6), -1.0),                               # unresolved writer
+                      ("d", noon(2, 11), -0.9)],                              # after as_of
+                     "customer_id string, ts timestamp, sentiment double")
 
-    out = kpis.kpis(purchases, customers, membership, spend, campaign, tickets, surveys, referrals,
+    out = kpis.kpis(purchases, customers, membership, spend, campaign, tickets, surveys, referrals, feedback,
                     as_of=AS_OF, periods={"month": 2, "week": 2, "day": 3}, attribution_days=7)
     collected = out.collect()
     rows = {(r.grain, r.period_start, r.segment_type, r.segment, r.kpi): (r.value, r.numerator, r.denominator)
@@ -138,6 +142,10 @@ def test_campaign_survey_service_and_referral_kpis(result: dict) -> None:
     assert value(result, JAN, "referral_rate") == pytest.approx(1 / 3)
     assert value(result, FEB, "referral_rate") == pytest.approx(2 / 3)
     assert value(result, FEB, "referral_rate", ("value_tier", "low")) == pytest.approx(1.0)  # b's / c active
+    assert result["rows"][("month", JAN, "all", "all", "feedback_sentiment")] == pytest.approx((0.125, 0.25, 2.0))
+    assert result["rows"][("month", FEB, "all", "all", "feedback_sentiment")] == pytest.approx((0.75, 0.75, 1.0))
+    assert value(result, JAN, "feedback_sentiment", ("value_tier", "low")) == pytest.approx(-0.25)   # b
+    assert ("month", FEB, "value_tier", "high", "feedback_sentiment") not in result["rows"]  # d's is too late
 
 
 def test_cac_and_roas_overall_and_per_channel(result: dict) -> None:

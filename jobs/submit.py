@@ -1,0 +1,60 @@
+"""The spark-submit application of every pipeline stage.
+
+    spark-submit [--master ...] jobs/submit.py STAGE YYYY-MM-DD RUN_ID
+    spark-submit [--master ...] jobs/submit.py erase YYYY-MM-DD RUN_ID --customer-id ID|--email E|--phone P
+
+The Airflow DAGs submit this file (with the `jobs` and `schemas` packages shipped as a zip in
+`--py-files`), so the same stage code runs in local mode or on any cluster the Spark connection
+points to. Exit codes: 0 done; 3 the data failed a check (a quality gate or a source contract) or
+an erasure request names nobody, where retrying will not help (the reason is written to
+$CDP_FAILURE_FILE when set); anything else a failure worth retrying.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+DATA_FAILURE = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Imported here: the module is also read by the DAGs for DATA_FAILURE, without Spark.
+    from jobs.config import load_settings
+    from jobs.ingest import ContractViolation
+    from jobs.pipeline import run_stage
+    from jobs.privacy import ErasureError
+    from jobs.quality import QualityGateFailed
+
+    parser = argparse.ArgumentParser(prog="submit.py", description=__doc__.splitlines()[0])
+    parser.add_argument("stage")
+    parser.add_argument("date", type=date.fromisoformat)
+    parser.add_argument("run_id")
+    for name in ("--customer-id", "--email", "--phone"):   # erase: who (an empty value counts as not given)
+        parser.add_argument(name, default="")
+    args = parser.parse_args(argv)
+    try:
+        if args.stage == "erase":
+            from jobs.privacy import ErasureRequest, erase
+            from jobs.runtime import spark_session
+
+            settings = load_settings()
+            request = ErasureRequest(args.customer_id or None, args.email or None, args.phone or None)
+            result = erase(spark_session(settings), settings, request, f"airflow:{args.run_id}")
+        else:
+            result = run_stage(args.stage, load_settings(), args.date, args.run_id)
+    except (QualityGateFailed, ContractViolation, ErasureError) as exc:
+        print(str(exc), file=sys.stderr)
+        if os.environ.get("CDP_FAILURE_FILE"):
+            Path(os.environ["CDP_FAILURE_FILE"]).write_text(str(exc))
+        return DATA_FAILURE
+    print(json.dumps({"stage": args.stage, "result": result}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
