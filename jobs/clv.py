@@ -31,9 +31,15 @@ def time_unit_days(unit: str) -> float:
     return TIME_UNITS[unit]
 
 
+# Sums of amounts depend on the order Spark adds them in, which varies between runs; rounded far below a
+# cent, the fit's inputs are the same on every run, and so are the fitted parameters and model version.
+MONEY_DECIMALS = 6
+
+
 def daily_transactions(transactions: DataFrame) -> DataFrame:
     """(customer_id, txn_date, value): several orders of a customer on one day are one transaction."""
-    return transactions.groupBy("customer_id", F.to_date("ts").alias("txn_date")).agg(F.sum("amount").alias("value"))
+    return transactions.groupBy("customer_id", F.to_date("ts").alias("txn_date")).agg(
+        F.round(F.sum("amount"), MONEY_DECIMALS).alias("value"))
 
 
 def customer_summary(daily: DataFrame, calibration_end: date, unit: str) -> DataFrame:
@@ -49,8 +55,9 @@ def customer_summary(daily: DataFrame, calibration_end: date, unit: str) -> Data
         F.count(F.when(F.col("repeat"), 1)).alias("frequency"),
         (F.datediff(F.max("txn_date"), F.col("first_date")) / days).alias("recency"),
         (F.datediff(F.lit(calibration_end), F.col("first_date")) / days).alias("T"),
-        F.coalesce(F.avg(F.when(F.col("repeat"), F.col("value"))), F.lit(0.0)).alias("monetary_value"),
-        F.sum("value").alias("total_value"),
+        F.round(F.coalesce(F.avg(F.when(F.col("repeat"), F.col("value"))), F.lit(0.0)), MONEY_DECIMALS)
+        .alias("monetary_value"),
+        F.round(F.sum("value"), MONEY_DECIMALS).alias("total_value"),
     ).select("customer_id", "first_date", F.col("frequency").cast("long"), F.col("recency").cast("double"),
              F.col("T").cast("double"), "monetary_value", "total_value")
 

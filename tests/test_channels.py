@@ -451,6 +451,6 @@ def test_erasure_leaves_nothing_of_the_person_in_tables_or_data_files(
             # Data files: what is left on disk after the vacuum holds none of it either.
             location = Path(spark.sql(f"DESCRIBE DETAIL {name}").first()["location"].removeprefix("file:"))
             for data_file in location.rglob("*.parquet"):
-                content = pq.read_table(data_file).to_pandas().astype(str).to_numpy().ravel()
-                assert not [v for v in content if re.search(pattern, v.lower())], data_file
+                rows = json.dumps(pq.read_table(data_file).to_pylist(), default=str).lower()
+                assert not re.search(pattern, rows), data_file
     assert customer_id in {r.customer_id for r in erased_customers(spark).collect()}

@@ -161,10 +161,12 @@ def test_a_two_day_backfill_equals_running_each_day_in_turn(
     for day in (FIRST_DAY, AS_OF):
         run = _cdp(env, "run", "--date", day, check=False)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for table in gold.TABLES:
-        compared = differences(_table(spark, backfilled, table.name), _table(spark, env, table.name))
-        assert compared["published"] > 0 and compared["only_published"] == compared["only_rebuilt"] == 0, \
-            (table.name, compared)
+    compared = {t.name: differences(_table(spark, backfilled, t.name), _table(spark, env, t.name))
+                for t in gold.TABLES}
+    assert all(c["published"] == c["rebuilt"] and c["only_published"] == c["only_rebuilt"] == 0
+               for c in compared.values()), compared
+    # Only the id history may be empty (no merge or split in two days of the sample).
+    assert [name for name, c in compared.items() if c["published"] == 0] in ([], ["gold.customer_id_history"])
 
 
 @pytest.mark.e2e
