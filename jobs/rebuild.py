@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, MapType
 
 from jobs.config import Settings
+from jobs.serving import table_path
 from jobs.stages import STAGE_TABLES
 from schemas import Table
 from schemas.ops import PIPELINE_RUNS
@@ -60,8 +61,7 @@ def scratch_settings(settings: Settings, out: Path) -> Settings:
 
 
 def _path(settings: Settings, table: Table) -> str:
-    database, name = table.name.split(".")
-    return str(settings.paths.warehouse / f"{database}.db" / name)
+    return str(table_path(settings.paths.warehouse, table))
 
 
 def published_run(spark: SparkSession, settings: Settings, stage: str, as_of: date) -> dict:
