@@ -10,10 +10,10 @@ CUSTOMERS ?= 2000
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help setup chromium run test serve lint bench clean distclean
+.PHONY: help setup chromium run test serve lint bench cluster-demo clean distclean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 	@echo "  variables: DATE=$(DATE) (logical date of make run), CUSTOMERS=$(CUSTOMERS) (generated people)"
 
 setup: $(VENV)/.installed .cache/jars/manifest.json chromium ## create the venv from uv.lock, cache the Delta jars, install Chromium if missing (idempotent)
@@ -51,8 +51,16 @@ serve: setup ## serve gold and the bi views over JDBC/ODBC (Spark Thrift Server)
 lint: setup ## ruff
 	$(BIN)/ruff check .
 
-bench: setup ## benchmark (placeholder: the scale issue fills it)
-	@echo "No benchmark yet: the benchmark script lands with the scale issue."
+bench: setup ## benchmark 100k and 1M customers through the pipeline + baselines (hours; rewrites docs/BENCHMARKS.md)
+	$(BIN)/cdp bench --command-line "make bench"
+
+cluster-demo: setup ## the same pipeline on a Spark standalone cluster (master + 2 workers started here), by profile only
+	$(BIN)/cdp cluster start
+	trap '$(BIN)/cdp cluster stop' EXIT; set -e; export CDP_PROFILE=standalone; \
+	$(BIN)/cdp generate --customers $(CUSTOMERS); \
+	$(BIN)/cdp run --date $(DATE); \
+	$(BIN)/cdp summary --date $(DATE); \
+	$(BIN)/cdp identity-quality
 
 clean: ## remove generated data, tables, Airflow state
 	rm -rf data .airflow spark-warehouse metastore_db derby.log

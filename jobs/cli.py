@@ -233,6 +233,40 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2, default=str))
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.bench import run_benchmark
+    from jobs.bench.report import ANALYSIS_MARKER, render
+
+    conf = settings.section("bench")
+    pipeline = conf["pipeline_customers"] if args.customers is None else args.customers
+    transactions = conf["transaction_customers"] if args.transactions is None else args.transactions
+    results = run_benchmark(settings, [int(n) for n in pipeline], [int(n) for n in transactions],
+                            skip_identity=args.skip_identity)
+    out = settings.root / args.report
+    # The analysis written under the marker survives a regeneration of the figures above it.
+    kept = out.read_text().split(ANALYSIS_MARKER, 1)[1] if out.exists() and ANALYSIS_MARKER in out.read_text() \
+        else "\n## Analysis\n\n(to be written)\n"
+    command = args.command_line or " ".join(["cdp", *sys.argv[1:]])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(results, conf["targets"], command) + "\n" + ANALYSIS_MARKER + kept)
+    print(f"bench: report written to {out}")
+
+
+def cmd_cluster(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.cluster import Standalone
+
+    cluster = Standalone(settings.paths.bench / "standalone", **settings.section("cluster"))
+    if args.action == "start":
+        status = cluster.start()
+        print(f"cluster: {cluster.master_url} with {len(status['workers'])} workers "
+              f"({status['cores']} cores, {status['memory']} MiB); run with CDP_PROFILE=standalone")
+    elif args.action == "stop":
+        print(f"cluster: stopped {', '.join(cluster.stop()) or 'nothing (not started here)'}")
+    else:
+        status = cluster.status()
+        print(json.dumps(status, indent=2) if status else f"cluster: no master answers on {cluster.master_url}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdp", description="Batch customer data platform")
     parser.add_argument("--profile", help="configuration profile (conf/<profile>.yaml); default $CDP_PROFILE or local")
@@ -322,6 +356,19 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="the tables, then a date's latest run: stages, rows, DQ results, reports")
     summ.add_argument("--date", type=date.fromisoformat, required=True, help="logical date, YYYY-MM-DD")
     summ.set_defaults(func=cmd_summary)
+    cl = sub.add_parser("cluster", help="start, stop or show a Spark standalone cluster on this machine (a master "
+                        "and workers from the PySpark distribution) for the standalone profile")
+    cl.add_argument("action", choices=["start", "stop", "status"])
+    cl.set_defaults(func=cmd_cluster)
+    bench = sub.add_parser("bench", help="benchmark the pipeline and its baselines at scale (heavy: not for CI)")
+    bench.add_argument("--customers", type=int, nargs="*", help="generated population sizes run through the "
+                       "pipeline (default: bench.pipeline_customers)")
+    bench.add_argument("--transactions", type=int, nargs="*", help="simulated customers for the CLV and RFM "
+                       "baselines (default: bench.transaction_customers)")
+    bench.add_argument("--skip-identity", action="store_true", help="do not run the identity baseline")
+    bench.add_argument("--report", default="docs/BENCHMARKS.md", help="the report to (re)write")
+    bench.add_argument("--command-line", help="the command to name in the report (make bench passes its own)")
+    bench.set_defaults(func=cmd_bench)
     sub.add_parser("docs", help="write docs/tables.md from schemas/").set_defaults(func=cmd_docs)
     return parser
 

@@ -37,6 +37,7 @@ class Paths:
     airflow_home: Path
     alerts: Path
     exports: Path
+    bench: Path
 
 
 @dataclass(frozen=True)

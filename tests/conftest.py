@@ -16,7 +16,7 @@ from jobs.runtime import DATABASES, spark_session
 def isolated_environment(base: Path) -> dict[str, str]:
     """Environment of an isolated `test` profile under `base` (landing, warehouse, metastore...)."""
     env = {"CDP_PROFILE": "test"}
-    for key in ("landing", "truth", "warehouse", "metastore", "gx", "airflow_home", "alerts", "exports"):
+    for key in ("landing", "truth", "warehouse", "metastore", "gx", "airflow_home", "alerts", "exports", "bench"):
         env[f"CDP__PATHS__{key.upper()}"] = str(base / key)
     return env
 

@@ -12,7 +12,7 @@ def test_profile_is_merged_over_base_and_env_overrides_single_values(tmp_path: P
     conf.mkdir()
     (conf / "base.yaml").write_text(
         "paths: {landing: l, truth: t, warehouse: w, metastore: m, jars: j, gx: g, airflow_home: a, alerts: al,\n"
-        "        exports: e}\n"
+        "        exports: e, bench: b}\n"
         "spark: {master: 'local[*]', conf: {spark.sql.shuffle.partitions: '8', spark.driver.memory: 1g}}\n"
         "generator: {seed: 42, customers: 10}\n")
     (conf / "small.yaml").write_text("spark: {conf: {spark.sql.shuffle.partitions: '2'}}\ngenerator: {customers: 5}\n")

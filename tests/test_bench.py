@@ -1,0 +1,118 @@
+"""The benchmark's own machinery: simulated data recovers its parameters, the measures measure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs import btyd
+from jobs.bench import baselines, eventlog, report
+from jobs.bench.memory import MemorySampler
+
+TRUE_BG = btyd.BetaGeo(r=0.75, alpha=40.0, a=0.9, b=6.0)
+TRUE_GG = btyd.GammaGamma(p=6.0, q=4.0, gamma=15.0)
+END = date(2026, 11, 20)
+
+
+def test_simulated_transactions_recover_their_btyd_parameters(tmp_path: Path) -> None:
+    path = tmp_path / "transactions.parquet"
+    rows = baselines.simulate_transactions(path, 40_000, TRUE_BG, TRUE_GG, END, 730, seed=3, batch=15_000)
+    transactions = pd.read_parquet(path)
+    assert len(transactions) == rows and transactions["customer_id"].nunique() == 40_000
+    assert transactions["ts"].max() < pd.Timestamp("2026-11-21", tz="UTC")
+
+    days = (transactions["ts"].dt.floor("D") - pd.Timestamp("2026-11-20", tz="UTC")).dt.days + 729
+    daily = pd.DataFrame({"customer_id": transactions["customer_id"], "day": days,
+                          "amount": transactions["amount"]}).groupby(["customer_id", "day"])["amount"].sum()
+    daily = daily.reset_index()
+    per = daily.groupby("customer_id").agg(first=("day", "min"), last=("day", "max"), n=("day", "size"))
+    x, t_x, T = per["n"] - 1, per["last"] - per["first"], 729 - per["first"]
+    keep = T > 0
+    bg, _ = btyd.fit_bgnbd(x[keep], t_x[keep], T[keep])
+    for name in ("r", "alpha", "a", "b"):
+        assert getattr(bg, name) == pytest.approx(getattr(TRUE_BG, name), rel=0.12), name
+
+    repeat = daily.merge(per["first"].reset_index(), on="customer_id")
+    repeat = repeat[repeat["day"] > repeat["first"]].groupby("customer_id")["amount"].agg(["size", "mean"])
+    gg, _ = btyd.fit_gamma_gamma(repeat["size"], repeat["mean"])
+    # Mean order value p * gamma / (q - 1); the parameters one by one are weakly identified at this size.
+    assert gg.p * gg.gamma / (gg.q - 1) == pytest.approx(TRUE_GG.p * TRUE_GG.gamma / (TRUE_GG.q - 1), rel=0.05)
+
+
+def test_pairwise_f1_counts_pairs() -> None:
+    truth = pd.Series({"a": 1, "b": 1, "c": 1, "d": 2, "e": 3})
+    clusters = pd.Series({"a": "x", "b": "x", "c": "y", "d": "y", "e": "z"})
+    scores = baselines.PairwiseF1.of(clusters, truth)
+    # true pairs ab ac bc (3); predicted ab cd (2); right: ab.
+    assert scores.precision == pytest.approx(1 / 2)
+    assert scores.recall == pytest.approx(1 / 3)
+    assert scores.f1 == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
+
+
+def test_rfm_pandas_scores_quintiles(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    days = np.arange(100)
+    pd.DataFrame({"customer_id": days, "ts": pd.Timestamp("2026-11-20", tz="UTC") - pd.to_timedelta(days, "D"),
+                  "amount": days + 1.0}).to_parquet(path)
+    _, scores = baselines.rfm_pandas(path, END)
+    scores = scores.set_index("customer_id")
+    assert scores.loc[0, "r_score"] == 5 and scores.loc[99, "r_score"] == 1
+    assert scores.loc[99, "m_score"] == 5 and scores.loc[0, "m_score"] == 1
+    assert scores["r_score"].value_counts().to_dict() == dict.fromkeys(range(1, 6), 20)
+    assert baselines.score_agreement(scores.reset_index(), scores.reset_index()) == 1.0
+
+
+def test_event_log_names_top_level_executions_by_operator_and_tables(tmp_path: Path) -> None:
+    plan = ("== Physical Plan ==\nExecute WriteIntoDeltaCommand (4)\n+- *(1) Scan parquet "
+            "file:/w/silver.db/events [x]\n  Location: file:/w/gold.db/identity_graph")
+    events = [
+        {"Event": eventlog.START, "executionId": 1, "rootExecutionId": 1, "time": 1_000_000,
+         "physicalPlanDescription": plan},
+        {"Event": eventlog.START, "executionId": 2, "rootExecutionId": 1, "time": 1_001_000,
+         "physicalPlanDescription": "== Physical Plan ==\nLocalTableScan (1)"},
+        {"Event": eventlog.END, "executionId": 2, "time": 1_002_000},
+        {"Event": eventlog.END, "executionId": 1, "time": 1_012_500},
+        {"Event": "SparkListenerJobStart", "Job ID": 0},
+    ]
+    log = tmp_path / "app-1"
+    log.write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    found = eventlog.executions(eventlog.event_log_file(tmp_path))
+    assert len(found) == 1
+    assert found[0].line() == "12.5 s Execute WriteIntoDeltaCommand (gold.identity_graph, silver.events)"
+    assert eventlog.longest(found, 0, 999) == []
+
+
+def test_memory_sampler_sees_a_child_process_grow() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(300 * 2**20); time.sleep(2)"])
+    with MemorySampler([child.pid], interval=0.1) as memory:
+        child.wait()
+    assert memory.peak()["driver"] >= 300 * 2**20
+    assert memory.peak()["executors"] == 0
+
+
+def test_report_says_by_how_much_a_target_is_missed() -> None:
+    stage = {"stage": "ingest", "seconds": 1500.0, "rows_in": 3_000_000, "rows_out": 2_900_000,
+             "rows_in_per_second": 2000, "peak_driver_gib": 9.5, "peak_executors_gib": 0.5, "longest": ["1 s X (t)"]}
+    results = {
+        "started": "s", "finished": "f", "profile": "local", "as_of": "2026-11-20", "spark_conf": {"a": "b"},
+        "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 24, "os": "linux", "python": "3.11", "java": "17",
+                    "spark": "4.2"},
+        "pipeline": [{"customers": 1000, "generate": {"seconds": None, "counts": {"orders": {"records": 10}}},
+                      "run": {"seconds": 1800.0, "peak_total_gib": 10.0, "peak_driver_gib": 9.5,
+                              "peak_executors_gib": 0.5, "stages": [stage]}}],
+        "transactions": [],
+    }
+    targets = {"pipeline_customers": 1000, "pipeline_seconds": 1200, "peak_memory_gib": 16,
+               "clv_speedup": {1000: 2}, "parameter_tolerance": 0.01, "identity_time_ratio": 2.0}
+    text = report.render(results, targets, "make bench")
+    assert "**missed** (30.0 min, 1.50x the target; the time goes to ingest 1500.0 s (83%))" in text
+    assert "peak memory under 16 GiB: **met** (10.0 GiB)" in text
+    assert "CLV at 1,000 customers: not run in this benchmark" in text
+    assert "Produced by `make bench`" in text
