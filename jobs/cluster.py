@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -45,37 +44,45 @@ class Standalone:
         except OSError:
             return None
 
-    def _spawn(self, name: str, *args: str) -> int:
-        spark_class = Path(sys.executable).with_name("spark-class")
-        env = dict(os.environ, SPARK_LOG_DIR=str(self.state), SPARK_WORKER_DIR=str(self.state / "work"))
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+        import pyspark
+
+        home = Path(pyspark.__file__).parent       # the pip distribution is a SPARK_HOME: bin/, jars/
+        env = dict(os.environ, SPARK_HOME=str(home), SPARK_LOG_DIR=str(self.state),
+                   SPARK_WORKER_DIR=str(self.state / "work"))
         with (self.state / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen([str(spark_class), *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True)
-        return process.pid
+            return subprocess.Popen([str(home / "bin" / "spark-class"), *args], stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
 
     def start(self, timeout: float = 90.0) -> dict:
         """Start the master and the workers; returns once all workers are registered."""
         if self.status() is not None:
             raise RuntimeError(f"a Spark master already answers on {self.host}:{self.ui_port}: stop it first")
         self.state.mkdir(parents=True, exist_ok=True)
-        pids = {"master": self._spawn("master", MASTER_CLASS, "--host", self.host, "--port", str(self.port),
-                                      "--webui-port", str(self.ui_port))}
+        daemons = {"master": self._spawn("master", MASTER_CLASS, "--host", self.host, "--port", str(self.port),
+                                         "--webui-port", str(self.ui_port))}
+        self._save(daemons)
         deadline = time.monotonic() + timeout
         while self.status() is None:
-            self._wait(deadline, pids, "the master")
+            self._wait(deadline, daemons, "the master")
         for i in range(self.workers):
-            pids[f"worker-{i + 1}"] = self._spawn(
+            daemons[f"worker-{i + 1}"] = self._spawn(
                 f"worker-{i + 1}", WORKER_CLASS, "--host", self.host, "--cores", str(self.worker_cores),
                 "--memory", self.worker_memory, "--webui-port", str(self.ui_port + 1 + i), self.master_url)
-        (self.state / "pids.json").write_text(json.dumps(pids))
+        self._save(daemons)
         while len([w for w in (self.status() or {}).get("workers", []) if w.get("state") == "ALIVE"]) < self.workers:
-            self._wait(deadline, pids, f"{self.workers} workers to register")
+            self._wait(deadline, daemons, f"{self.workers} workers to register")
         return self.status() or {}
 
-    def _wait(self, deadline: float, pids: dict[str, int], what: str) -> None:
-        if time.monotonic() > deadline:
+    def _save(self, daemons: dict[str, subprocess.Popen]) -> None:
+        (self.state / "pids.json").write_text(json.dumps({name: p.pid for name, p in daemons.items()}))
+
+    def _wait(self, deadline: float, daemons: dict[str, subprocess.Popen], what: str) -> None:
+        exited = [name for name, p in daemons.items() if p.poll() is not None]
+        if exited or time.monotonic() > deadline:
             self.stop()
-            raise RuntimeError(f"timed out waiting for {what}; logs in {self.state}")
+            why = f"{', '.join(exited)} exited" if exited else "timed out"
+            raise RuntimeError(f"{why} while waiting for {what}; logs in {self.state}")
         time.sleep(0.5)
 
     def stop(self) -> list[str]:

@@ -99,9 +99,20 @@ def _stage_runs(warehouse: Path) -> pd.DataFrame:
     return runs[runs["run_id"] == latest].sort_values("started_at")
 
 
-def run_pipeline(folder: Path, env: dict[str, str], as_of: date) -> dict[str, Any]:
+def _stop_tree(process: subprocess.Popen) -> None:
+    tree = psutil.Process(process.pid)
+    for child in [*tree.children(recursive=True), tree]:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.wait()
+
+
+def run_pipeline(folder: Path, env: dict[str, str], as_of: date, max_minutes: float | None = None) -> dict[str, Any]:
     """The whole daily pipeline from an empty warehouse, in a child process; seconds, rows and peak memory
-    per stage, and the longest Spark executions of each."""
+    per stage, and the longest Spark executions of each. A run still going after `max_minutes` is stopped
+    and reported with the stages it finished and the one it was in."""
     for name in RUN_FOLDERS:
         shutil.rmtree(folder / name, ignore_errors=True)
     (folder / "eventlog").mkdir(parents=True)
@@ -109,12 +120,18 @@ def run_pipeline(folder: Path, env: dict[str, str], as_of: date) -> dict[str, An
     log.unlink(missing_ok=True)
     started = time.monotonic()
     process = _cdp("run", "--date", as_of.isoformat(), env=env, log=log)
+    stopped = False
     with MemorySampler([process.pid]) as memory:
-        code = process.wait()
+        try:
+            code = process.wait(timeout=max_minutes * 60 if max_minutes else None)
+        except subprocess.TimeoutExpired:
+            _stop_tree(process)
+            code, stopped = 0, True
     seconds = time.monotonic() - started
     if code:
         raise RuntimeError(f"cdp run failed (exit {code}): see {log}")
     runs = _stage_runs(folder / "warehouse")
+    runs = runs[runs["status"] == "success"]
     event_log = eventlog.event_log_file(folder / "eventlog")
     executions = eventlog.executions(event_log) if event_log else []
     stages = []
@@ -134,6 +151,7 @@ def run_pipeline(folder: Path, env: dict[str, str], as_of: date) -> dict[str, An
     return {"seconds": round(seconds, 1), "stage_seconds": round(float(runs["seconds"].sum()), 1),
             "peak_total_gib": round(overall["total"] / GIB, 2), "peak_driver_gib": round(overall["driver"] / GIB, 2),
             "peak_executors_gib": round(overall["executors"] / GIB, 2), "stages": stages,
+            "stopped_after_minutes": max_minutes if stopped else None,
             "missing_stages": [s for s in STAGES if s not in set(runs["stage"])]}
 
 
@@ -221,7 +239,7 @@ def transaction_baselines(spark: Any, settings: Settings, customers: int) -> dic
 
 
 def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_sizes: list[int],
-                  skip_identity: bool = False) -> dict[str, Any]:
+                  skip_identity: bool = False, max_minutes: float | None = None) -> dict[str, Any]:
     """Run everything, printing figures as they come; returns (and saves) the results."""
     from jobs.runtime import spark_session
 
@@ -232,8 +250,17 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
                                "transactions": []}
     out = settings.paths.bench / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Sizes measured by an earlier run on this machine and profile and not rerun now are kept, so the
+    # benchmark can be run size by size; a rerun of a size replaces it.
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    if earlier.get("machine") == results["machine"] and earlier.get("profile") == settings.profile:
+        results["started"] = min(earlier["started"], results["started"])
+        results["pipeline"] = [e for e in earlier["pipeline"] if e["customers"] not in pipeline_sizes]
+        results["transactions"] = [e for e in earlier["transactions"] if e["customers"] not in transaction_sizes]
 
     def save() -> None:
+        for key in ("pipeline", "transactions"):
+            results[key].sort(key=lambda e: e["customers"])
         out.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     for customers in pipeline_sizes:
@@ -243,7 +270,7 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
         records = {source: c["records"] for source, c in entry["generate"]["counts"].items()}
         print(f"bench: {customers} customers, generated records {records} "
               f"({entry['generate']['seconds'] or 'reused'} s)", flush=True)
-        entry["run"] = run_pipeline(folder, env, as_of)
+        entry["run"] = run_pipeline(folder, env, as_of, max_minutes)
         for stage in entry["run"]["stages"]:
             print(f"bench: {customers} {stage['stage']:<9} {stage['seconds']:>8.1f} s  {stage['rows_in']:>11} rows in "
                   f"({stage['rows_in_per_second'] or 0:>9}/s)  peak driver {stage['peak_driver_gib']} GiB, "
@@ -255,7 +282,7 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
     spark = spark_session(bench_settings(settings)) if (pipeline_sizes and not skip_identity) or transaction_sizes \
         else None
     if not skip_identity:
-        for entry in results["pipeline"]:
+        for entry in [e for e in results["pipeline"] if e["customers"] in pipeline_sizes]:
             entry["identity"] = identity_baseline(spark, settings, size_folder(settings, entry["customers"]))
             print(f"bench: {entry['customers']} identity {json.dumps(entry['identity'])}", flush=True)
             save()

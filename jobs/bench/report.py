@@ -32,7 +32,9 @@ def pipeline_section(entries: list[dict[str, Any]]) -> list[str]:
                 f"Generated records: {raw:,} ({per_source})"
                 + (f"; generation took {entry['generate']['seconds']} s." if entry['generate']['seconds'] else "."),
                 "", f"Whole run: **{run['seconds']} s**, peak resident memory **{run['peak_total_gib']} {GIB}** "
-                f"(driver {run['peak_driver_gib']}, executors {run['peak_executors_gib']}).", ""]
+                f"(driver {run['peak_driver_gib']}, executors {run['peak_executors_gib']})."
+                + (f" **Stopped after {run['stopped_after_minutes']:g} min** in stage {run['missing_stages'][0]}; "
+                   f"not run: {', '.join(run['missing_stages'])}." if run.get("stopped_after_minutes") else ""), ""]
         out += _table(["stage", "seconds", "rows in", "rows in/s", "rows out", "peak driver GiB",
                        "peak executors GiB", "longest Spark executions"],
                       [[s["stage"], s["seconds"], f"{s['rows_in']:,}", f"{s['rows_in_per_second'] or 0:,}",
@@ -124,9 +126,13 @@ def targets_section(results: dict[str, Any], targets: dict[str, Any]) -> list[st
         limit = float(targets["pipeline_seconds"])
         slowest = sorted(run["stages"], key=lambda s: -s["seconds"])[:3]
         where = "; ".join(f"{s['stage']} {s['seconds']} s ({s['seconds'] / run['seconds']:.0%})" for s in slowest)
-        lines.append(f"- {size:,} customers through the daily pipeline in under {limit / 60:g} min: " + _verdict(
-            run["seconds"] <= limit, f"{run['seconds'] / 60:.1f} min, {run['seconds'] / limit:.2f}x the target; "
-            f"the time goes to {where}"))
+        if run.get("stopped_after_minutes"):
+            how = (f"not finished after {run['seconds'] / 60:.1f} min, over {run['seconds'] / limit:.2f}x the target: "
+                   f"stopped in stage {run['missing_stages'][0]}; the finished stages' time went to {where}")
+        else:
+            how = f"{run['seconds'] / 60:.1f} min, {run['seconds'] / limit:.2f}x the target; the time goes to {where}"
+        lines.append(f"- {size:,} customers through the daily pipeline in under {limit / 60:g} min: "
+                     + _verdict(run["seconds"] <= limit and not run.get("stopped_after_minutes"), how))
         mem = float(targets["peak_memory_gib"])
         lines.append(f"- peak memory under {mem:g} GiB: " + _verdict(
             run["peak_total_gib"] <= mem, f"{run['peak_total_gib']} GiB"))
