@@ -220,8 +220,9 @@ def transaction_baselines(spark: Any, settings: Settings, customers: int) -> dic
     rows = json.loads((folder / "rows.json").read_text())["rows"]
     value = replace(clv.ValueSettings.from_conf(settings.section("clv")), unit="day")
 
-    ours = baselines.clv_spark(spark, path, as_of, value, folder / "clv")
+    # lifetimes first: its pandas frames then have the memory the driver JVM has not taken yet.
     reference = baselines.clv_lifetimes(path, as_of, value)
+    ours = baselines.clv_spark(spark, path, as_of, value, folder / "clv")
     rfm_seconds, rfm_scores = baselines.rfm_spark(spark, path, as_of,
                                                   float(settings.section("segments")["quantile_error"]))
     rfm_pandas_seconds, rfm_reference = baselines.rfm_pandas(path, as_of)
