@@ -196,8 +196,8 @@ def splink_records(records: DataFrame) -> pd.DataFrame:
 
     return records.select(
         F.col("record_id").alias("unique_id"), "given_name", "family_name",
-        F.col("birth_date").cast("string").alias("birth_date"), "gender", "email_key", "phone_key",
-        "address_tokens", "postcode", "loyalty_number",
+        F.col("birth_date").cast("string").alias("birth_date"), "email_key", "phone_key",
+        "address_tokens", "postcode",
         *[BLOCK_KEYS[k]().alias(k) for k in ("family_soundex", "given_soundex", "birth_date_unordered")],
     ).toPandas()
 
@@ -222,8 +222,8 @@ def splink_clusters(records: pd.DataFrame, blocking_rules: list[list[str]], thre
             cl.ExactMatch("postcode"),
             cl.ExactMatch("email_key"),
             cl.ExactMatch("phone_key"),
-            cl.ExactMatch("gender"),
-            cl.ExactMatch("loyalty_number"),
+            # Not gender or loyalty number: matches never disagree on them in this data, so EM drives
+            # their m probabilities to zero and Splink 5 refuses the underflow (ValueError at 1e-300).
         ],
         blocking_rules_to_generate_predictions=[block_on(*rule) for rule in blocking_rules],
         retain_intermediate_calculation_columns=False,

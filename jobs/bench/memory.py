@@ -1,7 +1,9 @@
 """Resident memory of a process tree over time, split into the roles Spark gives its processes.
 
 Sampled from outside (psutil), so it measures what the operating system sees, the number a
-machine's memory limit is about, whatever the JVM's heap settings say.
+machine's memory limit is about, whatever the JVM's heap settings say. Proportional set size
+(PSS), not RSS: Python workers are forked from one daemon and share its pages, which RSS would
+count once per worker.
 """
 
 from __future__ import annotations
@@ -28,10 +30,17 @@ def role(process: psutil.Process) -> str:
     return "driver"
 
 
+def _pss(process: psutil.Process) -> int:
+    try:
+        return process.memory_full_info().pss
+    except (psutil.AccessDenied, AttributeError):
+        return process.memory_info().rss
+
+
 @dataclass
 class Sample:
     at: float                      # time.time()
-    rss: dict[str, int]            # bytes per role
+    rss: dict[str, int]            # bytes (PSS) per role
 
 
 @dataclass
@@ -58,7 +67,7 @@ class MemorySampler:
                     continue
                 seen.add(process.pid)
                 try:
-                    rss[role(process)] += process.memory_info().rss
+                    rss[role(process)] += _pss(process)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
         return Sample(time.time(), rss)
