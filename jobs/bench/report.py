@@ -111,6 +111,9 @@ def transactions_section(entries: list[dict[str, Any]]) -> list[str]:
             *_table(["customers", "transactions", "ours s", "lifetimes s", "speed-up", "max parameter difference "
                      "from lifetimes", "max difference from truth"], rows), "",
             *_table(["customers", "parameter", "true", "ours", "lifetimes", "difference"], params), "",
+            *[f"Our steps at {e['customers']:,}: "
+              + ", ".join(f"{k} {v} s" for k, v in e["clv"]["ours"]["phases"].items()) + "." for e in entries
+              if e["clv"]["ours"].get("phases")], "",
             "RFM: ours is `segments.purchase_summary` + `segments.rfm_scores` (approximate quintiles, relative "
             "error `segments.quantile_error`); pandas is the same computation with exact quantiles. Agreement: "
             "customers given the same three scores.", "",
