@@ -240,8 +240,11 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
     conf = settings.section("bench")
     pipeline = conf["pipeline_customers"] if args.customers is None else args.customers
     transactions = conf["transaction_customers"] if args.transactions is None else args.transactions
-    results = run_benchmark(settings, [int(n) for n in pipeline], [int(n) for n in transactions],
-                            skip_identity=args.skip_identity, max_minutes=args.max_minutes)
+    if args.report_only:
+        results = json.loads((settings.paths.bench / "results.json").read_text())
+    else:
+        results = run_benchmark(settings, [int(n) for n in pipeline], [int(n) for n in transactions],
+                                skip_identity=args.skip_identity, max_minutes=args.max_minutes)
     out = settings.root / args.report
     # The analysis written under the marker survives a regeneration of the figures above it.
     kept = out.read_text().split(ANALYSIS_MARKER, 1)[1] if out.exists() and ANALYSIS_MARKER in out.read_text() \
@@ -369,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-minutes", type=float, help="stop a pipeline run after this long and report the stages "
                        "it finished and the one it was in")
     bench.add_argument("--report", default="docs/BENCHMARKS.md", help="the report to (re)write")
+    bench.add_argument("--report-only", action="store_true", help="rewrite the report from the saved results")
     bench.add_argument("--command-line", help="the command to name in the report (make bench passes its own)")
     bench.set_defaults(func=cmd_bench)
     sub.add_parser("docs", help="write docs/tables.md from schemas/").set_defaults(func=cmd_docs)
