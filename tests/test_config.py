@@ -32,7 +32,7 @@ def test_profile_comes_from_environment_and_unknown_profile_is_a_clear_error(tmp
 
 
 def test_shipped_profiles_load() -> None:
-    for profile in ("local", "cluster", "test"):
+    for profile in ("local", "cluster", "standalone", "test"):
         settings = load_settings(profile, environ={})
         assert settings.spark_master
         assert settings.raw["delta"]["maven_coordinates"].startswith("io.delta:delta-spark_")
