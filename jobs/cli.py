@@ -241,7 +241,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
     pipeline = conf["pipeline_customers"] if args.customers is None else args.customers
     transactions = conf["transaction_customers"] if args.transactions is None else args.transactions
     if args.report_only:
-        results = json.loads((settings.paths.bench / "results.json").read_text())
+        saved = settings.paths.bench / "results.json"
+        if not saved.exists():
+            sys.exit(f"cdp bench: no saved results at {saved}; run the benchmark first")
+        results = json.loads(saved.read_text())
     else:
         results = run_benchmark(settings, [int(n) for n in pipeline], [int(n) for n in transactions],
                                 skip_identity=args.skip_identity, max_minutes=args.max_minutes)

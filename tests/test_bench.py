@@ -116,3 +116,12 @@ def test_report_says_by_how_much_a_target_is_missed() -> None:
     assert "peak memory under 16 GiB: **met** (10.0 GiB)" in text
     assert "CLV at 1,000 customers: not run in this benchmark" in text
     assert "Produced by `make bench`" in text
+
+
+def test_report_only_without_saved_results_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.cli import main
+
+    monkeypatch.setenv("CDP__PATHS__BENCH", str(tmp_path / "bench"))
+    with pytest.raises(SystemExit, match=r"no saved results at .*results\.json; run the benchmark first"):
+        main(["bench", "--report-only", "--report", str(tmp_path / "B.md")])
+    assert not (tmp_path / "B.md").exists()
