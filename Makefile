@@ -10,7 +10,7 @@ CUSTOMERS ?= 2000
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help setup chromium run test serve lint bench cluster-demo clean distclean
+.PHONY: help setup chromium run test test-slow serve lint bench cluster-demo clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -42,8 +42,11 @@ run: setup ## generate sample data, run the daily DAG in Airflow for DATE, print
 	$(BIN)/cdp summary --date $(DATE)
 	$(BIN)/cdp identity-quality
 
-test: setup ## run the test suite (unit, integration, DAG end to end)
-	$(BIN)/pytest
+test: setup ## the suite CI runs (unit, stage, one Airflow day, JDBC): at most 20 minutes on 2 cores
+	$(BIN)/pytest -m "not slow"
+
+test-slow: setup ## the slow end-to-end variants: backfill, every stage rebuilt, refit and erasure DAGs, cluster
+	$(BIN)/pytest -m slow
 
 serve: setup ## serve gold and the bi views over JDBC/ODBC (Spark Thrift Server); holds the metastore: not during make run
 	$(BIN)/cdp serve

@@ -12,18 +12,21 @@ cross-sell suggestions and feedback sentiment (`gold.kpi`, `gold.association_rul
 (conf `export.scheduled`, consent enforced) into `paths.exports`, and write the run's HTML
 report (`data/reports/run/<date>/index.html`).
 
-Each stage is a spark-submit of `jobs/submit.py` against the `cdp_spark` connection and ends
-with its Great Expectations gate: a critical failure fails the task at once (no retry), so
-nothing downstream runs or is published. The logical date is the as-of date of every stage;
-reruns of a date are no-ops. Every stage updates the Airflow assets of the tables it writes.
+Each stage is a spark-submit of `jobs/submit.py` against the `cdp_spark` connection. A stage
+stages its outputs, runs its Great Expectations gate on them and publishes them only if it
+passes (write-audit-publish): a critical failure fails the task at once (no retry) and leaves
+every published table as it was, so nothing downstream runs or reads unchecked rows. The tasks,
+their order and their assets come from the stage registry (`jobs/platform/stages.py`). The
+logical date is the as-of date of every stage; reruns of a date are no-ops, and a date before
+the latest published one is refused (see `cdp rebuild`).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import DAG, chain
 
-from jobs.airflow_tasks import DAG_ARGS, StageOperator
-from jobs.stages import STAGES
+from jobs.platform.orchestration import DAG_ARGS, StageOperator
+from jobs.platform.stages import DAILY
 
 with DAG(
     dag_id="cdp_daily",
@@ -32,4 +35,4 @@ with DAG(
     doc_md=__doc__,
     **DAG_ARGS,
 ):
-    chain(*[StageOperator(stage=stage) for stage in STAGES])
+    chain(*[StageOperator(stage=stage) for stage in DAILY])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from jobs.airflow_tasks import DAG_ARGS, StageOperator
+from jobs.platform.orchestration import DAG_ARGS, StageOperator
 
 with DAG(
     dag_id="cdp_refit",

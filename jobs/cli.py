@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -11,7 +12,8 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
-from jobs.config import Settings, load_settings
+from jobs.platform.config import Settings, load_settings
+from jobs.platform.stages import STAGES
 
 DAG_ID = "cdp_daily"
 DAG_IDS = (DAG_ID, "cdp_refit")
@@ -45,16 +47,16 @@ def _airflow(settings: Settings, *args: str) -> None:
 
 
 def cmd_setup_jars(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.jars import fetch_jars
+    from jobs.platform.jars import fetch_jars
 
-    jars = fetch_jars(settings.raw["delta"]["maven_coordinates"], settings.paths.jars)
+    jars = fetch_jars(settings.delta.maven_coordinates, settings.paths.jars)
     print(f"Delta Lake jars ready in {settings.paths.jars} ({len(jars)} jars)")
 
 
 def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.generate import generate
+    from jobs.tools.generate import generate
 
-    summary = generate(settings.section("generator"), settings.paths.landing, settings.paths.truth,
+    summary = generate(settings.generator, settings.paths.landing, settings.paths.truth,
                        customers=args.customers, seed=args.seed, workers=args.workers)
     records = {s: c["records"] for s, c in summary["counts"].items()}
     print(f"generated {summary['customers']} people (seed {summary['seed']}) into {settings.paths.landing}")
@@ -63,11 +65,12 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.pipeline import RunContext, run_logged
-    from jobs.stages import STAGES
+    from jobs.platform.context import RunContext
+    from jobs.platform.runlog import run_logged
+    from jobs.platform.stages import DAILY
 
     ctx = RunContext.create(settings, args.date)
-    for stage in STAGES if args.stage == "all" else [args.stage]:
+    for stage in DAILY if args.stage == "all" else [args.stage]:
         print(f"{stage}: {run_logged(ctx, stage)}")
 
 
@@ -91,19 +94,37 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.rebuild import rebuild_stage
+    from jobs.platform.rebuild import rebuild_stage
 
     report = rebuild_stage(settings, args.stage, args.date, Path(args.out).resolve())
     print(json.dumps(report, indent=2))
     differing = [t for t, r in report.items() if r["only_published"] or r["only_rebuilt"]]
     if differing:
         raise SystemExit(f"rebuild of {args.stage} for {args.date} differs from what was published: {differing}")
-    print(f"rebuild of {args.stage} for {args.date} equals what was published ({len(report)} gold tables); "
-          f"rebuilt tables in {args.out}")
+    print(f"rebuild of {args.stage} for {args.date} equals what was published ({len(report)} tables); "
+          f"rebuilt tables and files in {args.out}")
+
+
+def cmd_release(settings: Settings, args: argparse.Namespace) -> None:
+    from datetime import UTC, datetime
+
+    from jobs.platform.runtime import spark_session
+    from jobs.platform.tables import replace_slice, sql_literal
+    from schemas.ops import BATCH_RELEASES
+    from schemas.raw import SOURCES
+
+    if args.source not in SOURCES:
+        sys.exit(f"cdp release: unknown source {args.source!r}; sources are {', '.join(SOURCES)}")
+    spark = spark_session(settings)
+    row = (args.source, args.batch, args.released_by, args.reason, datetime.now(UTC))
+    replace_slice(spark.createDataFrame([row], BATCH_RELEASES.struct), BATCH_RELEASES,
+                  f"source = {sql_literal(args.source)} AND batch_id = {sql_literal(args.batch)}")
+    print(f"released {args.source}/{args.batch}: its ingest gate is recorded but no longer stops it; "
+          "rerun the date to load it")
 
 
 def cmd_tables(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.runtime import DATABASES, spark_session
+    from jobs.platform.runtime import DATABASES, spark_session
 
     spark = spark_session(settings)
     print(f"{'table':36} {'rows':>10}  location")
@@ -115,8 +136,8 @@ def cmd_tables(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_erase(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.privacy import ErasureError, ErasureRequest, erase
-    from jobs.runtime import spark_session
+    from jobs.delivery.erasure import ErasureError, ErasureRequest, erase
+    from jobs.platform.runtime import spark_session
 
     request = ErasureRequest(customer_id=args.customer_id, email=args.email, phone=args.phone)
     try:
@@ -129,7 +150,7 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_summary(settings: Settings, args: argparse.Namespace) -> None:
     from pyspark.sql import functions as F
 
-    from jobs.runtime import spark_session
+    from jobs.platform.runtime import spark_session
     from schemas.ops import DQ_RESULTS, PIPELINE_RUNS
 
     cmd_tables(settings, args)
@@ -160,16 +181,16 @@ def cmd_summary(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_identity_quality(settings: Settings, args: argparse.Namespace) -> None:
     from pyspark.sql import functions as F
 
-    from jobs.identity import record_customers
-    from jobs.pipeline import silver_by_source
-    from jobs.resolution_quality import pairwise_scores
-    from jobs.runtime import spark_session
+    from jobs.identity.graph import record_customers
+    from jobs.identity.quality import pairwise_scores
+    from jobs.platform.runtime import spark_session
+    from jobs.platform.stages import IDENTITY_SOURCES
     from schemas.gold import IDENTITY_GRAPH
 
     spark = spark_session(settings)
     truth = spark.read.option("header", True).csv(str(settings.paths.truth / "records")).select(
         F.concat_ws(":", "source", "record_id").alias("record"), "person_id")
-    tables = silver_by_source(spark)
+    tables = {source: spark.table(table.name) for source, table in IDENTITY_SOURCES.items()}
     resolved = record_customers(spark.table(IDENTITY_GRAPH.name), tables).select(
         F.concat_ws(":", "source", "record_id").alias("record"), "customer_id").localCheckpoint()
     print(f"pairwise resolution quality against {settings.paths.truth} (records in silver with a customer)")
@@ -180,24 +201,23 @@ def cmd_identity_quality(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_resolve(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.contact_list import resolve_contact_list
-    from jobs.pipeline import pii_keys
-    from jobs.runtime import spark_session
+    from jobs.identity.contact_list import resolve_contact_list
+    from jobs.platform.pii import pii_keys
+    from jobs.platform.runtime import spark_session
 
     counts = resolve_contact_list(
         spark_session(settings), Path(args.input), Path(args.out), args.format,
-        settings.section("cleanse")["default_phone_region"], pii_keys(settings).hmac_key,
-        settings.section("identity"))
+        settings.cleanse.default_phone_region, pii_keys(settings).hmac_key, settings.identity)
     print(f"resolved {counts['records']} records into {counts['customers']} customers: {args.out} ({args.format}); "
           f"{counts['invalid_dob']} unreadable birth dates ignored")
 
 
 def cmd_clv(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs import clv
-    from jobs.runtime import spark_session
+    from jobs.platform.runtime import spark_session
+    from jobs.value import clv
 
     spark = spark_session(settings)
-    value = clv.ValueSettings.from_conf({**settings.section("clv"), "time_unit": args.time_unit})
+    value = dataclasses.replace(clv.ValueSettings.from_conf(settings.clv), unit=args.time_unit)
     transactions = clv.read_transactions(spark, args.transactions, args.customer_column, args.date_column,
                                          args.amount_column)
     model = clv.fit_and_score_file(spark, transactions, args.calibration_end, args.holdout_end, value, args.out)
@@ -207,26 +227,26 @@ def cmd_clv(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_docs(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.docs import write_tables_doc
+    from jobs.tools.docs import write_tables_doc
 
     print(f"wrote {write_tables_doc(settings.root / 'docs' / 'tables.md')}")
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.serving import serve
+    from jobs.delivery.serving import serve
 
     serve(settings, args.port)
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.export import ExportError, export_segment
-    from jobs.privacy import erased_customers
-    from jobs.runtime import spark_session
+    from jobs.delivery.erasure import erased_customers
+    from jobs.delivery.export import ExportError, export_segment
+    from jobs.platform.runtime import spark_session
 
     spark = spark_session(settings)
     try:
         summary = export_segment(spark, settings, args.segment_type, args.segment, args.date,
-                                 args.destination or settings.section("export")["default_destination"],
+                                 args.destination or settings.export.default_destination,
                                  args.format, Path(args.out), erased_customers(spark))
     except ExportError as exc:
         sys.exit(f"cdp export: {exc}")
@@ -234,12 +254,12 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.bench import run_benchmark
-    from jobs.bench.report import ANALYSIS_MARKER, render
+    from jobs.tools.bench import run_benchmark
+    from jobs.tools.bench.report import ANALYSIS_MARKER, render
 
-    conf = settings.section("bench")
-    pipeline = conf["pipeline_customers"] if args.customers is None else args.customers
-    transactions = conf["transaction_customers"] if args.transactions is None else args.transactions
+    conf = settings.bench
+    pipeline = conf.pipeline_customers if args.customers is None else args.customers
+    transactions = conf.transaction_customers if args.transactions is None else args.transactions
     if args.report_only:
         saved = settings.paths.bench / "results.json"
         if not saved.exists():
@@ -254,14 +274,14 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
         else "\n## Analysis\n\n(to be written)\n"
     command = args.command_line or " ".join(["cdp", *sys.argv[1:]])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(results, conf["targets"], command) + "\n" + ANALYSIS_MARKER + kept)
+    out.write_text(render(results, conf.targets, command) + "\n" + ANALYSIS_MARKER + kept)
     print(f"bench: report written to {out}")
 
 
 def cmd_cluster(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.cluster import Standalone
+    from jobs.tools.cluster import Standalone
 
-    cluster = Standalone(settings.paths.bench / "standalone", **settings.section("cluster"))
+    cluster = Standalone.from_conf(settings.paths.bench / "standalone", settings.cluster)
     if args.action == "start":
         status = cluster.start()
         print(f"cluster: {cluster.master_url} with {len(status['workers'])} workers "
@@ -288,10 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     run = sub.add_parser("run", help="run pipeline stages directly (no Airflow) for a logical date")
-    # Spelled out (not imported from jobs.pipeline) so that `cdp --help` does not start Spark imports.
-    run.add_argument("--stage", default="all",
-                     choices=["all", "ingest", "cleanse", "resolve", "profile", "value", "segments", "insights",
-                              "export", "report", "refit"])
+    run.add_argument("--stage", default="all", choices=["all", *STAGES],
+                     help="one stage (default: all of the daily DAG, in order)")
     run.add_argument("--date", type=date.fromisoformat, required=True, help="logical (as-of) date, YYYY-MM-DD")
     run.set_defaults(func=cmd_run)
 
@@ -308,10 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     rb = sub.add_parser("rebuild", help="rebuild a stage's gold tables as published for a past date (Delta time "
                         "travel of its inputs) in a scratch warehouse, and compare")
-    rb.add_argument("--stage", required=True, help="a stage of the daily pipeline")
+    rb.add_argument("--stage", required=True, choices=list(STAGES))
     rb.add_argument("--date", type=date.fromisoformat, required=True, help="logical date, YYYY-MM-DD")
     rb.add_argument("--out", required=True, help="scratch folder for the rebuilt warehouse")
     rb.set_defaults(func=cmd_rebuild)
+
+    rel = sub.add_parser("release", help="let a landing batch that fails its ingest gate load anyway (its "
+                         "failures stay recorded in ops.dq_results)")
+    rel.add_argument("--source", required=True, help="a raw source, e.g. orders")
+    rel.add_argument("--batch", required=True, help="the batch folder (its date), YYYY-MM-DD")
+    rel.add_argument("--reason", required=True, help="why it may load, recorded in ops.batch_releases")
+    rel.add_argument("--released-by", default=os.environ.get("USER", "cdp"))
+    rel.set_defaults(func=cmd_release)
 
     sub.add_parser("identity-quality", help="pairwise precision/recall/F1 of the published resolution against the "
                    "generator's ground truth").set_defaults(func=cmd_identity_quality)

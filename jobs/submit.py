@@ -5,7 +5,8 @@
 
 The Airflow DAGs submit this file (with the `jobs` and `schemas` packages shipped as a zip in
 `--py-files`), so the same stage code runs in local mode or on any cluster the Spark connection
-points to. Exit codes: 0 done; 3 the data failed a check (a quality gate or a source contract) or
+points to. Exit codes: 0 done; 3 the data failed a check (a quality gate or a source contract), the
+date is before the stage's latest published one,
 an erasure request names nobody, where retrying will not help (the reason is written to
 $CDP_FAILURE_FILE when set); anything else a failure worth retrying.
 """
@@ -24,11 +25,11 @@ DATA_FAILURE = 3
 
 def main(argv: list[str] | None = None) -> int:
     # Imported here: the module is also read by the DAGs for DATA_FAILURE, without Spark.
-    from jobs.config import load_settings
-    from jobs.ingest import ContractViolation
-    from jobs.pipeline import run_stage
-    from jobs.privacy import ErasureError
-    from jobs.quality import QualityGateFailed
+    from jobs.delivery.erasure import ErasureError
+    from jobs.ingest.batches import ContractViolation
+    from jobs.platform.config import load_settings
+    from jobs.platform.quality import QualityGateFailed
+    from jobs.platform.runlog import DateOrderError, run_stage
 
     parser = argparse.ArgumentParser(prog="submit.py", description=__doc__.splitlines()[0])
     parser.add_argument("stage")
@@ -39,15 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.stage == "erase":
-            from jobs.privacy import ErasureRequest, erase
-            from jobs.runtime import spark_session
+            from jobs.delivery.erasure import ErasureRequest, erase
+            from jobs.platform.runtime import spark_session
 
             settings = load_settings()
             request = ErasureRequest(args.customer_id or None, args.email or None, args.phone or None)
             result = erase(spark_session(settings), settings, request, f"airflow:{args.run_id}")
         else:
             result = run_stage(args.stage, load_settings(), args.date, args.run_id)
-    except (QualityGateFailed, ContractViolation, ErasureError) as exc:
+    except (QualityGateFailed, ContractViolation, ErasureError, DateOrderError) as exc:
         print(str(exc), file=sys.stderr)
         if os.environ.get("CDP_FAILURE_FILE"):
             Path(os.environ["CDP_FAILURE_FILE"]).write_text(str(exc))

@@ -7,7 +7,7 @@ from schemas import C, Table
 INGEST_ACCOUNTING = Table(
     name="ops.ingest_accounting",
     doc="Rows of every landed file: rows_read = rows_loaded + rows_quarantined + rows_deduplicated. "
-        "Written last for a batch, so it marks the batch as done.",
+        "Written with the bronze rows once the batch's gate passes, so it marks the batch as done.",
     keys=("source", "batch_id", "source_file"),
     partition_by=("source",),
     columns=(
@@ -213,5 +213,20 @@ ERASURES = Table(
     ),
 )
 
+BATCH_RELEASES = Table(
+    name="ops.batch_releases",
+    doc="Landing batches an operator released (`cdp release`): their ingest gate is still run and recorded, "
+        "but its failures no longer stop the batch from loading.",
+    keys=("source", "batch_id"),
+    partition_by=(),
+    columns=(
+        C("source", "string", False),
+        C("batch_id", "string", False),
+        C("released_by", "string", False),
+        C("reason", "string", False),
+        C("released_at", "timestamp", False),
+    ),
+)
+
 TABLES = (INGEST_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS, CLV_MODELS, CLV_HOLDOUT,
-          CHURN_MODELS, PIPELINE_RUNS, ERASURES)
+          CHURN_MODELS, PIPELINE_RUNS, ERASURES, BATCH_RELEASES)

@@ -43,7 +43,7 @@ CONTACTS = Table(
 PII_VAULT = Table(
     name="silver.pii_vault",
     doc="RESTRICTED. Raw contact points per source record, each column AES-256-GCM encrypted with the "
-        "record key and field name as associated data. Decrypt with jobs.pii.decrypt and the encryption key.",
+        "record key and field name as associated data. Decrypt with jobs.platform.pii.decrypt and the encryption key.",
     keys=("source", "record_id"),
     columns=(
         C("source", "string", False, "contacts, orders, tickets, surveys, campaign_events or referrals"),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.config import Settings, load_settings
-from jobs.runtime import DATABASES, spark_session
+from jobs.platform.config import Settings, load_settings
+from jobs.platform.runtime import DATABASES, spark_session
 
 
 def isolated_environment(base: Path) -> dict[str, str]:
@@ -19,6 +19,13 @@ def isolated_environment(base: Path) -> dict[str, str]:
     for key in ("landing", "truth", "warehouse", "metastore", "gx", "airflow_home", "alerts", "exports", "bench"):
         env[f"CDP__PATHS__{key.upper()}"] = str(base / key)
     return env
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The pyramid's base: a test is `unit` unless its module says `stage` or `e2e`.
+    for item in items:
+        if not any(item.get_closest_marker(m) for m in ("stage", "e2e")):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.tables import conform
+from jobs.platform.tables import conform
 from schemas import Table
 
 _DEFAULTS = {"string": "", "int": 0, "long": 0, "double": 0.0, "boolean": False, "date": date(2026, 1, 1),

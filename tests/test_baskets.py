@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs import baskets
+from jobs.insights import baskets
 from schemas.gold import ASSOCIATION_RULES, CROSS_SELL
 
 LINES = ("source string, transaction_id string, line_no int, sku string, category string, quantity int, "

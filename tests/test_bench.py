@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import btyd
-from jobs.bench import baselines, eventlog, report
-from jobs.bench.memory import MemorySampler
+from jobs.platform.settings import BenchTargets
+from jobs.tools.bench import baselines, eventlog, report
+from jobs.tools.bench.memory import MemorySampler
+from jobs.value import btyd
 
 TRUE_BG = btyd.BetaGeo(r=0.75, alpha=40.0, a=0.9, b=6.0)
 TRUE_GG = btyd.GammaGamma(p=6.0, q=4.0, gamma=15.0)
@@ -109,8 +110,8 @@ def test_report_says_by_how_much_a_target_is_missed() -> None:
                               "peak_executors_gib": 0.5, "stages": [stage]}}],
         "transactions": [],
     }
-    targets = {"pipeline_customers": 1000, "pipeline_seconds": 1200, "peak_memory_gib": 16,
-               "clv_speedup": {1000: 2}, "parameter_tolerance": 0.01, "identity_time_ratio": 2.0}
+    targets = BenchTargets(pipeline_customers=1000, pipeline_seconds=1200, peak_memory_gib=16,
+                           clv_speedup={1000: 2}, parameter_tolerance=0.01, identity_time_ratio=2.0)
     text = report.render(results, targets, "make bench")
     assert "**missed** (30.0 min, 1.50x the target; the time goes to ingest 1500.0 s (83%))" in text
     assert "peak memory under 16 GiB: **met** (10.0 GiB)" in text

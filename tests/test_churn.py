@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs import churn
+from jobs.value import churn
 
 AT = date(2026, 6, 30)
 

@@ -8,9 +8,10 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs import standardise
-from jobs.cleanse import cleanse_orders
-from jobs.profile import Survivorship, age_band, golden_record
+from jobs.cleanse import standardise
+from jobs.cleanse.sources import cleanse_orders
+from jobs.platform.settings import SurvivorshipConfig
+from jobs.profile.customer_profile import Survivorship, age_band, golden_record
 from schemas.raw import ORDERS
 
 KEY = b"k" * 32
@@ -83,10 +84,10 @@ def test_survivorship_rules_pick_the_configured_observation(spark: SparkSession)
         ("cu1", "signup_channel", "store", d[3], "contacts"), ("cu1", "signup_channel", "web", d[0], "contacts"),
         ("cu2", "given_name", "Bo", d[0], "contacts"), ("cu2", "given_name", "Bob", d[1], "contacts"),  # tie
     ], "customer_id string, attribute string, value string, observed_at timestamp, source string")
-    survivorship = Survivorship.from_conf({
-        "rules": {"given_name": "most_frequent", "email": "most_trusted", "address": "most_recent",
-                  "signup_channel": "earliest"},
-        "source_trust": ["contacts", "orders"]})
+    survivorship = Survivorship.from_conf(SurvivorshipConfig(
+        rules={"given_name": "most_frequent", "email": "most_trusted", "address": "most_recent",
+               "signup_channel": "earliest"},
+        source_trust=("contacts", "orders")))
 
     golden = {r.customer_id: r for r in golden_record(observations, survivorship).collect()}
 
@@ -97,8 +98,8 @@ def test_survivorship_rules_pick_the_configured_observation(spark: SparkSession)
 
 
 def test_unknown_survivorship_rule_is_an_error() -> None:
-    with pytest.raises(ValueError, match="unknown survivorship rule"):
-        Survivorship.from_conf({"rules": {"given_name": "longest"}, "source_trust": []})
+    with pytest.raises(ValueError, match=r"rules\.given_name\n  Input should be 'most_recent', 'earliest'"):
+        SurvivorshipConfig(rules={"given_name": "longest"}, source_trust=())
 
 
 def test_age_bands_follow_the_domain_model(spark: SparkSession) -> None:

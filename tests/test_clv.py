@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs import btyd, clv
-from jobs.pipeline import promotion
+from jobs.value import btyd, clv
+from jobs.value.registry import promotion
 
 TRUE_BG = btyd.BetaGeo(r=0.25, alpha=4.0, a=0.8, b=2.5)       # CDNOW-like, in weeks
 TRUE_GG = btyd.GammaGamma(p=6.0, q=4.0, gamma=15.0)
@@ -203,6 +203,26 @@ def test_cdp_clv_fits_any_transactions_file(spark: SparkSession, tmp_path) -> No
     customers = spark.read.parquet(str(tmp_path / "out" / "customers"))
     assert customers.count() == model["bgnbd"]["customers"] + customers.where("T = 0").count()
     assert customers.where("p_alive < 0 OR p_alive > 1 OR expected_spend <= 0").count() == 0
+    # The fitted parameters are lifetimes' on the same summary (the file's customers as of the calibration end).
+    from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+    summary = customers.where("T > 0").select("frequency", "recency", "T", "monetary_value", "expected_spend") \
+        .toPandas()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bg = BetaGeoFitter().fit(summary["frequency"], summary["recency"], summary["T"])
+        repeat = summary[summary["frequency"] > 0]
+        gg = GammaGammaFitter().fit(repeat["frequency"], repeat["monetary_value"])
+    for name in ("r", "alpha", "a", "b"):
+        assert model["bgnbd"][name] == pytest.approx(bg.params_[name], rel=0.01), name
+    # Spend in this file has no heterogeneity between customers, so q and gamma lie on a flat ridge (both
+    # large, their ratio fixed): compare what is identified, the mean spend p gamma / (q - 1) and each
+    # customer's expected spend.
+    ours_gg, theirs = model["gamma_gamma"], gg.params_
+    assert ours_gg["p"] * ours_gg["gamma"] / (ours_gg["q"] - 1) == pytest.approx(
+        theirs["p"] * theirs["v"] / (theirs["q"] - 1), rel=0.01)
+    np.testing.assert_allclose(repeat["expected_spend"], gg.conditional_expected_average_profit(
+        repeat["frequency"], repeat["monetary_value"]), rtol=0.01)
 
 
 def test_cdp_clv_names_what_is_wrong_with_a_file(spark: SparkSession, tmp_path) -> None:

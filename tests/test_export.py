@@ -14,11 +14,12 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import export, pii
-from jobs.config import Settings
-from jobs.export import ExportError, ExportPolicy, export_rows, export_segment
-from jobs.pipeline import pii_keys
-from jobs.tables import overwrite
+from jobs.delivery import export
+from jobs.delivery.export import ExportError, ExportPolicy, export_rows, export_segment
+from jobs.platform import pii
+from jobs.platform.config import Settings
+from jobs.platform.pii import pii_keys
+from jobs.platform.tables import overwrite
 from schemas.gold import CUSTOMER_PROFILE, IDENTITY_GRAPH, SEGMENT_MEMBERSHIP
 from schemas.silver import PII_VAULT
 from tests.factories import frame
@@ -68,7 +69,7 @@ CONTACTS = [
 
 
 def _key(field: str, record: str) -> str:
-    """Stands in for the HMAC key of the contact point (jobs.pii.keyed_hash)."""
+    """Stands in for the HMAC key of the contact point (jobs.platform.pii.keyed_hash)."""
     return f"{field}_{record}"
 
 

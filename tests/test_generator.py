@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import Settings
-from jobs.generate import DUPLICATED, generate
-from jobs.generate.dirt import swap_day_month
-from jobs.generate.sources import DUPLICATE_BIRTH_DATE_BLANK, DUPLICATE_EMAIL_BLANK, DUPLICATE_PHONE_BLANK
+from jobs.platform.config import Settings
+from jobs.tools.generate import DUPLICATED, generate
+from jobs.tools.generate.dirt import swap_day_month
+from jobs.tools.generate.sources import DUPLICATE_BIRTH_DATE_BLANK, DUPLICATE_EMAIL_BLANK, DUPLICATE_PHONE_BLANK
 from schemas.raw import SOURCES
 
 PEOPLE = 400
 
 
 def _generate(settings: Settings, out: Path, seed: int = 42, workers: int = 1, **dirt: float) -> dict:
-    gen = settings.section("generator")
-    gen["dirt"].update(dirt)
+    gen = settings.generator
+    gen = gen.model_copy(update={"dirt": gen.dirt.model_copy(update=dirt)})
     return generate(gen, out / "landing", out / "truth", customers=PEOPLE, seed=seed, workers=workers)
 
 
@@ -110,7 +110,7 @@ def _within(observed: int, n: int, rate: float) -> bool:
 
 def test_dirt_rates_match_configuration(sample, settings: Settings) -> None:
     _, summary = sample
-    rates = settings.section("generator")["dirt"]
+    rates = settings.generator.dirt.model_dump()
     checked = 0
     for source, counts in summary["counts"].items():
         n = counts["records"]

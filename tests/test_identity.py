@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.identity import GuardLimits, assign_customer_ids, components_of, connected_components, guard_checks
+from jobs.identity.graph import GuardLimits, assign_customer_ids, components_of, connected_components, guard_checks
 
 
 def union_find_components(nodes: set[str], edges: list[tuple[str, str]]) -> dict[str, str]:

@@ -19,7 +19,7 @@ from datetime import date, datetime
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs import kpis
+from jobs.insights import kpis
 from schemas.gold import KPI
 
 AS_OF = date(2026, 2, 10)

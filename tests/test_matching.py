@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs import matching
-from jobs.config import Settings
-from jobs.contact_list import ContactListError, resolve_contact_list
-from jobs.pipeline import pii_keys
+from jobs.identity import matching
+from jobs.identity.contact_list import ContactListError, resolve_contact_list
+from jobs.platform.config import Settings
+from jobs.platform.pii import pii_keys
 from schemas.raw import CONTACT_LIST
 
 
@@ -91,7 +91,7 @@ def _write_list(path: Path, rows: list[tuple]) -> None:
 def test_hand_made_matches_and_non_matches(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
     _write_list(tmp_path / "list.csv", HAND_MADE)
     counts = resolve_contact_list(spark, tmp_path / "list.csv", tmp_path / "out", "csv", "US",
-                                  pii_keys(settings).hmac_key, settings.section("identity"))
+                                  pii_keys(settings).hmac_key, settings.identity)
 
     mapping = {(r.source, r.source_record_id): r.customer_id
                for r in spark.read.option("header", True).csv(str(tmp_path / "out")).collect()}
@@ -109,7 +109,7 @@ def test_resolving_a_list_twice_gives_the_same_ids_and_parquet_works(spark: Spar
     rows = [dict(zip(["source", "source_record_id", "first_name", "last_name", "email", "phone", "street", "city",
                       "postcode", "dob", "gender"], r[:-1], strict=True)) for r in HAND_MADE]
     spark.createDataFrame(pd.DataFrame(rows)).write.parquet(str(tmp_path / "list.parquet"))
-    conf, key = settings.section("identity"), pii_keys(settings).hmac_key
+    conf, key = settings.identity, pii_keys(settings).hmac_key
     for out in ("a", "b"):
         resolve_contact_list(spark, tmp_path / "list.parquet", tmp_path / out, "parquet", "US", key, conf)
     first, second = (sorted(spark.read.parquet(str(tmp_path / o)).collect()) for o in ("a", "b"))
@@ -118,7 +118,7 @@ def test_resolving_a_list_twice_gives_the_same_ids_and_parquet_works(spark: Spar
 
 
 def test_bad_lists_get_clear_errors(spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
-    conf, key = settings.section("identity"), pii_keys(settings).hmac_key
+    conf, key = settings.identity, pii_keys(settings).hmac_key
     (tmp_path / "no_id.csv").write_text("source,first_name\ncrm,Ann\n")
     with pytest.raises(ContactListError, match="source_record_id"):
         resolve_contact_list(spark, tmp_path / "no_id.csv", tmp_path / "o1", "csv", "US", key, conf)
@@ -138,7 +138,7 @@ def test_names_only_lists_resolve_without_email_or_phone(spark: SparkSession, se
     no_contact_points = [(*r[:4], "", "", *r[6:]) for r in HAND_MADE if r[-1] in ("okafor", "grace", "other-lopez")]
     _write_list(tmp_path / "names.csv", no_contact_points)
     resolve_contact_list(spark, tmp_path / "names.csv", tmp_path / "out", "csv", "US", pii_keys(settings).hmac_key,
-                         settings.section("identity"))
+                         settings.identity)
     ids = {r.source_record_id: r.customer_id for r in spark.read.option("header", True).csv(str(tmp_path / "out"))
            .collect()}
     assert ids["1"] == ids["2"] == ids["3"]
@@ -150,7 +150,7 @@ def test_candidate_generation_has_no_cross_join(spark: SparkSession, settings: S
         [(f"r{i}", "Ann", f"Fam{i % 7}", None, "F", None, None, f"{i % 10} Main St", f"0{i % 3}", None)
          for i in range(50)],
         ",".join(f"{c.name} {c.type}" for c in matching.MATCH_RECORD.columns))
-    candidates = matching.candidate_pairs(records, settings.section("identity")["blocking_rules"], max_block_size=10)
+    candidates = matching.candidate_pairs(records, settings.identity.blocking_rules, max_block_size=10)
     plan = candidates.pairs._jdf.queryExecution().executedPlan().toString()
     assert "CartesianProduct" not in plan and "NestedLoopJoin" not in plan
     assert candidates.pairs.count() > 0

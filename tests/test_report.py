@@ -12,6 +12,7 @@ import html
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,9 +20,9 @@ import pytest
 from PIL import Image
 from pyspark.sql import SparkSession
 
-from jobs.config import Settings
-from jobs.report import build_report, report_path
-from jobs.tables import replace_slice, sql_literal
+from jobs.delivery.report import build_report, report_path
+from jobs.platform.config import Settings
+from jobs.platform.tables import replace_slice, sql_literal
 from schemas import Table
 from schemas.gold import CUSTOMER_SEGMENTS, CUSTOMER_VALUE, KPI, LIFECYCLE_HISTORY, SEGMENT_MEMBERSHIP, VALUE_MATRIX
 from schemas.ops import CLV_HOLDOUT, DQ_RESULTS, INGEST_ACCOUNTING, QUARANTINE
@@ -137,8 +138,7 @@ TABLES: dict[Table, tuple[str, list[dict]]] = {
 
 @pytest.fixture(scope="module")
 def report(spark: SparkSession, settings: Settings) -> Path:
-    for table, (predicate, rows) in TABLES.items():
-        replace_slice(frame(spark, table, rows), table, predicate)
+    _write_tables(spark)
     return build_report(spark, settings, AS_OF, RUN)
 
 
@@ -281,9 +281,20 @@ def test_chromium_renders_every_chart_from_disk(report: Path, tmp_path: Path) ->
     assert chart_blue > 5_000 and len(set(pixels)) > 200
 
 
-def test_missing_tables_give_notes(empty_warehouse: SparkSession, settings: Settings) -> None:
-    # Last in the module: it drops every table, the fixture's included.
-    page = build_report(empty_warehouse, settings, BEFORE_ANY_TABLE, RUN).read_text(encoding="utf-8")
+def _write_tables(spark: SparkSession) -> None:
+    for table, (predicate, rows) in TABLES.items():
+        replace_slice(frame(spark, table, rows), table, predicate)
+
+
+@pytest.fixture
+def without_tables(report: Path, empty_warehouse: SparkSession) -> Iterator[SparkSession]:
+    """No table at all (the report of the module is written first), then the module's tables again."""
+    yield empty_warehouse
+    _write_tables(empty_warehouse)
+
+
+def test_missing_tables_give_notes(without_tables: SparkSession, settings: Settings) -> None:
+    page = build_report(without_tables, settings, BEFORE_ANY_TABLE, RUN).read_text(encoding="utf-8")
     for key in SECTIONS:
         assert 'class="note">No data: ' in _section(page, key), key
     assert "<figure" not in page

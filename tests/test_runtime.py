@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.jars import JarCacheError, require_jars
+from jobs.platform.jars import JarCacheError, require_jars
 
 
 def test_delta_round_trip_by_table_name_with_merge_and_time_travel(spark: SparkSession) -> None:

@@ -10,12 +10,14 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import lifecycle, segments
-from jobs.config import load_settings
+from jobs.platform.config import load_settings
+from jobs.platform.settings import SegmentsConfig
+from jobs.segments import lifecycle
+from jobs.segments import segmentation as segments
 
 CONF = load_settings("test", environ={})
-SETTINGS = segments.SegmentSettings.from_conf(CONF.section("segments"))
-STAGES = lifecycle.LifecycleSettings.from_conf(CONF.section("lifecycle"))
+SETTINGS = segments.SegmentSettings.from_conf(CONF.segments)
+STAGES = lifecycle.LifecycleSettings.from_conf(CONF.lifecycle)
 
 
 def _rows(df: DataFrame, key: str = "customer_id") -> dict:
@@ -40,10 +42,10 @@ def test_rfm_scores_are_quintiles_and_segments_follow_the_rules(spark: SparkSess
 
 
 def test_rfm_rules_must_cover_every_score_pair() -> None:
-    conf = CONF.section("segments")
-    with pytest.raises(ValueError, match=r"\(1, 1\)"):
-        segments.SegmentSettings.from_conf({**conf, "rfm_segments": [r for r in conf["rfm_segments"]
-                                                                      if r["name"] != "Lost"]})
+    conf = CONF.segments.model_dump()
+    with pytest.raises(ValueError, match=r"rfm_segments\n.*\(1, 1\)"):
+        SegmentsConfig.model_validate({**conf, "rfm_segments": [r for r in conf["rfm_segments"]
+                                                                 if r["name"] != "Lost"]})
 
 
 def test_value_tiers_and_quadrants(spark: SparkSession) -> None:

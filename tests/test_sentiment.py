@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs import sentiment
-from jobs.generate.sources import COMMENTS_BAD, COMMENTS_GOOD, COMMENTS_MID, TICKET_TEXT
+from jobs.insights import sentiment
+from jobs.tools.generate.sources import COMMENTS_BAD, COMMENTS_GOOD, COMMENTS_MID, TICKET_TEXT
 from schemas.gold import CUSTOMER_SENTIMENT
 
 AT = datetime(2026, 11, 1, 12, tzinfo=UTC)

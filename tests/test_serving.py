@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.serving import bi_views, read_table, table_path
+from jobs.delivery.serving import bi_views, read_table, table_path
 from schemas.gold import (
     CUSTOMER_PROFILE,
     CUSTOMER_SEGMENTS,
@@ -32,6 +32,8 @@ from schemas.gold import (
     SEGMENT_MEMBERSHIP,
 )
 from tests.factories import frame, write_delta
+
+pytestmark = pytest.mark.e2e
 
 OLD, NEW = date(2026, 11, 19), date(2026, 11, 20)
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cluster import Standalone
-from jobs.config import load_settings
-from jobs.serving import read_table
+from jobs.delivery.serving import read_table
+from jobs.platform.config import load_settings
+from jobs.tools.cluster import Standalone
 from schemas.ops import INGEST_ACCOUNTING, PIPELINE_RUNS
 from tests.conftest import isolated_environment
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 AS_OF = "2026-11-20"
 

@@ -1,0 +1,81 @@
+"""The cleanse stage: bronze as of the logical date -> silver and the PII vault, staged, gated with
+the integrity checks between silver tables, then published."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.cleanse import sources as cleanse
+from jobs.platform.context import RunContext
+from jobs.platform.pii import pii_keys
+from jobs.platform.quality import with_reference
+from schemas import Table, silver
+from schemas.bronze import TABLES as BRONZE
+from schemas.raw import SOURCES
+
+
+def bronze_as_of(bronze: DataFrame, as_of: date) -> DataFrame:
+    return bronze.where(F.col("_batch_id") <= F.lit(as_of.isoformat()))
+
+
+def run_cleanse(ctx: RunContext) -> dict[str, int]:
+    """Rebuild silver from bronze as of the logical date (and the PII vault); publish it if it passes."""
+    conf = ctx.settings.cleanse
+    patterns, currency = list(conf.test_account_email_patterns), conf.reporting_currency
+    keys = pii_keys(ctx.settings)
+    bronze = {name: bronze_as_of(ctx.read(BRONZE[name]), ctx.as_of) for name in SOURCES}
+
+    fx = ctx.stage_overwrite(cleanse.cleanse_fx_rates(bronze["fx_rates"]), silver.FX_RATES)
+    staged = {silver.FX_RATES: fx}
+    outputs = {
+        silver.CONTACTS: cleanse.cleanse_contacts(bronze["contacts"], conf.default_phone_region, patterns,
+                                                  keys.hmac_key),
+        silver.ORDERS: cleanse.cleanse_orders(bronze["orders"], patterns, keys.hmac_key, fx, currency),
+        silver.POS_TRANSACTIONS: cleanse.cleanse_pos(
+            bronze["pos"], SOURCES["pos"].timezone, cleanse.test_loyalty_numbers(bronze["contacts"], patterns), fx,
+            currency),
+        silver.EVENTS: cleanse.cleanse_events(bronze["events"], cleanse.test_accounts(bronze["orders"], patterns),
+                                              conf.session_gap_minutes),
+        silver.TICKETS: cleanse.cleanse_tickets(bronze["tickets"], patterns, keys.hmac_key),
+        silver.SURVEYS: cleanse.cleanse_surveys(bronze["surveys"], patterns, keys.hmac_key),
+        silver.CAMPAIGN_EVENTS: cleanse.cleanse_campaign_events(bronze["campaign_events"], patterns, keys.hmac_key),
+        silver.MARKETING_SPEND: cleanse.cleanse_marketing_spend(bronze["marketing_spend"], fx, currency),
+        silver.REFERRALS: cleanse.cleanse_referrals(bronze["referrals"], patterns, keys.hmac_key),
+    }
+    for frame in outputs.values():
+        frame.persist()  # each is staged and also feeds the vault or the order lines (with its raw columns)
+    try:
+        staged |= {table: ctx.stage_overwrite(frame, table) for table, frame in outputs.items()}
+        staged[silver.ORDER_LINES] = ctx.stage_overwrite(cleanse.order_lines(
+            outputs[silver.ORDERS], bronze["orders"], outputs[silver.POS_TRANSACTIONS], fx, currency),
+            silver.ORDER_LINES)
+        with_email = [outputs[t] for t in (silver.ORDERS, silver.TICKETS, silver.SURVEYS, silver.CAMPAIGN_EVENTS,
+                                           silver.REFERRALS)]
+        staged[silver.PII_VAULT] = ctx.stage_overwrite(
+            cleanse.pii_vault(outputs[silver.CONTACTS], with_email, keys.encryption_key, keys.hmac_key),
+            silver.PII_VAULT)
+    finally:
+        for frame in outputs.values():
+            frame.unpersist()
+    ctx.gate(silver_gate_frames(staged))
+    ctx.publish()
+    return {t.name: staged[t].count() for t in silver.TABLES}
+
+
+def silver_gate_frames(table: dict[Table, DataFrame]) -> dict[Table, DataFrame]:
+    """Every silver table, with the reference flags its suite checks for integrity between tables."""
+    frames = dict(table)
+    orders, pos = table[silver.ORDERS], table[silver.POS_TRANSACTIONS]
+    transactions = orders.select(F.col("order_id").alias("id")).unionByName(
+        pos.select(F.col("transaction_id").alias("id")))
+    frames[silver.ORDER_LINES] = with_reference(table[silver.ORDER_LINES], "transaction_id", transactions, "id",
+                                                "transaction_found")
+    frames[silver.EVENTS] = with_reference(table[silver.EVENTS], "order_id", orders, "order_id", "order_found")
+    frames[silver.TICKETS] = with_reference(table[silver.TICKETS], "account_id", orders, "account_id",
+                                            "account_found")
+    frames[silver.REFERRALS] = with_reference(table[silver.REFERRALS], "referrer_loyalty_number",
+                                              table[silver.CONTACTS], "loyalty_number", "referrer_found")
+    return frames

@@ -1,0 +1,596 @@
+"""The run report: one static HTML page per as-of date with the charts of what a pipeline run published.
+
+`build_report` reads the gold and ops tables of the date (and, for data quality and ingestion, the rows
+of the run), reduces each to a few rows in Spark (counts per segment, stage, quadrant, bin or period:
+never a customer-level table on the driver), draws each with matplotlib and writes
+`<warehouse>/../reports/run/<as_of>/index.html`. The page is self-contained: charts are PNGs inlined as
+base64 data URIs, the style sheet is inline, and a Content-Security-Policy forbids loading anything else,
+so it opens from disk with no server and no network. A table that does not exist yet, or has no rows for
+the date or run, gives its section a short "no data" note instead of a chart.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import numbers
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.axis import Axis
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.ingest.accounting import accounting_frame
+from jobs.platform.config import Settings
+from jobs.platform.stages import DAILY
+from jobs.segments.lifecycle import LIFECYCLE_STAGES
+from jobs.value.clv import holdout_figure
+from schemas import Table
+from schemas.gold import CUSTOMER_SEGMENTS, CUSTOMER_VALUE, KPI, LIFECYCLE_HISTORY, SEGMENT_MEMBERSHIP, VALUE_MATRIX
+from schemas.ops import CLV_HOLDOUT, DQ_RESULTS, INGEST_ACCOUNTING, QUARANTINE, ROW_COUNTS
+
+KPI_TRENDS = ("revenue", "active_customers", "new_customers", "retention_rate")
+KPI_GRAINS = ("week", "day")            # the first grain with rows is charted
+CLV_BINS = 30
+TOP_SEGMENTS = 8                        # bars per segment type; the rest are summed as "other"
+OPEN_TABLE_ROWS = 15                    # longer tables start folded
+FIRST_SEEN = "(first seen)"             # previous_stage of a customer's first history row
+# Value-matrix quadrants on a (current value, potential value) grid, low = 0 and high = 1.
+QUADRANT_CELLS = {"lead": (0, 0), "gold": (1, 0), "iron": (0, 1), "platinum": (1, 1)}
+DQ_OUTCOMES = ("passed", "failed (warning)", "failed (critical)")
+COLORS = {"passed": "#2ca02c", "failed (warning)": "#ff7f0e", "failed (critical)": "#d62728"}
+FAILED_EXPECTATIONS_SHOWN = 20
+NUMBER = re.compile(r"-?[\d,]+(\.\d+)?%?")     # a cell as `cell_text` or `percent` writes a number
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the report: a chart, tables of its figures, or a note saying why there are none."""
+
+    key: str                                            # anchor of the section; its chart is `chart-<key>`
+    title: str
+    chart: Figure | None = None
+    caption: str = ""
+    tables: tuple[tuple[str, pd.DataFrame], ...] = ()   # (caption, rows)
+    note: str | None = None
+
+
+def build_report(spark: SparkSession, settings: Settings, as_of: date, run_id: str) -> Path:
+    """Write the run report of `as_of` (data quality and ingestion of the run `run_id`); returns its path.
+
+    Rewritten whole on every call, so a rerun of the date leaves the report of its latest run.
+    """
+    quantile_error = settings.segments.quantile_error
+    sections = [
+        segment_sizes_section(spark, as_of),
+        lifecycle_funnel_section(spark, as_of),
+        lifecycle_transitions_section(spark, as_of),
+        value_matrix_section(spark, as_of),
+        clv_distribution_section(spark, as_of, quantile_error),
+        holdout_section(spark, as_of),
+        kpi_trends_section(spark, as_of),
+        dq_section(spark, run_id),
+        ingest_section(spark, run_id),
+    ]
+    path = report_path(settings, as_of)
+    write_atomically(render(sections, as_of, run_id), path)
+    return path
+
+
+def report_path(settings: Settings, as_of: date) -> Path:
+    return settings.paths.warehouse.parent / "reports" / "run" / as_of.isoformat() / "index.html"
+
+
+def write_atomically(text: str, path: Path) -> None:
+    """Write `text` to `path` through a temporary file and a rename, so a reader never sees half a page."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+# -- reading: a few aggregated rows per section ----------------------------------------------------
+
+
+def read_rows(spark: SparkSession, table: Table, where: Column) -> DataFrame | None:
+    """`table`'s rows where `where` holds, or None when the table does not exist yet."""
+    if not spark.catalog.tableExists(table.name):
+        return None
+    return spark.table(table.name).where(where)
+
+
+def small(spark: SparkSession, table: Table, where: Column,
+          aggregate: Callable[[DataFrame], DataFrame]) -> pd.DataFrame | None:
+    """`aggregate` of `table`'s rows where `where` holds, on the driver; None when there are no rows.
+
+    `aggregate` must reduce to a few rows: only its result leaves Spark.
+    """
+    rows = read_rows(spark, table, where)
+    if rows is None:
+        return None
+    result = aggregate(rows).toPandas()
+    return None if result.empty else result
+
+
+def on_date(as_of: date) -> Column:
+    return F.col("as_of_date") == F.lit(as_of)
+
+
+def of_run(run_id: str) -> Column:
+    return F.col("run_id") == F.lit(run_id)
+
+
+def no_data(key: str, title: str, table: Table, what: str) -> Section:
+    return Section(key, title, note=f"No data: {table.name} has no rows {what}.")
+
+
+def counted(df: DataFrame, *columns: str) -> DataFrame:
+    return df.groupBy(*columns).agg(F.count("*").alias("customers"))
+
+
+# -- aggregates (pure: DataFrames in, a few rows out) ---------------------------------------------
+
+
+def clv_statistics(values: DataFrame, quantile_error: float) -> dict[str, float]:
+    """Count, sum, mean, min and max of `clv`, with its deciles (p10 … p90) and p99."""
+    stats = values.agg(F.count("*").alias("customers"), F.sum("clv").alias("total"), F.avg("clv").alias("mean"),
+                       F.min("clv").alias("min"), F.max("clv").alias("max")).first().asDict()
+    probabilities = [d / 10 for d in range(1, 10)] + [0.99]
+    quantiles = values.approxQuantile("clv", probabilities, quantile_error)
+    return {**stats, **{f"p{round(p * 100)}": q for p, q in zip(probabilities, quantiles)}}
+
+
+def clv_histogram(values: DataFrame, low: float, high: float, bins: int) -> DataFrame:
+    """(bin, customers): `bins` equal bins of clv over [low, high]; values above `high` count in the last."""
+    width = (high - low) / bins or 1.0
+    bin_ = F.least(F.floor((F.col("clv") - F.lit(low)) / F.lit(width)), F.lit(bins - 1)).cast("int")
+    return values.groupBy(bin_.alias("bin")).agg(F.count("*").alias("customers"))
+
+
+def dq_counts(results: DataFrame) -> DataFrame:
+    """(stage, outcome, expectations): passed, or failed by severity."""
+    outcome = F.when(F.col("success"), "passed").otherwise(F.concat(F.lit("failed ("), F.col("severity"), F.lit(")")))
+    return results.groupBy("stage", outcome.alias("outcome")).agg(F.count("*").alias("expectations"))
+
+
+def failed_expectations(results: DataFrame, limit: int) -> DataFrame:
+    return results.where(~F.col("success")).select(
+        "stage", "severity", "table_name", "expectation_id", "unexpected_count", "observed_value") \
+        .orderBy("severity", "stage", "table_name", "expectation_id").limit(limit)
+
+
+# -- sections ---------------------------------------------------------------------------------------
+
+
+def segment_sizes_section(spark: SparkSession, as_of: date) -> Section:
+    key, title = "segment-sizes", "Segment sizes"
+    sizes = small(spark, SEGMENT_MEMBERSHIP, on_date(as_of), lambda df: counted(df, "segment_type", "segment"))
+    if sizes is None:
+        return no_data(key, title, SEGMENT_MEMBERSHIP, f"for {as_of}")
+    sizes = sizes.sort_values(["segment_type", "customers", "segment"], ascending=[True, False, True])
+    sizes["share"] = sizes["customers"] / sizes.groupby("segment_type")["customers"].transform("sum")
+    return Section(key, title, segment_sizes_chart(sizes),
+                   f"Customers per segment of each segment type ({SEGMENT_MEMBERSHIP.name}); at most "
+                   f"{TOP_SEGMENTS} bars per type, the smaller segments summed as 'other'.",
+                   (("Members per segment", percent(sizes, "share")),))
+
+
+def lifecycle_funnel_section(spark: SparkSession, as_of: date) -> Section:
+    key, title = "lifecycle-funnel", "Lifecycle funnel"
+    counts = small(spark, CUSTOMER_SEGMENTS, on_date(as_of), lambda df: counted(df, "lifecycle_stage"))
+    if counts is None:
+        return no_data(key, title, CUSTOMER_SEGMENTS, f"for {as_of}")
+    # Every stage of the model, in its order, also those nobody is in.
+    funnel = pd.DataFrame({"lifecycle_stage": LIFECYCLE_STAGES}).merge(counts, how="left").fillna({"customers": 0})
+    funnel["customers"] = funnel["customers"].astype(int)
+    funnel["share"] = funnel["customers"] / funnel["customers"].sum()
+    return Section(key, title, funnel_chart(funnel),
+                   f"Customers per lifecycle stage on {as_of} ({CUSTOMER_SEGMENTS.name}), in the model's order.",
+                   (("Customers per stage", percent(funnel, "share")),))
+
+
+def lifecycle_transitions_section(spark: SparkSession, as_of: date) -> Section:
+    key, title = "lifecycle-transitions", "Lifecycle transitions"
+    opened = (F.col("model") == "lifecycle") & (F.col("valid_from") == F.lit(as_of))
+    moves = small(spark, LIFECYCLE_HISTORY, opened, lambda df: counted(df, "previous_stage", "stage"))
+    if moves is None:
+        return no_data(key, title, LIFECYCLE_HISTORY, f"of the lifecycle model opened on {as_of}")
+    moves = moves.fillna({"previous_stage": FIRST_SEEN}).rename(columns={"previous_stage": "from", "stage": "to"})
+    moves = moves.sort_values(["customers", "from", "to"], ascending=[False, True, True])
+    return Section(key, title, transitions_chart(moves),
+                   f"Customers whose lifecycle stage changed on {as_of} ({LIFECYCLE_HISTORY.name}), from the stage "
+                   f"of their previous run; '{FIRST_SEEN}' are customers seen for the first time.",
+                   (("Stage changes", moves),))
+
+
+def value_matrix_section(spark: SparkSession, as_of: date) -> Section:
+    key, title = "value-matrix", "Value matrix"
+    matrix = small(spark, VALUE_MATRIX, on_date(as_of), lambda df: df.drop("as_of_date"))
+    if matrix is None:
+        return no_data(key, title, VALUE_MATRIX, f"for {as_of}")
+    matrix = matrix.sort_values("customers", ascending=False)
+    return Section(key, title, value_matrix_chart(matrix),
+                   f"Customers by current and potential value on {as_of} ({VALUE_MATRIX.name}): size, share and "
+                   "CLV of each quadrant.", (("Quadrants", percent(matrix, "customer_share")),))
+
+
+def clv_distribution_section(spark: SparkSession, as_of: date, quantile_error: float) -> Section:
+    key, title = "clv-distribution", "CLV distribution"
+    values = read_rows(spark, CUSTOMER_VALUE, on_date(as_of))
+    if values is None or values.isEmpty():
+        return no_data(key, title, CUSTOMER_VALUE, f"for {as_of}")
+    stats = clv_statistics(values, quantile_error)
+    # Bins up to the 99th percentile: CLV has a long tail, which would squeeze everyone else into one bar.
+    histogram = clv_histogram(values, stats["min"], stats["p99"], CLV_BINS).toPandas()
+    width = (stats["p99"] - stats["min"]) / CLV_BINS or 1.0
+    histogram["from"] = stats["min"] + histogram["bin"] * width
+    deciles = pd.DataFrame({"statistic": list(stats), "value": [
+        f"{v:,.0f}" if name == "customers" else f"{v:,.2f}" for name, v in stats.items()]})
+    return Section(key, title, clv_histogram_chart(histogram.sort_values("bin"), width, stats),
+                   f"CLV of the {stats['customers']:,} customers scored on {as_of} ({CUSTOMER_VALUE.name}), in "
+                   f"{CLV_BINS} bins up to the 99th percentile; the last bar also counts the top 1 %.",
+                   (("Summary and deciles (approximate)", deciles),))
+
+
+def holdout_section(spark: SparkSession, as_of: date) -> Section:
+    key, title = "holdout-calibration", "CLV holdout calibration"
+    version = small(spark, CUSTOMER_VALUE, on_date(as_of),
+                    lambda df: df.agg(F.max("model_version").alias("model_version")).dropna())
+    if version is None:
+        return no_data(key, title, CUSTOMER_VALUE, f"for {as_of}, so no model version to show")
+    # The value stage stamps one model version on all of a date's scores.
+    model_version = str(version["model_version"].iloc[0])
+    holdout = small(spark, CLV_HOLDOUT, F.col("model_version") == F.lit(model_version),
+                    lambda df: df.drop("model_version"))
+    if holdout is None:
+        return no_data(key, title, CLV_HOLDOUT, f"for model {model_version}")
+    holdout = holdout.sort_values("frequency_bucket").reset_index(drop=True)
+    return Section(key, title, holdout_figure(holdout, f"{model_version}: holdout validation"),
+                   f"Mean predicted (BG/NBD) and actual purchases in the holdout period by calibration frequency, "
+                   f"for {model_version}, the model that scored {as_of} ({CLV_HOLDOUT.name}).",
+                   (("Per frequency bucket", holdout),))
+
+
+def kpi_trends_section(spark: SparkSession, as_of: date) -> Section:
+    key, title = "kpi-trends", "KPI trends"
+    wanted = on_date(as_of) & (F.col("segment_type") == "all") & F.col("grain").isin(*KPI_GRAINS) \
+        & F.col("kpi").isin(*KPI_TRENDS)
+    rows = small(spark, KPI, wanted, lambda df: df.select("grain", "period_start", "kpi", "value"))
+    if rows is None:
+        return no_data(key, title, KPI, f"for {as_of} (segment 'all', grain {' or '.join(KPI_GRAINS)})")
+    grain = next(g for g in KPI_GRAINS if (rows["grain"] == g).any())
+    trends = rows[rows["grain"] == grain].pivot(index="period_start", columns="kpi", values="value") \
+        .reindex(columns=[k for k in KPI_TRENDS if k in set(rows["kpi"])]).rename_axis(columns=None).sort_index()
+    return Section(key, title, kpi_chart(trends),
+                   f"KPIs of all customers per {grain} as of {as_of} ({KPI.name}); the last {grain} is partial, "
+                   "up to the as-of date.", ((f"Per {grain}", trends.reset_index()),))
+
+
+def dq_section(spark: SparkSession, run_id: str) -> Section:
+    key, title = "dq-results", "Data quality"
+    counts = small(spark, DQ_RESULTS, of_run(run_id), dq_counts)
+    if counts is None:
+        return no_data(key, title, DQ_RESULTS, f"of run {run_id}")
+    by_stage = counts.pivot(index="stage", columns="outcome", values="expectations") \
+        .reindex(columns=list(DQ_OUTCOMES)).rename_axis(columns=None).fillna(0).astype(int)
+    by_stage = by_stage.loc[sorted(by_stage.index, key=stage_order)]
+    tables = [("Expectations per stage", by_stage.reset_index())]
+    if by_stage[list(DQ_OUTCOMES[1:])].to_numpy().any():
+        failed = small(spark, DQ_RESULTS, of_run(run_id),
+                       lambda df: failed_expectations(df, FAILED_EXPECTATIONS_SHOWN))
+        tables.append((f"Failed expectations (at most {FAILED_EXPECTATIONS_SHOWN})", failed))
+    return Section(key, title, dq_chart(by_stage),
+                   f"Expectations evaluated by the quality gates of run {run_id} ({DQ_RESULTS.name}), by stage and "
+                   "outcome: a failed critical expectation stops the run, a failed warning is recorded.",
+                   tuple(tables))
+
+
+def ingest_section(spark: SparkSession, run_id: str) -> Section:
+    """Rows quarantined by the run per source and reason, and the run's ingest accounting per source."""
+
+    key, title = "quarantine", "Quarantine and ingest accounting"
+    # The gate's own figures: the row ratio compares with each source's batch before the run's.
+    history = read_rows(spark, INGEST_ACCOUNTING, F.lit(True))
+    accounting = small(spark, INGEST_ACCOUNTING, of_run(run_id), lambda run: accounting_frame(run, history))
+    if accounting is None:
+        return no_data(key, title, INGEST_ACCOUNTING, f"of run {run_id} (it landed no new batch)")
+    totals = accounting_totals(accounting)
+    tables = [("Ingest accounting per source: rows read = loaded + quarantined + deduplicated", totals)]
+    quarantined = small(spark, QUARANTINE, of_run(run_id),
+                        lambda df: df.groupBy("source", "reason_code").agg(F.count("*").alias("rows")))
+    if quarantined is None:
+        return Section(key, title, tables=tuple(tables), note=f"No rows were quarantined by run {run_id}.")
+    quarantined = quarantined.sort_values(["source", "rows", "reason_code"], ascending=[True, False, True])
+    return Section(key, title, quarantine_chart(quarantined),
+                   f"Input rows rejected by run {run_id} ({QUARANTINE.name}) per source and reason code, and "
+                   f"every row it read ({INGEST_ACCOUNTING.name}).",
+                   (("Quarantined rows per source and reason", quarantined), *tables))
+
+
+def accounting_totals(accounting: pd.DataFrame) -> pd.DataFrame:
+    """Per source and in all: files, the row counts, the quarantine share and the row ratio the gate bounds."""
+    per_source = accounting[["source", "files", *ROW_COUNTS, "quarantine_share", "row_ratio"]] \
+        .sort_values("source")
+    total = per_source[["files", *ROW_COUNTS]].sum().to_frame().T.assign(source="all")
+    total["quarantine_share"] = total["rows_quarantined"] / max(int(total["rows_read"].iloc[0]), 1)
+    return percent(pd.concat([per_source, total], ignore_index=True), "quarantine_share")
+
+
+def stage_order(stage: str) -> tuple[int, str]:
+    """Daily stages in pipeline order, any other stage (refit) after them."""
+    return (DAILY.index(stage) if stage in DAILY else len(DAILY), stage)
+
+
+def percent(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    return df.assign(**{column: df[column].map(lambda v: f"{v:.1%}")})
+
+
+# -- charts: pandas in, a matplotlib Figure out ----------------------------------------------------
+
+
+def new_figure(width: float, height: float) -> Figure:
+    # A Figure without pyplot: no global state, no display, rendered by Agg when saved as PNG.
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def segment_sizes_chart(sizes: pd.DataFrame) -> Figure:
+    types = sorted(sizes["segment_type"].unique())
+    columns = 2 if len(types) > 1 else 1
+    rows = -(-len(types) // columns)
+    fig = new_figure(10, 2.3 * rows)
+    for i, segment_type in enumerate(types):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        top = top_segments(sizes[sizes["segment_type"] == segment_type])
+        bars = ax.barh(top["segment"], top["customers"], color="#1f77b4")
+        ax.bar_label(bars, padding=2, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(segment_type, fontsize=10, loc="left")
+        ax.tick_params(labelsize=8)
+        ax.margins(x=0.15)
+        whole_number_ticks(ax.xaxis)
+        plain(ax)
+    return fig
+
+
+def top_segments(sizes: pd.DataFrame) -> pd.DataFrame:
+    """The largest segments of one type, the rest summed as one 'other (n)' row."""
+    if len(sizes) <= TOP_SEGMENTS:
+        return sizes
+    top, rest = sizes.iloc[:TOP_SEGMENTS - 1], sizes.iloc[TOP_SEGMENTS - 1:]
+    other = pd.DataFrame({"segment": [f"other ({len(rest)})"], "customers": [rest["customers"].sum()]})
+    return pd.concat([top[["segment", "customers"]], other], ignore_index=True)
+
+
+def funnel_chart(funnel: pd.DataFrame) -> Figure:
+    fig = new_figure(9, 3.6)
+    ax = fig.add_subplot()
+    bars = ax.barh(funnel["lifecycle_stage"], funnel["customers"], color="#1f77b4")
+    ax.bar_label(bars, labels=[f"{c:,}  ({s:.1%})" for c, s in zip(funnel["customers"], funnel["share"])], padding=3)
+    ax.invert_yaxis()
+    ax.set_xlabel("customers")
+    ax.margins(x=0.2)
+    whole_number_ticks(ax.xaxis)
+    plain(ax)
+    return fig
+
+
+def transitions_chart(moves: pd.DataFrame) -> Figure:
+    """A from x to matrix of the stage changes, each cell labelled with its count."""
+    sources = [s for s in (FIRST_SEEN, *LIFECYCLE_STAGES) if s in set(moves["from"])]
+    targets = [s for s in LIFECYCLE_STAGES if s in set(moves["to"])]
+    grid = moves.pivot_table(index="from", columns="to", values="customers", aggfunc="sum", fill_value=0) \
+        .reindex(index=sources, columns=targets, fill_value=0)
+    fig = new_figure(9, 1.2 + 0.55 * len(sources))
+    ax = fig.add_subplot()
+    ax.imshow(grid.to_numpy(), cmap="Blues", aspect="auto", vmin=0)
+    ax.set_xticks(range(len(targets)), targets)
+    ax.set_yticks(range(len(sources)), sources)
+    ax.set_xlabel("to stage")
+    ax.set_ylabel("from stage")
+    peak = grid.to_numpy().max()
+    for (row, column), count in pd.DataFrame(grid.to_numpy()).stack().items():
+        if count:
+            ax.text(column, row, f"{count:,}", ha="center", va="center",
+                    color="white" if count > peak / 2 else "black")
+    return fig
+
+
+def value_matrix_chart(matrix: pd.DataFrame) -> Figure:
+    fig = new_figure(7, 5)
+    ax = fig.add_subplot()
+    cells = [[0.0, 0.0], [0.0, 0.0]]
+    for row in matrix.itertuples():
+        x, y = QUADRANT_CELLS.get(row.value_quadrant, (None, None))
+        if x is None:       # a quadrant only conf names has no cell; the table still lists it
+            continue
+        cells[y][x] = row.customers
+        ax.text(x, y, f"{row.value_quadrant}\ncustomers: {row.customers:,} ({row.customer_share:.1%})\n"
+                      f"CLV {row.clv:,.0f}\n{row.investment}", ha="center", va="center", fontsize=10)
+    ax.imshow(cells, cmap="Blues", origin="lower", alpha=0.6, vmin=0)
+    ax.set_xticks([0, 1], ["low", "high"])
+    ax.set_yticks([0, 1], ["low", "high"])
+    ax.set_xlabel("current value")
+    ax.set_ylabel("potential value")
+    return fig
+
+
+def clv_histogram_chart(histogram: pd.DataFrame, width: float, stats: dict[str, float]) -> Figure:
+    fig = new_figure(9, 3.8)
+    ax = fig.add_subplot()
+    ax.bar(histogram["from"], histogram["customers"], width=width, align="edge", color="#1f77b4",
+           edgecolor="white")
+    for name, style in (("p50", "--"), ("p90", ":")):
+        ax.axvline(stats[name], color="black", linestyle=style, linewidth=1,
+                   label=f"{'median' if name == 'p50' else name} {stats[name]:,.0f}")
+    ax.set_xlabel("CLV (reporting currency)")
+    ax.set_ylabel("customers")
+    ax.legend(frameon=False, ncols=2, loc="lower right", bbox_to_anchor=(1, 1))
+    whole_number_ticks(ax.yaxis)
+    plain(ax)
+    return fig
+
+
+def kpi_chart(trends: pd.DataFrame) -> Figure:
+    columns = 2 if len(trends.columns) > 1 else 1
+    rows = -(-len(trends.columns) // columns)
+    fig = new_figure(10, 2.8 * rows)
+    for i, kpi in enumerate(trends.columns):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.plot(pd.to_datetime(trends.index), trends[kpi], marker="o", markersize=3, color="#1f77b4")
+        ax.set_title(kpi, fontsize=10, loc="left")
+        locator = mdates.AutoDateLocator(maxticks=6)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.tick_params(labelsize=8)
+        plain(ax)
+    return fig
+
+
+def dq_chart(by_stage: pd.DataFrame) -> Figure:
+    fig = new_figure(9, 1.2 + 0.45 * len(by_stage))
+    ax = fig.add_subplot()
+    left = pd.Series(0, index=by_stage.index)
+    for outcome in DQ_OUTCOMES:
+        bars = ax.barh(by_stage.index, by_stage[outcome], left=left, color=COLORS[outcome], label=outcome)
+        ax.bar_label(bars, labels=[f"{n:,}" if n else "" for n in by_stage[outcome]], label_type="center",
+                     color="white", fontsize=8)
+        left = left + by_stage[outcome]
+    ax.invert_yaxis()
+    ax.set_xlabel("expectations")
+    whole_number_ticks(ax.xaxis)
+    ax.legend(frameon=False, ncols=3, loc="lower right", bbox_to_anchor=(1, 1))
+    plain(ax)
+    return fig
+
+
+def quarantine_chart(quarantined: pd.DataFrame) -> Figure:
+    grid = quarantined.pivot_table(index="source", columns="reason_code", values="rows", aggfunc="sum",
+                                   fill_value=0)
+    fig = new_figure(9, 1.4 + 0.45 * len(grid))
+    ax = fig.add_subplot()
+    left = pd.Series(0, index=grid.index)
+    for reason in grid.columns:
+        ax.barh(grid.index, grid[reason], left=left, label=reason)
+        left = left + grid[reason]
+    ax.bar_label(ax.containers[-1], labels=[f"{n:,}" for n in left], padding=3)
+    ax.invert_yaxis()
+    ax.set_xlabel("rows quarantined")
+    whole_number_ticks(ax.xaxis)
+    ax.margins(x=0.1)
+    ax.legend(frameon=False, ncols=3, loc="lower right", bbox_to_anchor=(1, 1), fontsize=8)
+    plain(ax)
+    return fig
+
+
+def plain(ax: Axes) -> None:
+    """No top and right frame lines: less ink around the data."""
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def whole_number_ticks(axis: Axis) -> None:
+    """Ticks at whole numbers only: the axis counts customers, rows or expectations."""
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+# -- HTML -------------------------------------------------------------------------------------------
+
+
+STYLE = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0;
+       background: #f6f7f9; }
+header, main { max-width: 1000px; margin: 0 auto; padding: 0 24px; }
+header { padding-top: 24px; }
+h1 { font-size: 1.6em; margin: 0 0 4px; }
+nav ol { columns: 3; padding-left: 1.2em; }
+section { background: #fff; border: 1px solid #dde1e6; border-radius: 6px; margin: 18px 0; padding: 8px 20px 16px; }
+h2 { font-size: 1.2em; }
+figure { margin: 0; }
+figure img { max-width: 100%; height: auto; display: block; }
+figcaption, .meta { color: #555; font-size: 0.9em; }
+.note { color: #8a5a00; background: #fff8e5; border-left: 4px solid #f0b400; padding: 8px 12px; }
+details { margin-top: 10px; }
+summary { cursor: pointer; color: #333; }
+table.data { border-collapse: collapse; font-size: 0.85em; margin-top: 6px; }
+table.data th, table.data td { padding: 3px 10px; border-bottom: 1px solid #e6e8eb; text-align: left; }
+table.data th { background: #f0f2f5; }
+table.data .num { text-align: right; font-variant-numeric: tabular-nums; }
+code { font-size: 0.95em; }
+"""
+
+# Nothing but inline data and style may load: the page is complete offline, and stays so.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def render(sections: list[Section], as_of: date, run_id: str) -> str:
+    """The whole page: a header with the contents, then every section."""
+    esc = html.escape
+    contents = "".join(f'<li><a href="#{s.key}">{esc(s.title)}</a></li>' for s in sections)
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>CDP run report {as_of}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        f"<header><h1>CDP run report: {as_of}</h1>\n"
+        f'<p class="meta">As-of date <b>{as_of}</b>; data quality and ingestion of run <code>{esc(run_id)}</code>.'
+        f"</p>\n<nav><ol>{contents}</ol></nav></header>\n"
+        f"<main>\n{''.join(render_section(s) for s in sections)}</main>\n</body>\n</html>\n"
+    )
+
+
+def render_section(section: Section) -> str:
+    esc = html.escape
+    parts = [f'<section id="{section.key}">\n<h2>{esc(section.title)}</h2>\n']
+    if section.note:
+        parts.append(f'<p class="note">{esc(section.note)}</p>\n')
+    if section.chart is not None:
+        parts.append(f'<figure id="chart-{section.key}"><img alt="{esc(section.title)}" '
+                     f'src="data:image/png;base64,{png_base64(section.chart)}">\n'
+                     f"<figcaption>{esc(section.caption)}</figcaption></figure>\n")
+    for caption, rows in section.tables:
+        folded = "" if len(rows) <= OPEN_TABLE_ROWS else " (click to open)"
+        parts.append(f"<details{' open' if not folded else ''}><summary>{esc(caption)}{folded}</summary>\n"
+                     f"{table_html(rows)}</details>\n")
+    parts.append("</section>\n")
+    return "".join(parts)
+
+
+def table_html(rows: pd.DataFrame) -> str:
+    """`rows` as an HTML table, every cell escaped; columns of numbers (and percentages) right-aligned."""
+    esc = html.escape
+    texts = [[cell_text(v) for v in rows[c]] for c in rows.columns]
+    align = ['' if any(t and not NUMBER.fullmatch(t) for t in column) else ' class="num"' for column in texts]
+    head = "".join(f"<th{a}>{esc(str(c))}</th>" for c, a in zip(rows.columns, align))
+    body = "".join("<tr>" + "".join(f"<td{a}>{esc(t)}</td>" for t, a in zip(row, align)) + "</tr>\n"
+                   for row in zip(*texts))
+    return f'<table class="data"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table>\n'
+
+
+def cell_text(value: object) -> str:
+    """Empty for a missing value; integers with thousands separators, other numbers with two decimals too."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return f"{value:,}"
+    if isinstance(value, numbers.Real):
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def png_base64(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,132 @@
+"""The resolve stage: silver -> matched, clustered and assigned customers -> the guards -> the
+identity graph and the id history, published only when the guards pass.
+
+When a guard breaks nothing is published: the graph, its history and the run log stay as the
+previous run left them, and the gate's summary names the worst clusters. The guards' figures are
+recorded in ops.resolution_checks either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.identity import graph as identity
+from jobs.identity import matching
+from jobs.platform.context import RunContext
+from jobs.platform.settings import IdentityConfig
+from jobs.platform.tables import sql_literal
+from schemas import gold
+from schemas.ops import RESOLUTION_CHECKS, RESOLUTION_RUNS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A resolution computed but not yet published."""
+
+    graph: DataFrame          # rows of gold.identity_graph
+    changes: DataFrame        # (change, old_customer_id, new_customer_id, nodes_moved)
+    linkage: matching.Linkage
+    links_cut: int
+    shared_devices: int
+    previous_customers: int
+
+
+def graph_rows(assignment: DataFrame, previous: DataFrame, as_of: date, run_id: str) -> DataFrame:
+    """Rows of gold.identity_graph for the new assignment, keeping dates of unchanged nodes."""
+    before = previous.select("node", F.col("customer_id").alias("_before"), F.col("first_seen_date").alias("_first"),
+                             F.col("assigned_date").alias("_assigned"), F.col("run_id").alias("_run"))
+    same = F.col("_before") == F.col("customer_id")
+    return assignment.join(before, "node", "left").select(
+        "node", identity.node_type(F.col("node")).alias("node_type"), "customer_id",
+        F.coalesce("_first", F.lit(as_of)).alias("first_seen_date"),
+        F.when(same, F.col("_assigned")).otherwise(F.lit(as_of)).alias("assigned_date"),
+        F.when(same, F.col("_run")).otherwise(F.lit(run_id)).alias("run_id"))
+
+
+def id_history_rows(changes: DataFrame, ctx: RunContext) -> DataFrame:
+    return changes.select(F.lit(ctx.run_id).alias("run_id"), F.lit(ctx.as_of).alias("as_of_date"), "*",
+                          F.lit(ctx.started_at).alias("recorded_at"))
+
+
+def resolve(ctx: RunContext, tables: dict[str, DataFrame], conf: IdentityConfig) -> Resolution:
+    """Match, cluster and assign ids against the published graph; checkpointed, nothing written."""
+    contacts = matching.contact_match_records(tables["contacts"])
+    linkage = matching.link_records(contacts, conf)
+    source_graph = identity.identifier_graph(
+        contacts, tables["orders"], tables["pos"], tables["tickets"], tables["surveys"], tables["campaign_events"],
+        tables["events"], tables["referrals"], conf.max_accounts_per_device)
+    clusters = identity.cluster(source_graph.nodes, source_graph.edges, linkage.links,
+                                conf.guards.max_cluster_size)
+    previous = ctx.read(gold.IDENTITY_GRAPH)
+    history = ctx.read(gold.CUSTOMER_ID_HISTORY)
+    issued = previous.select("customer_id").unionByName(history.select(F.col("old_customer_id").alias("customer_id"))) \
+        .unionByName(history.select(F.col("new_customer_id").alias("customer_id")).where("customer_id IS NOT NULL"))
+    assignment = identity.assign_customer_ids(clusters.components, previous, issued, ctx.as_of)
+    return Resolution(graph_rows(assignment.graph, previous, ctx.as_of, ctx.run_id).localCheckpoint(),
+                      assignment.changes.localCheckpoint(), linkage, clusters.links_cut,
+                      source_graph.shared_devices.count(), previous.select("customer_id").distinct().count())
+
+
+def run_resolve(ctx: RunContext) -> dict[str, object]:
+    """Resolve silver records into customers, check the result, then publish the identity graph."""
+    spark, conf = ctx.spark, ctx.settings.identity
+    started = time.monotonic()
+    tables = ctx.silver_sources()
+    result = resolve(ctx, tables, conf)
+    log.info("resolve: resolved in %.1f s", time.monotonic() - started)
+
+    runs = ctx.read(RESOLUTION_RUNS).where(F.col("run_id") != ctx.run_id)
+    last_run = runs.orderBy(F.col("resolved_at").desc()).limit(1).collect()
+    checks = identity.guard_checks(result.graph, tables["contacts"], result.changes, result.previous_customers,
+                                   last_run[0]["merged_share"] if last_run else None,
+                                   identity.GuardLimits.from_conf(conf.guards))
+    checks_frame = spark.createDataFrame(
+        [(ctx.run_id, name, observed, limit, breach, ctx.started_at) for name, observed, limit, breach in checks],
+        RESOLUTION_CHECKS.struct)
+    run_slice = f"run_id = {sql_literal(ctx.run_id)}"
+    ctx.record(checks_frame, RESOLUTION_CHECKS, run_slice)
+    history_rows = id_history_rows(result.changes, ctx)
+    if not history_rows.isEmpty():  # a retry after the merge finds no changes: keep the rows written before
+        history_rows = ctx.stage_slice(history_rows, gold.CUSTOMER_ID_HISTORY, run_slice)
+    graph = ctx.stage_merge(result.graph, gold.IDENTITY_GRAPH, update_when="t.customer_id <> s.customer_id",
+                            update_columns=["customer_id", "assigned_date", "run_id"], delete_missing=True)
+    ctx.gate({RESOLUTION_CHECKS: ctx.read(RESOLUTION_CHECKS).where(F.col("run_id") == ctx.run_id),
+              gold.IDENTITY_GRAPH: graph, gold.CUSTOMER_ID_HISTORY: history_rows})
+    log.info("resolve: checked in %.1f s", time.monotonic() - started)
+    run = resolution_run(ctx, result, {name: observed for name, observed, _, _ in checks}, started)
+    ctx.stage_slice(spark.createDataFrame([tuple(run[c] for c in RESOLUTION_RUNS.column_names)],
+                                          RESOLUTION_RUNS.struct), RESOLUTION_RUNS, run_slice)
+    ctx.publish()    # the id history, the graph, then the run log: a retry redoes it all
+    return {k: run[k] for k in ("customers", "contact_records", "nodes", "probabilistic_links", "ids_merged",
+                                "ids_split", "seconds")}
+
+
+def resolution_run(ctx: RunContext, result: Resolution, observed: dict[str, float | None],
+                   started: float) -> dict[str, object]:
+    """The row of ops.resolution_runs: the result's figures and the match model it used."""
+    counts = {r["change"]: r["n"] for r in result.changes.groupBy("change").agg(F.count("*").alias("n")).collect()}
+    summary = result.graph.agg(
+        F.count("*").alias("nodes"), F.countDistinct("customer_id").alias("customers"),
+        F.count(F.when(F.col("node_type") == "contact", 1)).alias("contact_records")).first()
+    model = result.linkage.model
+    return {
+        "run_id": ctx.run_id, "as_of_date": ctx.as_of, "nodes": summary["nodes"],
+        "contact_records": summary["contact_records"], "customers": summary["customers"],
+        "largest_cluster": int(observed["largest_cluster"] or 0),
+        "merged_share": identity.merged_share(result.graph).first()["merged_share"] or 0.0,
+        "candidate_pairs": result.linkage.candidate_pairs, "probabilistic_links": result.linkage.links.count(),
+        "links_cut": result.links_cut, "skipped_blocks": result.linkage.skipped_blocks,
+        "shared_devices": result.shared_devices, "ids_merged": counts.get("merged", 0),
+        "ids_split": counts.get("split", 0), "match_share": model.match_share, "em_iterations": model.iterations,
+        "model": json.dumps(model.table().to_dict(orient="records")),
+        "seconds": round(time.monotonic() - started, 1), "resolved_at": ctx.started_at,
+    }

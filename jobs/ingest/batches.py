@@ -1,0 +1,296 @@
+"""Bronze ingestion: raw files -> typed bronze rows, quarantined rows and per-file accounting.
+
+A batch is one landing folder of one source; all pending batches of a source are read in one
+pass. Rows are parsed against the source's contract (`schemas/raw.py`); bad rows go to
+`ops.quarantine` with a reason code, exact copies of rows already loaded are counted as
+deduplicated, and the rest are loaded. The stage (`jobs.ingest.stage`) stages the three
+outputs, gates them, and only then replaces exactly these batches' slice of each table, so a
+batch is done once its accounting rows exist, and only after its gate passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from schemas import RawSource
+from schemas.ops import ROW_COUNTS
+
+DATE_LIKE = r"^\s*\d{4}-\d{1,2}-\d{1,2}"
+# A column whose values fail to cast on more than this share of a file's rows has changed
+# type: that breaks the contract and fails the batch instead of quarantining every row.
+TYPE_CHANGE_SHARE = 0.5
+TYPE_CHANGE_MIN_ROWS = 10
+
+
+class ContractViolation(ValueError):
+    """A landed file breaks its source's contract (missing required column, changed type)."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    source: str
+    batch_id: str
+    files: int
+    rows_read: int
+    rows_loaded: int
+    rows_quarantined: int
+    rows_deduplicated: int
+
+
+# -- IO: listing and reading ------------------------------------------------------------------------
+def list_landed_files(spark: SparkSession, landing: str, source: str) -> dict[str, list[str]]:
+    """Files under landing/<source>/<batch>/, by batch id, through Hadoop's FS (local, HDFS, S3...)."""
+    jvm = spark.sparkContext._jvm
+    pattern = jvm.org.apache.hadoop.fs.Path(f"{landing}/{source}/*/*")
+    fs = pattern.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    batches: dict[str, list[str]] = {}
+    for status in fs.globStatus(pattern) or []:
+        if status.isFile() and not status.getPath().getName().startswith((".", "_")):
+            path = status.getPath()
+            batches.setdefault(path.getParent().getName(), []).append(path.toString())
+    return {b: sorted(f) for b, f in sorted(batches.items())}
+
+
+def read_lines(spark: SparkSession, files: list[str]) -> DataFrame:
+    """Raw lines with their file, batch (landing folder) and 1-based line number."""
+    raw = spark.read.text(files).select(
+        "value",
+        F.col("_metadata.file_path").alias("source_file"),
+        F.col("_metadata.file_block_start").alias("block_start"),
+        F.monotonically_increasing_id().alias("row_id"),
+    )
+    return number_lines(raw)
+
+
+def number_lines(raw: DataFrame) -> DataFrame:
+    """Line numbers from scan order: rows of one file split are contiguous and in order, and
+    the lines of earlier splits of the same file are counted and added."""
+    per_split = Window.partitionBy("source_file", "block_start")
+    local = raw.withColumn("line_in_split", F.col("row_id") - F.min("row_id").over(per_split) + 1)
+    splits = local.groupBy("source_file", "block_start").agg(F.count("*").alias("n"))
+    earlier = Window.partitionBy("source_file").orderBy("block_start").rowsBetween(Window.unboundedPreceding, -1)
+    offsets = splits.withColumn("offset", F.coalesce(F.sum("n").over(earlier), F.lit(0))).drop("n")
+    return local.join(offsets, ["source_file", "block_start"]).select(
+        "source_file",
+        F.element_at(F.split("source_file", "/"), -2).alias("batch_id"),
+        (F.col("offset") + F.col("line_in_split")).cast("long").alias("line_number"),
+        "value",
+    )
+
+
+# -- pure transformations ---------------------------------------------------------------------------
+def _blank_to_null(c: Column) -> Column:
+    return F.when(F.trim(c) == "", F.lit(None)).otherwise(c)
+
+
+def _typed(text: Column, type_: str) -> Column:
+    if type_ == "string":
+        return text
+    if type_.startswith(("array", "struct", "map")):
+        return F.from_json(text, type_)
+    return text.try_cast(type_)
+
+
+def csv_fields(lines: DataFrame, source: RawSource, headers: dict[str, str]) -> DataFrame:
+    """CSV data lines -> one text column per contract field, `extra_fields` and `malformed`.
+
+    Columns are matched by the file's own header, so reordered or added columns are fine.
+    """
+    parts = []
+    for header, files in _group_by_header(headers).items():
+        names = [h.strip() for h in header.split(",")]
+        ddl = ", ".join(f"`c{i}` string" for i in range(len(names) + 1))  # one spare catches extra fields
+        parsed = lines.where(F.col("source_file").isin(files) & (F.col("line_number") > 1)).withColumn(
+            "f", F.from_csv("value", ddl, {"mode": "PERMISSIVE"}))
+        position = {n: i for i, n in enumerate(names)}
+        fields = [
+            (F.col(f"f.c{position[c]}") if c in position else F.lit(None).cast("string")).alias(c)
+            for c in source.column_names
+        ]
+        extra = [n for n in names if n not in source.column_names]
+        extra_map = (
+            F.create_map(*[x for n in extra for x in (F.lit(n), F.col(f"f.c{position[n]}"))]) if extra
+            else F.lit(None).cast("map<string,string>")
+        )
+        odd_quotes = (F.size(F.split("value", '"')) % 2) == 0
+        malformed = odd_quotes | F.col(f"f.c{len(names)}").isNotNull()
+        parts.append(parsed.select("source_file", "batch_id", "line_number", "value", *fields,
+                                   extra_map.alias("extra_fields"), malformed.alias("malformed")))
+    result = parts[0]
+    for part in parts[1:]:
+        result = result.unionByName(part)
+    return result
+
+
+def json_fields(lines: DataFrame, source: RawSource) -> DataFrame:
+    """JSON lines -> one text column per contract field, `extra_fields` and `malformed`."""
+    parsed = lines.withColumn("m", F.from_json("value", "map<string,string>"))
+    declared = F.array(*[F.lit(c) for c in source.column_names])
+    return parsed.select(
+        "source_file", "batch_id", "line_number", "value",
+        *[F.col("m")[c].alias(c) for c in source.column_names],
+        F.map_filter("m", lambda k, _: ~F.array_contains(declared, k)).alias("extra_fields"),
+        F.col("m").isNull().alias("malformed"),
+    )
+
+
+def validate(fields: DataFrame, source: RawSource) -> DataFrame:
+    """Typed contract columns plus `reason_code`/`reason_column` (null when the row is valid)."""
+    checks: list[tuple[Column, str, str | None]] = [
+        (F.trim("value") == "", "EMPTY_LINE", None),
+        (F.col("malformed"), "MALFORMED_ROW", None),
+    ]
+    text = {col.name: _blank_to_null(F.col(col.name)) for col in source.columns}
+    typed = {col.name: _typed(text[col.name], col.type) for col in source.columns}
+    # Missing required fields are reported before type failures, whatever the column order.
+    checks += [(text[col.name].isNull(), "MISSING_REQUIRED", col.name) for col in source.columns if not col.nullable]
+    for col in source.columns:
+        failed = text[col.name].isNotNull() & typed[col.name].isNull()
+        if col.type in ("date", "timestamp", "timestamp_ntz"):
+            checks.append((failed & text[col.name].rlike(DATE_LIKE), "IMPOSSIBLE_DATE", col.name))
+        checks.append((failed, "TYPE_MISMATCH", col.name))
+
+    def first(kind: int) -> Column:
+        expr = F.lit(None).cast("string")
+        for cond, code, column in reversed(checks):
+            expr = F.when(cond, F.lit(code if kind == 0 else column)).otherwise(expr)
+        return expr
+
+    return fields.select(
+        "source_file", "batch_id", "line_number", "value", "extra_fields",
+        *[typed[c.name].alias(c.name) for c in source.columns],
+        first(0).alias("reason_code"), first(1).alias("reason_column"),
+    )
+
+
+def type_changes(validated: DataFrame, min_rows: int = TYPE_CHANGE_MIN_ROWS,
+                 share: float = TYPE_CHANGE_SHARE) -> list[tuple[str, str, int, int]]:
+    """(file, column, failed rows, rows) where a column fails to cast on most rows of a file."""
+    stats = (
+        validated.where(F.col("reason_code").isin("TYPE_MISMATCH", "IMPOSSIBLE_DATE"))
+        .groupBy("source_file", "reason_column").agg(F.count("*").alias("failed"))
+        .join(validated.groupBy("source_file").agg(F.count("*").alias("rows")), "source_file")
+        .where((F.col("rows") >= min_rows) & (F.col("failed") > F.col("rows") * share))
+    )
+    return [(r.source_file, r.reason_column, r.failed, r.rows) for r in stats.collect()]
+
+
+def split_batches(
+    validated: DataFrame, earlier_hashes: DataFrame, source: str, run_id: str, ingested_at: datetime
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Bronze rows, quarantine rows and per-file accounting for a set of batches of one source.
+
+    `earlier_hashes` holds `_content_hash` of rows loaded by other batches. Copies of those
+    (replays, re-sent files) and repeats of a line within these batches (the first copy, by
+    batch, file and line, is kept) count as deduplicated.
+    """
+    stamp = F.lit(ingested_at).cast("timestamp")
+    quarantine = validated.where(F.col("reason_code").isNotNull()).select(
+        F.lit(source).alias("source"), "batch_id", F.lit(run_id).alias("run_id"), stamp.alias("ingested_at"),
+        "source_file", "line_number", F.col("value").alias("raw_payload"), "reason_code", "reason_column",
+    )
+    first_copy = Window.partitionBy("_content_hash").orderBy("batch_id", "source_file", "line_number")
+    outcome = (
+        validated.withColumn("_content_hash", F.sha2(F.col("value"), 256))
+        .withColumn("copy_no", F.when(F.col("reason_code").isNull(), F.row_number().over(first_copy)))
+        .join(earlier_hashes.withColumn("seen_before", F.lit(True)), "_content_hash", "left")
+        .withColumn(
+            "outcome",
+            F.when(F.col("reason_code").isNotNull(), "quarantined")
+            .when((F.col("copy_no") == 1) & F.col("seen_before").isNull(), "loaded")
+            .otherwise("deduplicated"),
+        )
+    )
+    bronze = outcome.where(F.col("outcome") == "loaded").select(
+        "*", F.col("source_file").alias("_source_file"), F.col("line_number").alias("_line_number"),
+        F.col("batch_id").alias("_batch_id"), F.lit(run_id).alias("_run_id"), stamp.alias("_ingested_at"),
+    )
+    accounting = outcome.groupBy("batch_id", "source_file").agg(
+        F.count("*").alias("rows_read"),
+        F.count(F.when(F.col("outcome") == "loaded", 1)).alias("rows_loaded"),
+        F.count(F.when(F.col("outcome") == "quarantined", 1)).alias("rows_quarantined"),
+        F.count(F.when(F.col("outcome") == "deduplicated", 1)).alias("rows_deduplicated"),
+        F.array_sort(F.array_distinct(F.flatten(F.collect_list(F.coalesce(F.map_keys("extra_fields"), F.array()))))
+                     ).alias("extra_columns"),
+    ).select(F.lit(source).alias("source"), "*", F.lit(run_id).alias("run_id"), stamp.alias("ingested_at"))
+    return bronze, quarantine, accounting
+
+
+# -- a set of batches of one source ------------------------------------------------------------------
+def landed_batches(spark: SparkSession, landing: str, source: RawSource, as_of: str,
+                   done_files: set[str]) -> dict[str, list[str]]:
+    """Batches up to `as_of` with at least one file not in `done_files` (those accounted for)."""
+    return {
+        batch: files
+        for batch, files in list_landed_files(spark, landing, source.name).items()
+        if batch <= as_of and any(f not in done_files for f in files)
+    }
+
+
+@dataclass(frozen=True)
+class ParsedBatches:
+    """The three outputs of a set of batches of one source, computed from one persisted parse."""
+
+    bronze: DataFrame
+    quarantine: DataFrame
+    accounting: DataFrame
+    validated: DataFrame
+
+    def release(self) -> None:
+        self.validated.unpersist()
+
+
+def parse_batches(
+    spark: SparkSession, source: RawSource, files: list[str], earlier_hashes: DataFrame, run_id: str,
+    ingested_at: datetime,
+) -> ParsedBatches:
+    """Parse and validate the files of a set of batches of one source and split them, in one pass; a
+    file that breaks the contract raises `ContractViolation` naming the file, the column and the type."""
+    lines = read_lines(spark, files)
+    if source.format == "csv":
+        headers = {r.source_file: r.value for r in lines.where("line_number = 1").select("source_file", "value")
+                   .collect()}
+        _check_header_contract(source, headers)
+        fields = csv_fields(lines, source, headers)
+    else:
+        fields = json_fields(lines, source)
+    validated = validate(fields, source).persist()
+    changes = type_changes(validated)
+    if changes:
+        validated.unpersist()
+        file, column, failed, rows = changes[0]
+        raise ContractViolation(
+            f"{source.name}: column '{column}' in {file} no longer holds {source.column(column).type} "
+            f"({failed} of {rows} rows fail to parse); the contract in schemas/raw.py expects "
+            f"{source.column(column).type}"
+        )
+    return ParsedBatches(*split_batches(validated, earlier_hashes, source.name, run_id, ingested_at), validated)
+
+
+def batch_results(accounting: DataFrame, source: str) -> list[BatchResult]:
+    """Per batch: files and row counts, from the accounting rows of one source."""
+    totals = accounting.groupBy("batch_id").agg(F.count("*"), *[F.sum(c) for c in ROW_COUNTS]) \
+        .orderBy("batch_id").collect()
+    return [BatchResult(source, r[0], *(int(v) for v in r[1:])) for r in totals]
+
+
+def _group_by_header(headers: dict[str, str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for file, header in sorted(headers.items()):
+        groups.setdefault(header.strip(), []).append(file)
+    return groups
+
+
+def _check_header_contract(source: RawSource, headers: dict[str, str]) -> None:
+    for file, header in sorted(headers.items()):
+        names = {h.strip() for h in header.split(",")}
+        for col in source.columns:
+            if not col.nullable and col.name not in names:
+                raise ContractViolation(
+                    f"{source.name}: required column '{col.name}' ({col.type}) is missing from {file}; "
+                    f"header is: {header.strip()}"
+                )

@@ -1,0 +1,159 @@
+"""The one quality gate: Great Expectations suites from `expectations/`, run on real batches.
+
+A stage calls `gate` with the DataFrames it has staged and not yet published. Every evaluated
+expectation is stored in `ops.dq_results`; a failed expectation of severity `critical`
+stops the run with a readable summary, a failed `warning` is recorded and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.platform.tables import replace_slice, sql_literal
+from schemas.ops import DQ_RESULTS
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+class QualityGateFailed(RuntimeError):
+    """A critical expectation failed; the message is the gate's summary."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    table_name: str
+    suite: str
+    expectation_type: str
+    column_name: str | None
+    severity: str
+    success: bool
+    observed_value: str | None
+    unexpected_count: int | None
+    unexpected_sample: str | None
+
+    @property
+    def expectation_id(self) -> str:
+        return f"{self.expectation_type}({self.column_name or ''})"
+
+    def describe(self) -> str:
+        if self.unexpected_count is not None:
+            detail = f"{self.unexpected_count} rows"
+        else:
+            detail = f"observed {self.observed_value}"
+        sample = f", e.g. {self.unexpected_sample}" if self.unexpected_sample else ""
+        return f"{self.table_name}: {self.expectation_id} failed ({detail}{sample})"
+
+
+def load_suite(suites_dir: Path, table_name: str) -> dict[str, Any]:
+    path = suites_dir / f"{table_name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no expectation suite for {table_name}: expected {path}")
+    return json.loads(path.read_text())
+
+
+def _context(docs_dir: Path | None):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if docs_dir is not None:
+        context.add_data_docs_site(site_name="cdp", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+    return context
+
+
+def validate_frames(frames: dict[str, DataFrame], suites: dict[str, dict[str, Any]],
+                    docs_dir: Path | None = None, run_name: str = "cdp") -> list[Outcome]:
+    """Run each table's GX suite on its DataFrame; with `docs_dir`, also render GX Data Docs there."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    context = _context(docs_dir)
+    source = context.data_sources.add_spark(name="cdp")
+    actions = [UpdateDataDocsAction(name="data_docs", site_names=["cdp"])] if docs_dir is not None else []
+    outcomes = []
+    for table_name, df in frames.items():
+        spec = suites[table_name]
+        batch_definition = source.add_dataframe_asset(name=table_name).add_batch_definition_whole_dataframe("run")
+        suite = context.suites.add(ExpectationSuite(name=table_name, expectations=spec["expectations"]))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=table_name, data=batch_definition, suite=suite))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=f"{table_name}-gate", validation_definitions=[definition], actions=actions,
+            result_format="SUMMARY"))
+        run = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
+        for result in run.run_results.values():
+            outcomes += [_outcome(table_name, spec["name"], r) for r in result.results]
+    return outcomes
+
+
+def validate_frame(df: DataFrame, table_name: str, suite_spec: dict[str, Any]) -> list[Outcome]:
+    """Run one GX suite on one DataFrame, without rendering docs."""
+    return validate_frames({table_name: df}, {table_name: suite_spec})
+
+
+def _outcome(table_name: str, suite_name: str, r: Any) -> Outcome:
+    config = r.expectation_config
+    details = r.result or {}
+    sample = details.get("partial_unexpected_list")
+    return Outcome(
+        table_name=table_name,
+        suite=suite_name,
+        expectation_type=config.type,
+        column_name=config.kwargs.get("column"),
+        severity=str(getattr(config.severity, "value", config.severity)),
+        success=bool(r.success),
+        observed_value=None if details.get("observed_value") is None else str(details["observed_value"]),
+        unexpected_count=details.get("unexpected_count"),
+        unexpected_sample=json.dumps(sample[:5], default=str) if sample else None,
+    )
+
+
+def gate(
+    spark: SparkSession, stage: str, frames: dict[str, DataFrame], suites_dir: Path, run_id: str,
+    validated_at: datetime, docs_dir: Path | None = None, enforce: bool = True,
+) -> list[Outcome]:
+    """Validate each table's DataFrame with its suite, record every result, stop on critical failures
+    (unless `enforce` is off: for batches an operator released, failures are recorded only).
+
+    With `docs_dir`, the results are also rendered as GX Data Docs (open `index.html`).
+    """
+    suites = {name: load_suite(suites_dir, name) for name in frames}
+    outcomes = validate_frames(frames, suites, docs_dir, run_name=f"{run_id}-{stage}")
+    rows = [
+        (run_id, stage, o.table_name, o.suite, o.expectation_id, o.expectation_type, o.column_name, o.severity,
+         o.success, o.observed_value, o.unexpected_count, o.unexpected_sample, validated_at)
+        for o in outcomes
+    ]
+    results = spark.createDataFrame(rows, DQ_RESULTS.struct)
+    replace_slice(results, DQ_RESULTS, f"run_id = {sql_literal(run_id)} AND stage = {sql_literal(stage)}")
+    critical = [o for o in outcomes if not o.success and o.severity == "critical"]
+    if critical and enforce:
+        raise QualityGateFailed(
+            f"quality gate '{stage}' failed: {len(critical)} critical expectation(s)\n"
+            + "\n".join("  - " + o.describe() for o in critical)
+        )
+    return outcomes
+
+
+def with_reference(df: DataFrame, key: str, parent: DataFrame, parent_key: str, flag: str) -> DataFrame:
+    """Add `flag`: whether `key` exists in `parent` (null where `key` is null), for integrity checks."""
+    known = parent.select(F.col(parent_key).alias("_ref")).where(F.col("_ref").isNotNull()).distinct() \
+        .withColumn("_found", F.lit(True))
+    joined = df.join(known, F.col(key) == F.col("_ref"), "left")
+    return joined.withColumn(flag, F.when(F.col(key).isNotNull(), F.coalesce("_found", F.lit(False)))) \
+        .drop("_ref", "_found")

@@ -1,0 +1,101 @@
+"""Running a stage: the date guard, then the stage, recorded in ops.pipeline_runs whatever happens.
+
+Dates. Silver, the customer profile, the identity graph and the lifecycle history hold the
+*current* state, not one slice per date. Running a stage for a date earlier than the latest date
+it was published for would rewind that state (and could change ids issued since), so it fails
+with `DateOrderError`, which says how to get the earlier date instead: `cdp rebuild` reproduces a
+published date from Delta time travel, and a backfill into an empty warehouse recomputes history.
+Rerunning the latest date, or any later one, is fine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs.platform.config import Settings
+from jobs.platform.context import RunContext
+from jobs.platform.stages import Stage, stage
+from jobs.platform.tables import ensure_table, replace_slice, sql_literal
+from schemas import Table
+from schemas.ops import INGEST_ACCOUNTING, PIPELINE_RUNS
+
+
+class DateOrderError(RuntimeError):
+    """A stage was asked to run for a date before the latest one it has published."""
+
+
+def check_date_order(spark: SparkSession, step: Stage, as_of: date) -> None:
+    """Refuse to rewind a stage's state: see the module's docstring."""
+    if not spark.catalog.tableExists(PIPELINE_RUNS.name):
+        return
+    latest = spark.table(PIPELINE_RUNS.name).where((F.col("stage") == step.name) & (F.col("status") == "success")) \
+        .agg(F.max("logical_date")).first()[0]
+    if latest is not None and latest > as_of:
+        raise DateOrderError(
+            f"stage {step.name} was published for {latest}, after {as_of}: its tables hold the state as of "
+            f"{latest}, and running {as_of} now would rewind it. To see {as_of} as it was published, run "
+            f"`cdp rebuild --stage {step.name} --date {as_of} --out DIR`; to recompute history, backfill into an "
+            "empty warehouse (`cdp backfill --start ... --end ...` with other paths.warehouse and paths.metastore)")
+
+
+def _versions(spark: SparkSession, tables: Iterable[Table]) -> dict[str, int]:
+    """The current Delta version of each of `tables` that exists."""
+    return {t.name: spark.sql(f"DESCRIBE HISTORY {t.name} LIMIT 1").first()["version"]
+            for t in dict.fromkeys(tables) if spark.catalog.tableExists(t.name)}
+
+
+def _rows_in(spark: SparkSession, step: Stage) -> int:
+    return sum(spark.table(t.name).count() for t in step.reads if spark.catalog.tableExists(t.name))
+
+
+def _rows_out(spark: SparkSession, step: Stage, since: datetime) -> int:
+    """Rows written by the Delta commits made to the stage's tables since `since`."""
+    total = 0
+    for table in step.writes:
+        if spark.catalog.tableExists(table.name):
+            total += spark.sql(f"DESCRIBE HISTORY {table.name} LIMIT 50").where(F.col("timestamp") >= F.lit(since)) \
+                .agg(F.sum(F.col("operationMetrics")["numOutputRows"].cast("long"))).first()[0] or 0
+    return total
+
+
+def run_logged(ctx: RunContext, name: str) -> object:
+    """Run one stage and record it in ops.pipeline_runs, failed or not (then re-raise), with the Delta
+    versions it started from and ended at, from which `cdp rebuild` reproduces it."""
+    step = stage(name)
+    ctx = ctx.for_stage(step)
+    spark = ctx.spark
+    ensure_table(spark, PIPELINE_RUNS)
+    check_date_order(spark, step, ctx.as_of)
+    # Commit timestamps have millisecond precision: start the window on a whole millisecond.
+    now = datetime.now(UTC)
+    started = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    clock = time.monotonic()
+    rows_in = None if step.name == "ingest" else _rows_in(spark, step)
+    input_versions = _versions(spark, step.tables)    # a stage may read its own earlier state
+    result, error = None, None
+    try:
+        result = step.function()(ctx)
+        return result
+    except Exception as exc:
+        error = exc
+        raise
+    finally:
+        if step.name == "ingest" and spark.catalog.tableExists(INGEST_ACCOUNTING.name):
+            rows_in = spark.table(INGEST_ACCOUNTING.name).where(F.col("run_id") == ctx.run_id) \
+                .agg(F.sum("rows_read")).first()[0] or 0
+        record = (ctx.run_id, ctx.as_of, step.name, "failed" if error else "success", rows_in,
+                  _rows_out(spark, step, started), round(time.monotonic() - clock, 3), started,
+                  datetime.now(UTC), input_versions, _versions(spark, step.writes),
+                  None if error else json.dumps(result, default=str), str(error) if error else None)
+        replace_slice(spark.createDataFrame([record], PIPELINE_RUNS.struct), PIPELINE_RUNS,
+                      f"run_id = {sql_literal(ctx.run_id)} AND stage = {sql_literal(step.name)}")
+
+
+def run_stage(name: str, settings: Settings, as_of: date, run_id: str | None = None) -> object:
+    return run_logged(RunContext.create(settings, as_of, run_id), name)

@@ -1,0 +1,378 @@
+"""The shape of the configuration: one frozen pydantic model per section of `conf/base.yaml`.
+
+`jobs.platform.config.load_settings` merges the files and overrides, then validates them here once;
+code downstream reads typed attributes (``settings.identity.guards.max_cluster_size``) and can
+trust them. Every model forbids unknown keys, so a misspelt key is an error, not a silent default.
+Numbers are strict: a quoted "50" or a `true` is not taken for an integer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, Strict, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+
+Int = Annotated[int, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
+Share = Annotated[float, Strict(), Field(ge=0, le=1)]       # a probability or a fraction
+Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
+Name = Annotated[str, Strict(), Field(min_length=1)]
+
+
+def _spark_value(value: Any) -> Any:
+    # Spark properties are strings, but YAML and CDP__SPARK__CONF__ overrides yield numbers and booleans.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int | float) else value
+
+
+SparkValue = Annotated[str, BeforeValidator(_spark_value)]
+
+TimeUnit = Literal["day", "week"]
+SurvivorshipRule = Literal["most_recent", "earliest", "most_frequent", "most_trusted"]
+KpiGrain = Literal["day", "week", "month"]
+BasketLevel = Literal["category", "product"]
+ContactMode = Literal["raw", "hashed"]
+ContactField = Literal["email", "phone"]
+ConsentChannel = Literal["email", "sms"]
+ExportFormat = Literal["csv", "parquet"]
+LogLevel = Literal["ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class Paths:
+    """Where everything lives; a dataclass so that `dataclasses.replace(settings.paths, ...)` works."""
+
+    landing: Path
+    truth: Path
+    warehouse: Path
+    metastore: Path
+    jars: Path
+    gx: Path
+    airflow_home: Path
+    alerts: Path
+    exports: Path
+    bench: Path
+
+    def under(self, root: Path) -> Paths:
+        """Relative paths resolved against `root` (absolute ones stay as they are)."""
+        return Paths(**{f.name: root / getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+class DeltaConfig(Section):
+    maven_coordinates: Annotated[str, Strict(), Field(pattern=r"^[^:\s]+:[^:\s]+:[^:\s]+$")]
+
+
+class SparkConfig(Section):
+    app_name: Name = "cdp"
+    master: Name
+    conf: dict[str, SparkValue] = {}
+    log_level: LogLevel = "WARN"
+
+
+class BtydConfig(Section):
+    r: PositiveFloat
+    alpha: PositiveFloat
+    a: PositiveFloat
+    b: PositiveFloat
+    spend_p: PositiveFloat
+    spend_q: PositiveFloat
+    spend_gamma: PositiveFloat
+
+
+class DirtConfig(Section):
+    email_case_whitespace: Share
+    phone_format_variation: Share
+    name_typo: Share
+    moved_address: Share
+    duplicate_contact: Share
+    dob_swapped: Share
+    household_share: Share
+    missing_field: Share
+    exact_duplicate: Share
+    replayed_event: Share
+    malformed_row: Share
+    late_arrival: Share
+    outlier_amount: Share
+
+
+class GeneratorConfig(Section):
+    seed: Int
+    customers: PositiveInt
+    end_date: date
+    history_days: PositiveInt
+    daily_batches: NonNegativeInt
+    customers_per_chunk: PositiveInt
+    prospect_share: Share
+    test_account_share: Share
+    btyd: BtydConfig
+    dirt: DirtConfig
+
+
+class CleanseConfig(Section):
+    default_phone_region: Annotated[str, Strict(), Field(pattern=r"^[A-Z]{2}$")]   # ISO 3166 alpha-2
+    reporting_currency: Annotated[str, Strict(), Field(pattern=r"^[A-Z]{3}$")]     # ISO 4217
+    session_gap_minutes: PositiveInt
+    test_account_email_patterns: tuple[Name, ...]
+
+
+class GuardsConfig(Section):
+    max_cluster_size: PositiveInt
+    large_cluster_size: PositiveInt
+    max_large_cluster_share: Share
+    max_merged_share_drift: Share
+    max_conflicting_share: Share
+    max_accounts_per_customer: PositiveInt
+    max_changed_id_share: Share
+
+
+class SurvivorshipConfig(Section):
+    source_trust: tuple[Name, ...]          # most trusted first
+    rules: dict[str, SurvivorshipRule]      # attribute -> rule
+
+
+class IdentityConfig(Section):
+    match_threshold: Share
+    blocking_rules: tuple[Annotated[tuple[Name, ...], Field(min_length=1)], ...] = Field(min_length=1)
+    max_block_size: PositiveInt
+    em_prior_strength: NonNegativeFloat
+    max_accounts_per_device: PositiveInt
+    guards: GuardsConfig
+    survivorship: SurvivorshipConfig
+
+
+class ClvConfig(Section):
+    time_unit: TimeUnit
+    holdout_days: PositiveInt
+    horizons_days: tuple[PositiveInt, ...] = Field(min_length=1)
+    clv_horizon_days: PositiveInt
+    period_days: PositiveInt
+    annual_discount_rate: NonNegativeFloat
+    margin: Share
+    referral_credit: Share
+    churn_window_days: PositiveInt
+    churn_max_iterations: PositiveInt      # GBT boosting rounds of the churn classifier
+    churn_max_depth: PositiveInt           # depth of each of its trees
+    max_holdout_mae_increase: NonNegativeFloat
+
+
+Score = Annotated[int, Strict(), Field(ge=1, le=5)]
+
+
+class RfmSegmentConfig(Section):
+    name: Name
+    r: tuple[Score, Score]      # inclusive range of r_score
+    f: tuple[Score, Score]      # inclusive range of f_score
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RfmSegmentConfig:
+        if self.r[0] > self.r[1] or self.f[0] > self.f[1]:
+            raise ValueError(f"{self.name}: a score range is [low, high]")
+        return self
+
+
+class ClustersConfig(Section):
+    k_range: tuple[PositiveInt, PositiveInt]   # inclusive
+    fit_sample: PositiveInt
+    seed: Int
+
+    @field_validator("k_range")
+    @classmethod
+    def _k_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 2 <= value[0] <= value[1]:
+            raise ValueError("need 2 <= low <= high (K-means needs at least two clusters)")
+        return value
+
+
+class ValueTiersConfig(Section):
+    high_share: Share
+    medium_share: Share
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValueTiersConfig:
+        if not 0 < self.high_share < self.medium_share <= 1:
+            raise ValueError("need 0 < high_share < medium_share <= 1")
+        return self
+
+
+class StrategyConfig(Section):
+    investment: Name
+    strategy: Name
+
+
+class StrategiesConfig(Section):
+    """One per quadrant of the value matrix (`jobs.segments.segmentation.QUADRANTS`)."""
+
+    platinum: StrategyConfig
+    gold: StrategyConfig
+    iron: StrategyConfig
+    lead: StrategyConfig
+
+
+class ValueMatrixConfig(Section):
+    current_quantile: Share
+    potential_quantile: Share
+    strategies: StrategiesConfig
+
+
+class SegmentsConfig(Section):
+    quantile_error: Annotated[float, Strict(), Field(ge=0, lt=1)]
+    rfm_segments: tuple[RfmSegmentConfig, ...]
+    clusters: ClustersConfig
+    value_tiers: ValueTiersConfig
+    value_matrix: ValueMatrixConfig
+
+    @field_validator("rfm_segments")
+    @classmethod
+    def _cover_every_score_pair(cls, rules: tuple[RfmSegmentConfig, ...]) -> tuple[RfmSegmentConfig, ...]:
+        # The first matching rule names a customer's segment: a pair no rule covers would leave it unnamed.
+        uncovered = [(r, f) for r in range(1, 6) for f in range(1, 6)
+                     if not any(x.r[0] <= r <= x.r[1] and x.f[0] <= f <= x.f[1] for x in rules)]
+        if uncovered:
+            raise ValueError(f"(r_score, f_score) {uncovered} without a segment")
+        return rules
+
+
+class LifecycleConfig(Section):
+    churned_max_p_alive: Share
+    churned_after_days: PositiveInt
+    at_risk_max_p_alive: Share
+    at_risk_min_churn_probability: Share
+    at_risk_after_days: PositiveInt
+    new_max_purchases: NonNegativeInt
+    mature_min_purchases: PositiveInt
+    mature_min_tenure_days: NonNegativeInt
+
+    @model_validator(mode="after")
+    def _churned_is_stricter(self) -> LifecycleConfig:
+        # Stages are tested churned first: looser churned thresholds would leave at_risk unreachable.
+        if self.churned_max_p_alive > self.at_risk_max_p_alive or self.churned_after_days < self.at_risk_after_days:
+            raise ValueError("churned thresholds must be stricter than at_risk ones")
+        return self
+
+
+class KpiConfig(Section):
+    periods: dict[KpiGrain, PositiveInt] = Field(min_length=1)   # periods reported per grain
+    attribution_days: PositiveInt
+
+
+class MiningConfig(Section):
+    min_support: Annotated[float, Strict(), Field(gt=0, le=1)]
+    min_confidence: Share
+    max_rules: PositiveInt
+
+
+class BasketsConfig(Section):
+    levels: dict[BasketLevel, MiningConfig] = Field(min_length=1)
+    cross_sell_top_n: PositiveInt
+    min_lift: NonNegativeFloat
+
+
+class InsightsConfig(Section):
+    kpi: KpiConfig
+    baskets: BasketsConfig
+
+
+class AlertsConfig(Section):
+    email_to: tuple[EmailStr, ...] = ()
+
+
+class PiiConfig(Section):
+    # Relative to the project root; empty (e.g. CDP__PII__LOCAL_KEY_DIR=) means none.
+    local_key_dir: Annotated[Path | None, BeforeValidator(lambda v: v or None)] = None
+
+
+class QualityConfig(Section):
+    build_data_docs: Annotated[bool, Strict()]
+
+
+class ServingConfig(Section):
+    host: Name
+    port: Port
+
+
+class DestinationConfig(Section):
+    contact: ContactMode
+    fields: tuple[ContactField, ...] = Field(min_length=1)
+    consent: tuple[ConsentChannel, ...] = Field(min_length=1)
+
+
+class ScheduledExportConfig(Section):
+    segment_type: Name
+    segment: Name
+    destination: Name
+    format: ExportFormat = "csv"
+
+
+class ExportConfig(Section):
+    default_destination: Name
+    destinations: dict[str, DestinationConfig] = {}
+    scheduled: tuple[ScheduledExportConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _destinations_exist(self) -> ExportConfig:
+        named = {self.default_destination} | {job.destination for job in self.scheduled}
+        unknown = sorted(named - set(self.destinations))
+        if unknown:
+            raise ValueError(f"destination(s) {unknown} not in export.destinations {sorted(self.destinations)}")
+        return self
+
+
+class ClusterConfig(Section):
+    host: Name
+    port: Port
+    ui_port: Port
+    workers: PositiveInt
+    worker_cores: PositiveInt
+    worker_memory: Annotated[str, Strict(), Field(pattern=r"^\d+[kKmMgGtT]?$")]   # Spark's size syntax, e.g. 6g
+
+
+class SimulatedBtydConfig(Section):
+    r: PositiveFloat
+    alpha: PositiveFloat
+    a: PositiveFloat
+    b: PositiveFloat
+
+
+class SimulatedSpendConfig(Section):
+    p: PositiveFloat
+    q: PositiveFloat
+    gamma: PositiveFloat
+
+
+class SimulationConfig(Section):
+    btyd: SimulatedBtydConfig
+    spend: SimulatedSpendConfig
+    history_days: PositiveInt
+    seed: Int
+
+
+class BenchTargets(Section):
+    pipeline_seconds: PositiveFloat
+    pipeline_customers: PositiveInt
+    peak_memory_gib: PositiveFloat
+    # Customers -> speed-up; keys are lax so that they may come from an environment override as text.
+    clv_speedup: dict[Annotated[int, Field(gt=0)], PositiveFloat]
+    parameter_tolerance: NonNegativeFloat
+    identity_time_ratio: PositiveFloat
+
+
+class BenchConfig(Section):
+    pipeline_customers: tuple[PositiveInt, ...]
+    transaction_customers: tuple[PositiveInt, ...]
+    spark_conf: dict[str, SparkValue] = {}
+    identity_threads: PositiveInt
+    simulation: SimulationConfig
+    targets: BenchTargets
+

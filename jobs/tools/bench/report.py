@@ -1,0 +1,183 @@
+"""docs/BENCHMARKS.md from the results of `cdp bench`: figures, ratios between sizes, targets met or missed."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+from jobs.platform.settings import BenchTargets
+
+GIB = "GiB"
+# Everything after this line of the report is written by hand and kept when the figures are regenerated.
+ANALYSIS_MARKER = "<!-- analysis: kept by cdp bench -->"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]
+
+
+def _verdict(met: bool, how: str) -> str:
+    return f"**met** ({how})" if met else f"**missed** ({how})"
+
+
+def pipeline_section(entries: list[dict[str, Any]]) -> list[str]:
+    out = ["## Whole daily pipeline", "",
+           "One `cdp run` of every stage from an empty warehouse (the first day: history and three daily batches), "
+           "in a child process whose resident memory is sampled every 0.5 s. Driver: the driver JVM (which also "
+           "runs the tasks in local mode) and the Python driver; executors: executor JVMs and Python workers.", ""]
+    for entry in entries:
+        run, counts = entry["run"], entry["generate"]["counts"]
+        raw = sum(c.get("records", 0) for c in counts.values())
+        per_source = ", ".join(f"{source} {c.get('records', 0):,}" for source, c in counts.items())
+        out += [f"### {entry['customers']:,} customers", "",
+                f"Generated records: {raw:,} ({per_source})"
+                + (f"; generation took {entry['generate']['seconds']} s." if entry['generate']['seconds'] else "."),
+                "", f"Whole run: **{run['seconds']} s**, peak resident memory **{run['peak_total_gib']} {GIB}** "
+                f"(driver {run['peak_driver_gib']}, executors {run['peak_executors_gib']})."
+                + (f" **Stopped after {run['stopped_after_minutes']:g} min** in stage {run['missing_stages'][0]}; "
+                   f"not run: {', '.join(run['missing_stages'])}." if run.get("stopped_after_minutes") else ""), ""]
+        out += _table(["stage", "seconds", "rows in", "rows in/s", "rows out", "peak driver GiB",
+                       "peak executors GiB", "longest Spark executions"],
+                      [[s["stage"], s["seconds"], f"{s['rows_in']:,}", f"{s['rows_in_per_second'] or 0:,}",
+                        f"{s['rows_out']:,}", s["peak_driver_gib"], s["peak_executors_gib"],
+                        "<br>".join(s["longest"])] for s in run["stages"]])
+        out.append("")
+    if len(entries) > 1:
+        out += ["### How cost grows with data", "",
+                "Time of each stage at each size over its time at the previous size, next to the ratio of customers.",
+                ""]
+        header = ["stage"] + [f"{b['customers']:,} / {a['customers']:,} (data x{b['customers'] / a['customers']:g})"
+                              for a, b in pairwise(entries)]
+        stages = [s["stage"] for s in entries[-1]["run"]["stages"]]
+        rows = []
+        for stage in [*stages, "whole run"]:
+            row = [stage]
+            for a, b in pairwise(entries):
+                ta = a["run"]["seconds"] if stage == "whole run" else \
+                    next((s["seconds"] for s in a["run"]["stages"] if s["stage"] == stage), None)
+                tb = b["run"]["seconds"] if stage == "whole run" else \
+                    next((s["seconds"] for s in b["run"]["stages"] if s["stage"] == stage), None)
+                row.append(f"x{tb / ta:.1f}" if ta and tb else "")
+            rows.append(row)
+        out += [*_table(header, rows), ""]
+    return out
+
+
+def identity_section(entries: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for entry in entries:
+        identity = entry.get("identity")
+        if not identity or identity.get("skipped"):
+            continue
+        ours, splink = identity["ours"], identity["splink"]
+        rows.append([f"{entry['customers']:,}", f"{identity['records']:,}", f"{identity['persons']:,}",
+                     ours["seconds"], splink["seconds"], f"{ours['seconds'] / splink['seconds']:.2f}",
+                     f"{ours['precision']:.4f} / {ours['recall']:.4f} / **{ours['f1']:.4f}**",
+                     f"{splink['precision']:.4f} / {splink['recall']:.4f} / **{splink['f1']:.4f}**"])
+    if not rows:
+        return []
+    return ["## Identity resolution against Splink", "",
+            "The population's standardised CRM contact records (silver.contacts in the match form), resolved by "
+            "our matcher (`jobs.identity.contact_list.resolve_records`: deterministic keys and Fellegi-Sunter "
+            "with EM, on Spark) and by Splink 5 on DuckDB configured alike (the same comparisons but gender and "
+            "loyalty number, whose m probabilities underflow in Splink's EM; the same blocking keys; u by random "
+            "sampling, m by EM blocked on given name and birth date, then e-mail; links at the same threshold; "
+            "connected components). Pairwise precision, recall "
+            "and F1 against the generator's ground truth.", "",
+            *_table(["customers", "contact records", "persons", "ours s", "Splink s", "time ours / Splink",
+                     "ours P / R / F1", "Splink P / R / F1"], rows), ""]
+
+
+def transactions_section(entries: list[dict[str, Any]]) -> list[str]:
+    if not entries:
+        return []
+    rows, params, rfm = [], [], []
+    for entry in entries:
+        clv = entry["clv"]
+        rows.append([f"{entry['customers']:,}", f"{entry['transactions']:,}", round(clv["ours"]["seconds"], 1),
+                     round(clv["lifetimes"]["seconds"], 1), f"x{clv['speedup']}",
+                     f"{max(clv['difference_from_lifetimes'].values()):.2%}",
+                     f"{max(clv['difference_from_truth'].values()):.2%}"])
+        for name, truth in clv["truth"].items():
+            params.append([f"{entry['customers']:,}", name, truth, f"{clv['ours']['parameters'][name]:.4f}",
+                           f"{clv['lifetimes']['parameters'][name]:.4f}",
+                           f"{clv['difference_from_lifetimes'][name]:.3%}"])
+        r = entry["rfm"]
+        rfm.append([f"{entry['customers']:,}", r["ours_seconds"], r["pandas_seconds"], f"x{r['speedup']}",
+                    f"{r['agreement']:.2%}"])
+    return ["## CLV against lifetimes, RFM against pandas", "",
+            "Transactions simulated from known BG/NBD and Gamma-Gamma parameters (day units, `bench.simulation`), "
+            "one Parquet file per size. Ours: the steps of `cdp clv` (`jobs.value.clv`: daily transactions, "
+            "summary, both fits, CLV of every customer written as Parquet) on Spark. lifetimes 0.11: "
+            "`summary_data_from_transaction_data`, `BetaGeoFitter`, `GammaGammaFitter`, "
+            "`customer_lifetime_value` over the same horizon. Both start from reading the file.", "",
+            *_table(["customers", "transactions", "ours s", "lifetimes s", "speed-up", "max parameter difference "
+                     "from lifetimes", "max difference from truth"], rows), "",
+            *_table(["customers", "parameter", "true", "ours", "lifetimes", "difference"], params), "",
+            *[f"Our steps at {e['customers']:,}: "
+              + ", ".join(f"{k} {v} s" for k, v in e["clv"]["ours"]["phases"].items()) + "." for e in entries
+              if e["clv"]["ours"].get("phases")], "",
+            "RFM: ours is `segments.purchase_summary` + `segments.rfm_scores` (approximate quintiles, relative "
+            "error `segments.quantile_error`); pandas is the same computation with exact quantiles. Agreement: "
+            "customers given the same three scores.", "",
+            *_table(["customers", "ours s", "pandas s", "speed-up", "same scores"], rfm), ""]
+
+
+def targets_section(results: dict[str, Any], targets: BenchTargets) -> list[str]:
+    lines = ["## Targets", ""]
+    size = targets.pipeline_customers
+    entry = next((e for e in results["pipeline"] if e["customers"] == size), None)
+    if entry:
+        run = entry["run"]
+        limit = targets.pipeline_seconds
+        slowest = sorted(run["stages"], key=lambda s: -s["seconds"])[:3]
+        where = "; ".join(f"{s['stage']} {s['seconds']} s ({s['seconds'] / run['seconds']:.0%})" for s in slowest)
+        if run.get("stopped_after_minutes"):
+            how = (f"not finished after {run['seconds'] / 60:.1f} min, over {run['seconds'] / limit:.2f}x the target: "
+                   f"stopped in stage {run['missing_stages'][0]}; the finished stages' time went to {where}")
+        else:
+            how = f"{run['seconds'] / 60:.1f} min, {run['seconds'] / limit:.2f}x the target; the time goes to {where}"
+        lines.append(f"- {size:,} customers through the daily pipeline in under {limit / 60:g} min: "
+                     + _verdict(run["seconds"] <= limit and not run.get("stopped_after_minutes"), how))
+        mem = targets.peak_memory_gib
+        lines.append(f"- peak memory under {mem:g} GiB: " + _verdict(
+            run["peak_total_gib"] <= mem, f"{run['peak_total_gib']} GiB"))
+        if entry.get("identity", {}).get("skipped"):
+            lines.append(f"- identity against Splink at {size:,} customers: not run ({entry['identity']['skipped']})")
+        elif entry.get("identity"):
+            ours, splink = entry["identity"]["ours"], entry["identity"]["splink"]
+            ratio, limit_ratio = ours["seconds"] / splink["seconds"], targets.identity_time_ratio
+            lines.append("- identity F1 at least Splink's: " + _verdict(
+                ours["f1"] >= splink["f1"], f"{ours['f1']:.4f} against {splink['f1']:.4f}"))
+            lines.append(f"- identity time at most {limit_ratio:g}x Splink's: " + _verdict(
+                ratio <= limit_ratio, f"{ratio:.2f}x"))
+    else:
+        lines.append(f"- {size:,} customers through the daily pipeline: not run in this benchmark")
+    for customers, speedup in sorted(targets.clv_speedup.items()):
+        entry = next((e for e in results["transactions"] if e["customers"] == customers), None)
+        if entry is None:
+            lines.append(f"- CLV at {customers:,} customers: not run in this benchmark")
+            continue
+        clv = entry["clv"]
+        worst = max(clv["difference_from_lifetimes"].items(), key=lambda kv: kv[1])
+        lines.append(f"- CLV at {customers:,} customers at least {speedup:g}x faster than lifetimes: " + _verdict(
+            clv["speedup"] >= speedup, f"x{clv['speedup']}"))
+        tolerance = targets.parameter_tolerance
+        lines.append(f"- CLV parameters at {customers:,} customers within {tolerance:.0%} of lifetimes': " + _verdict(
+            worst[1] <= tolerance, f"largest difference {worst[1]:.3%}, {worst[0]}"))
+    return [*lines, ""]
+
+
+def render(results: dict[str, Any], targets: BenchTargets, command: str, notes: str = "") -> str:
+    m = results["machine"]
+    head = ["# Benchmarks", "",
+            f"Produced by `{command}` (started {results['started']}, finished {results.get('finished', '?')}), "
+            f"profile `{results['profile']}`, as-of date {results['as_of']}. Regenerate with the same command; "
+            "the raw figures are in `data/bench/results.json`.", "",
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['os']}; Python {m['python']}, "
+            f"{m['java']}, Spark {m['spark']}. Spark properties of the measured runs: "
+            + ", ".join(f"`{k}={v}`" for k, v in results["spark_conf"].items()) + ".", ""]
+    body = (targets_section(results, targets) + pipeline_section(results["pipeline"])
+            + identity_section(results["pipeline"]) + transactions_section(results["transactions"]))
+    return "\n".join(head + ([notes, ""] if notes else []) + body)
