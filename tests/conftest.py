@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,22 @@ def isolated_environment(base: Path) -> dict[str, str]:
     for key in ("landing", "truth", "warehouse", "metastore", "gx", "airflow_home", "alerts", "exports", "bench"):
         env[f"CDP__PATHS__{key.upper()}"] = str(base / key)
     return env
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Start the one Airflow day early, in the background, when a selected test needs it.
+    if any("airflow_day" in getattr(item, "fixturenames", ()) for item in session.items):
+        from tests.test_dags import start_airflow_day
+
+        start_airflow_day(Path(tempfile.mkdtemp(prefix="cdp-airflow-day-")))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.test_dags import BACKGROUND
+
+    for proc, _, _ in BACKGROUND.values():
+        if proc.poll() is None:     # the session stopped before a test waited for it
+            proc.kill()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

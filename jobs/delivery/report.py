@@ -11,27 +11,28 @@ the date or run, gives its section a short "no data" note instead of a chart.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import math
-import numbers
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import matplotlib.dates as mdates
-import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.axis import Axis
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.delivery.report_charts import (
+    DQ_OUTCOMES,
+    FIRST_SEEN,
+    TOP_SEGMENTS,
+    clv_histogram_chart,
+    dq_chart,
+    funnel_chart,
+    kpi_chart,
+    quarantine_chart,
+    segment_sizes_chart,
+    transitions_chart,
+    value_matrix_chart,
+)
+from jobs.delivery.report_html import Section, render
 from jobs.ingest.accounting import accounting_frame
 from jobs.platform.config import Settings
 from jobs.platform.stages import DAILY
@@ -44,27 +45,7 @@ from schemas.ops import CLV_HOLDOUT, DQ_RESULTS, INGEST_ACCOUNTING, QUARANTINE, 
 KPI_TRENDS = ("revenue", "active_customers", "new_customers", "retention_rate")
 KPI_GRAINS = ("week", "day")            # the first grain with rows is charted
 CLV_BINS = 30
-TOP_SEGMENTS = 8                        # bars per segment type; the rest are summed as "other"
-OPEN_TABLE_ROWS = 15                    # longer tables start folded
-FIRST_SEEN = "(first seen)"             # previous_stage of a customer's first history row
-# Value-matrix quadrants on a (current value, potential value) grid, low = 0 and high = 1.
-QUADRANT_CELLS = {"lead": (0, 0), "gold": (1, 0), "iron": (0, 1), "platinum": (1, 1)}
-DQ_OUTCOMES = ("passed", "failed (warning)", "failed (critical)")
-COLORS = {"passed": "#2ca02c", "failed (warning)": "#ff7f0e", "failed (critical)": "#d62728"}
 FAILED_EXPECTATIONS_SHOWN = 20
-NUMBER = re.compile(r"-?[\d,]+(\.\d+)?%?")     # a cell as `cell_text` or `percent` writes a number
-
-
-@dataclass(frozen=True)
-class Section:
-    """One part of the report: a chart, tables of its figures, or a note saying why there are none."""
-
-    key: str                                            # anchor of the section; its chart is `chart-<key>`
-    title: str
-    chart: Figure | None = None
-    caption: str = ""
-    tables: tuple[tuple[str, pd.DataFrame], ...] = ()   # (caption, rows)
-    note: str | None = None
 
 
 def build_report(spark: SparkSession, settings: Settings, as_of: date, run_id: str) -> Path:
@@ -337,260 +318,3 @@ def percent(df: pd.DataFrame, column: str) -> pd.DataFrame:
     return df.assign(**{column: df[column].map(lambda v: f"{v:.1%}")})
 
 
-# -- charts: pandas in, a matplotlib Figure out ----------------------------------------------------
-
-
-def new_figure(width: float, height: float) -> Figure:
-    # A Figure without pyplot: no global state, no display, rendered by Agg when saved as PNG.
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def segment_sizes_chart(sizes: pd.DataFrame) -> Figure:
-    types = sorted(sizes["segment_type"].unique())
-    columns = 2 if len(types) > 1 else 1
-    rows = -(-len(types) // columns)
-    fig = new_figure(10, 2.3 * rows)
-    for i, segment_type in enumerate(types):
-        ax = fig.add_subplot(rows, columns, i + 1)
-        top = top_segments(sizes[sizes["segment_type"] == segment_type])
-        bars = ax.barh(top["segment"], top["customers"], color="#1f77b4")
-        ax.bar_label(bars, padding=2, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_title(segment_type, fontsize=10, loc="left")
-        ax.tick_params(labelsize=8)
-        ax.margins(x=0.15)
-        whole_number_ticks(ax.xaxis)
-        plain(ax)
-    return fig
-
-
-def top_segments(sizes: pd.DataFrame) -> pd.DataFrame:
-    """The largest segments of one type, the rest summed as one 'other (n)' row."""
-    if len(sizes) <= TOP_SEGMENTS:
-        return sizes
-    top, rest = sizes.iloc[:TOP_SEGMENTS - 1], sizes.iloc[TOP_SEGMENTS - 1:]
-    other = pd.DataFrame({"segment": [f"other ({len(rest)})"], "customers": [rest["customers"].sum()]})
-    return pd.concat([top[["segment", "customers"]], other], ignore_index=True)
-
-
-def funnel_chart(funnel: pd.DataFrame) -> Figure:
-    fig = new_figure(9, 3.6)
-    ax = fig.add_subplot()
-    bars = ax.barh(funnel["lifecycle_stage"], funnel["customers"], color="#1f77b4")
-    ax.bar_label(bars, labels=[f"{c:,}  ({s:.1%})" for c, s in zip(funnel["customers"], funnel["share"])], padding=3)
-    ax.invert_yaxis()
-    ax.set_xlabel("customers")
-    ax.margins(x=0.2)
-    whole_number_ticks(ax.xaxis)
-    plain(ax)
-    return fig
-
-
-def transitions_chart(moves: pd.DataFrame) -> Figure:
-    """A from x to matrix of the stage changes, each cell labelled with its count."""
-    sources = [s for s in (FIRST_SEEN, *LIFECYCLE_STAGES) if s in set(moves["from"])]
-    targets = [s for s in LIFECYCLE_STAGES if s in set(moves["to"])]
-    grid = moves.pivot_table(index="from", columns="to", values="customers", aggfunc="sum", fill_value=0) \
-        .reindex(index=sources, columns=targets, fill_value=0)
-    fig = new_figure(9, 1.2 + 0.55 * len(sources))
-    ax = fig.add_subplot()
-    ax.imshow(grid.to_numpy(), cmap="Blues", aspect="auto", vmin=0)
-    ax.set_xticks(range(len(targets)), targets)
-    ax.set_yticks(range(len(sources)), sources)
-    ax.set_xlabel("to stage")
-    ax.set_ylabel("from stage")
-    peak = grid.to_numpy().max()
-    for (row, column), count in pd.DataFrame(grid.to_numpy()).stack().items():
-        if count:
-            ax.text(column, row, f"{count:,}", ha="center", va="center",
-                    color="white" if count > peak / 2 else "black")
-    return fig
-
-
-def value_matrix_chart(matrix: pd.DataFrame) -> Figure:
-    fig = new_figure(7, 5)
-    ax = fig.add_subplot()
-    cells = [[0.0, 0.0], [0.0, 0.0]]
-    for row in matrix.itertuples():
-        x, y = QUADRANT_CELLS.get(row.value_quadrant, (None, None))
-        if x is None:       # a quadrant only conf names has no cell; the table still lists it
-            continue
-        cells[y][x] = row.customers
-        ax.text(x, y, f"{row.value_quadrant}\ncustomers: {row.customers:,} ({row.customer_share:.1%})\n"
-                      f"CLV {row.clv:,.0f}\n{row.investment}", ha="center", va="center", fontsize=10)
-    ax.imshow(cells, cmap="Blues", origin="lower", alpha=0.6, vmin=0)
-    ax.set_xticks([0, 1], ["low", "high"])
-    ax.set_yticks([0, 1], ["low", "high"])
-    ax.set_xlabel("current value")
-    ax.set_ylabel("potential value")
-    return fig
-
-
-def clv_histogram_chart(histogram: pd.DataFrame, width: float, stats: dict[str, float]) -> Figure:
-    fig = new_figure(9, 3.8)
-    ax = fig.add_subplot()
-    ax.bar(histogram["from"], histogram["customers"], width=width, align="edge", color="#1f77b4",
-           edgecolor="white")
-    for name, style in (("p50", "--"), ("p90", ":")):
-        ax.axvline(stats[name], color="black", linestyle=style, linewidth=1,
-                   label=f"{'median' if name == 'p50' else name} {stats[name]:,.0f}")
-    ax.set_xlabel("CLV (reporting currency)")
-    ax.set_ylabel("customers")
-    ax.legend(frameon=False, ncols=2, loc="lower right", bbox_to_anchor=(1, 1))
-    whole_number_ticks(ax.yaxis)
-    plain(ax)
-    return fig
-
-
-def kpi_chart(trends: pd.DataFrame) -> Figure:
-    columns = 2 if len(trends.columns) > 1 else 1
-    rows = -(-len(trends.columns) // columns)
-    fig = new_figure(10, 2.8 * rows)
-    for i, kpi in enumerate(trends.columns):
-        ax = fig.add_subplot(rows, columns, i + 1)
-        ax.plot(pd.to_datetime(trends.index), trends[kpi], marker="o", markersize=3, color="#1f77b4")
-        ax.set_title(kpi, fontsize=10, loc="left")
-        locator = mdates.AutoDateLocator(maxticks=6)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-        ax.tick_params(labelsize=8)
-        plain(ax)
-    return fig
-
-
-def dq_chart(by_stage: pd.DataFrame) -> Figure:
-    fig = new_figure(9, 1.2 + 0.45 * len(by_stage))
-    ax = fig.add_subplot()
-    left = pd.Series(0, index=by_stage.index)
-    for outcome in DQ_OUTCOMES:
-        bars = ax.barh(by_stage.index, by_stage[outcome], left=left, color=COLORS[outcome], label=outcome)
-        ax.bar_label(bars, labels=[f"{n:,}" if n else "" for n in by_stage[outcome]], label_type="center",
-                     color="white", fontsize=8)
-        left = left + by_stage[outcome]
-    ax.invert_yaxis()
-    ax.set_xlabel("expectations")
-    whole_number_ticks(ax.xaxis)
-    ax.legend(frameon=False, ncols=3, loc="lower right", bbox_to_anchor=(1, 1))
-    plain(ax)
-    return fig
-
-
-def quarantine_chart(quarantined: pd.DataFrame) -> Figure:
-    grid = quarantined.pivot_table(index="source", columns="reason_code", values="rows", aggfunc="sum",
-                                   fill_value=0)
-    fig = new_figure(9, 1.4 + 0.45 * len(grid))
-    ax = fig.add_subplot()
-    left = pd.Series(0, index=grid.index)
-    for reason in grid.columns:
-        ax.barh(grid.index, grid[reason], left=left, label=reason)
-        left = left + grid[reason]
-    ax.bar_label(ax.containers[-1], labels=[f"{n:,}" for n in left], padding=3)
-    ax.invert_yaxis()
-    ax.set_xlabel("rows quarantined")
-    whole_number_ticks(ax.xaxis)
-    ax.margins(x=0.1)
-    ax.legend(frameon=False, ncols=3, loc="lower right", bbox_to_anchor=(1, 1), fontsize=8)
-    plain(ax)
-    return fig
-
-
-def plain(ax: Axes) -> None:
-    """No top and right frame lines: less ink around the data."""
-    ax.spines[["top", "right"]].set_visible(False)
-
-
-def whole_number_ticks(axis: Axis) -> None:
-    """Ticks at whole numbers only: the axis counts customers, rows or expectations."""
-    axis.set_major_locator(MaxNLocator(integer=True))
-
-
-# -- HTML -------------------------------------------------------------------------------------------
-
-
-STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0;
-       background: #f6f7f9; }
-header, main { max-width: 1000px; margin: 0 auto; padding: 0 24px; }
-header { padding-top: 24px; }
-h1 { font-size: 1.6em; margin: 0 0 4px; }
-nav ol { columns: 3; padding-left: 1.2em; }
-section { background: #fff; border: 1px solid #dde1e6; border-radius: 6px; margin: 18px 0; padding: 8px 20px 16px; }
-h2 { font-size: 1.2em; }
-figure { margin: 0; }
-figure img { max-width: 100%; height: auto; display: block; }
-figcaption, .meta { color: #555; font-size: 0.9em; }
-.note { color: #8a5a00; background: #fff8e5; border-left: 4px solid #f0b400; padding: 8px 12px; }
-details { margin-top: 10px; }
-summary { cursor: pointer; color: #333; }
-table.data { border-collapse: collapse; font-size: 0.85em; margin-top: 6px; }
-table.data th, table.data td { padding: 3px 10px; border-bottom: 1px solid #e6e8eb; text-align: left; }
-table.data th { background: #f0f2f5; }
-table.data .num { text-align: right; font-variant-numeric: tabular-nums; }
-code { font-size: 0.95em; }
-"""
-
-# Nothing but inline data and style may load: the page is complete offline, and stays so.
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
-
-def render(sections: list[Section], as_of: date, run_id: str) -> str:
-    """The whole page: a header with the contents, then every section."""
-    esc = html.escape
-    contents = "".join(f'<li><a href="#{s.key}">{esc(s.title)}</a></li>' for s in sections)
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>CDP run report {as_of}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-        f"<header><h1>CDP run report: {as_of}</h1>\n"
-        f'<p class="meta">As-of date <b>{as_of}</b>; data quality and ingestion of run <code>{esc(run_id)}</code>.'
-        f"</p>\n<nav><ol>{contents}</ol></nav></header>\n"
-        f"<main>\n{''.join(render_section(s) for s in sections)}</main>\n</body>\n</html>\n"
-    )
-
-
-def render_section(section: Section) -> str:
-    esc = html.escape
-    parts = [f'<section id="{section.key}">\n<h2>{esc(section.title)}</h2>\n']
-    if section.note:
-        parts.append(f'<p class="note">{esc(section.note)}</p>\n')
-    if section.chart is not None:
-        parts.append(f'<figure id="chart-{section.key}"><img alt="{esc(section.title)}" '
-                     f'src="data:image/png;base64,{png_base64(section.chart)}">\n'
-                     f"<figcaption>{esc(section.caption)}</figcaption></figure>\n")
-    for caption, rows in section.tables:
-        folded = "" if len(rows) <= OPEN_TABLE_ROWS else " (click to open)"
-        parts.append(f"<details{' open' if not folded else ''}><summary>{esc(caption)}{folded}</summary>\n"
-                     f"{table_html(rows)}</details>\n")
-    parts.append("</section>\n")
-    return "".join(parts)
-
-
-def table_html(rows: pd.DataFrame) -> str:
-    """`rows` as an HTML table, every cell escaped; columns of numbers (and percentages) right-aligned."""
-    esc = html.escape
-    texts = [[cell_text(v) for v in rows[c]] for c in rows.columns]
-    align = ['' if any(t and not NUMBER.fullmatch(t) for t in column) else ' class="num"' for column in texts]
-    head = "".join(f"<th{a}>{esc(str(c))}</th>" for c, a in zip(rows.columns, align))
-    body = "".join("<tr>" + "".join(f"<td{a}>{esc(t)}</td>" for t, a in zip(row, align)) + "</tr>\n"
-                   for row in zip(*texts))
-    return f'<table class="data"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table>\n'
-
-
-def cell_text(value: object) -> str:
-    """Empty for a missing value; integers with thousands separators, other numbers with two decimals too."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bool | np.bool_):
-        return str(value)
-    if isinstance(value, numbers.Integral):
-        return f"{value:,}"
-    if isinstance(value, numbers.Real):
-        return f"{value:,.2f}"
-    return str(value)
-
-
-def png_base64(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
