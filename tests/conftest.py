@@ -43,6 +43,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not any(item.get_closest_marker(m) for m in ("stage", "e2e")):
             item.add_marker(pytest.mark.unit)
+    # The tests of the background Airflow day go last, so that everything else runs while it does.
+    items.sort(key=lambda item: "airflow_day" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")
