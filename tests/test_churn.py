@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs.platform.config import Settings
 from jobs.value import churn
 
 AT = date(2026, 6, 30)
@@ -59,7 +60,7 @@ def test_label_is_no_purchase_in_the_window_after(spark: SparkSession) -> None:
     assert labels == {"stays": 0.0, "leaves": 1.0}
 
 
-def test_a_planted_churn_signal_is_learnt_and_ranked(spark: SparkSession) -> None:
+def test_a_planted_churn_signal_is_learnt_and_ranked(spark: SparkSession, settings: Settings) -> None:
     """Customers who unsubscribed and complained stop buying; the rest buy monthly. Purchase history
     alone cannot tell them apart before they leave, so a high AUC means the engagement features work."""
     rng = np.random.default_rng(11)
@@ -82,7 +83,9 @@ def test_a_planted_churn_signal_is_learnt_and_ranked(spark: SparkSession) -> Non
     sources = _sources(spark, daily=daily, campaign=campaign, tickets=tickets)
     as_of = date(2026, 9, 30)
 
-    model = churn.train_churn_model(sources, as_of, 90)
+    # As many boosting rounds as the test profile gives the pipeline (conf/test.yaml).
+    model = churn.train_churn_model(sources, as_of, 90, max_iterations=settings.clv.churn_max_iterations,
+                                    max_depth=settings.clv.churn_max_depth)
     scores = {r.customer_id: r.churn_probability for r in churn.churn_scores(model, sources, as_of).collect()}
 
     assert model.validation_auc > 0.9
