@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,29 +21,12 @@ def isolated_environment(base: Path) -> dict[str, str]:
     return env
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    # Start the one Airflow day early, in the background, when a selected test needs it.
-    if any("airflow_day" in getattr(item, "fixturenames", ()) for item in session.items):
-        from tests.test_dags import start_airflow_day
-
-        start_airflow_day(Path(tempfile.mkdtemp(prefix="cdp-airflow-day-")))
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    from tests.test_dags import BACKGROUND
-
-    for proc, _, _ in BACKGROUND.values():
-        if proc.poll() is None:     # the session stopped before a test waited for it
-            proc.kill()
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The pyramid's base: a test is `unit` unless its module says `stage` or `e2e`.
     for item in items:
         if not any(item.get_closest_marker(m) for m in ("stage", "e2e")):
             item.add_marker(pytest.mark.unit)
-    # The tests of the background Airflow day go last, so that everything else runs while it does.
-    items.sort(key=lambda item: "airflow_day" in getattr(item, "fixturenames", ()))
+
 
 
 @pytest.fixture(scope="session")

@@ -128,30 +128,13 @@ def _published(spark: SparkSession, env: dict[str, str], day: str, people: int) 
     assert day in {m["as_of_date"] for m in read_manifests(Path(env["CDP__PATHS__EXPORTS"]))}
 
 
-# The Airflow day runs in the background from the end of collection (tests/conftest.py), beside the
-# in-process tests: its spark-submits wait on JVM starts and Airflow far more than on the two cores.
-BACKGROUND: dict[str, tuple[subprocess.Popen, dict[str, str], Path]] = {}
-
-
-def start_airflow_day(base: Path) -> None:
-    """Generate a small sample, then run the daily DAG for AS_OF in Airflow, as a background process."""
-    env = _isolated_env(base)
-    cdp = f"{sys.executable} -m jobs.cli"
-    log = base / "airflow-day.log"
-    proc = subprocess.Popen(["bash", "-c", f"{cdp} generate --customers {PEOPLE} --workers 1 && "
-                             f"{cdp} airflow-run --date {AS_OF}"], env=env, cwd=PROJECT_ROOT,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-    BACKGROUND["airflow_day"] = (proc, env, log)
-
-
 @pytest.fixture(scope="module")
-def airflow_day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def airflow_day(airflow_home: dict[str, str]) -> dict[str, str]:
     """A small sample, then one run of the daily DAG in Airflow (every task a spark-submit)."""
-    if "airflow_day" not in BACKGROUND:
-        start_airflow_day(tmp_path_factory.mktemp("airflow-day"))
-    proc, env, log = BACKGROUND["airflow_day"]
-    assert proc.wait() == 0, log.read_text()[-6000:]
-    return env
+    _cdp(airflow_home, "generate", "--customers", str(PEOPLE), "--workers", "1")
+    run = _cdp(airflow_home, "airflow-run", "--date", AS_OF, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return airflow_home
 
 
 @pytest.mark.e2e
