@@ -561,7 +561,7 @@ def test_erasure_leaves_nothing_of_the_person_in_tables_or_data_files(
     for database in ("bronze", "silver", "gold", "ops"):
         for table in spark.catalog.listTables(database):
             name = f"{database}.{table.name}"
-            if name == "ops.erasures":
+            if name == "ops.erasures" or table.isTemporary:    # views of other tests hold no data of their own
                 continue
             # Current versions: no row mentions the person.
             text = spark.table(name).select(F.lower(F.to_json(F.struct("*"))).alias("j"))
