@@ -42,7 +42,7 @@ run: setup ## generate sample data, run the daily DAG in Airflow for DATE, print
 	$(BIN)/cdp summary --date $(DATE)
 	$(BIN)/cdp identity-quality
 
-test: setup ## the suite CI runs (unit, stage, one Airflow day, JDBC): at most 20 minutes on 2 cores
+test: setup ## the suite CI runs: unit, the stage tier, one Airflow day, a JDBC client (not slow)
 	$(BIN)/pytest -m "not slow"
 
 test-slow: setup ## the slow end-to-end variants: backfill, every stage rebuilt, refit and erasure DAGs, cluster
