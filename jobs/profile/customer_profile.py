@@ -162,7 +162,10 @@ def build_customer_profile(graph: DataFrame, silver: dict[str, DataFrame], survi
         F.coalesce("order_count", zero).alias("order_count"),
         F.coalesce("store_transactions", zero).alias("store_transactions"),
         F.round(revenue, 2).alias("net_revenue"),
-        F.when(purchases > 0, F.round(revenue / purchases, 2)).alias("average_order_value"),
+        # From whole cents in decimal: a double sum depends on the order Spark adds in, and at a half cent
+        # that flipped the rounded mean between two runs of the same data (found by `cdp rebuild`).
+        F.when(purchases > 0, F.round(F.round(revenue, 2).cast("decimal(20,2)") / purchases, 2).cast("double"))
+        .alias("average_order_value"),
         F.coalesce("returned_orders", zero).alias("returned_orders"),
         F.coalesce("tickets", zero).alias("tickets"), F.coalesce("open_tickets", zero).alias("open_tickets"),
         "avg_first_response_minutes", "avg_resolution_hours", "latest_nps", "latest_csat",
