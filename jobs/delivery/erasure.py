@@ -180,7 +180,12 @@ def erase(spark: SparkSession, settings: Settings, request: ErasureRequest, requ
 
 
 def erased_customers(spark: SparkSession) -> DataFrame:
-    """(customer_id) of every erasure carried out: exports leave them out."""
+    """(customer_id) of every erasure carried out, from the published ops.erasures (none before the first)."""
     if not spark.catalog.tableExists(ERASURES.name):
         return spark.createDataFrame([], "customer_id string")
-    return spark.table(ERASURES.name).select("customer_id").distinct()
+    return erased_ids(spark.table(ERASURES.name))
+
+
+def erased_ids(erasures: DataFrame) -> DataFrame:
+    """(customer_id) of every erasure in `erasures` (ops.erasures rows): exports leave them out."""
+    return erasures.select("customer_id").distinct()

@@ -4,6 +4,7 @@ atomically."""
 
 from __future__ import annotations
 
+from jobs.delivery.erasure import erased_ids
 from jobs.delivery.export import export_segment, known_segments, read_manifests
 from jobs.delivery.report import build_report
 from jobs.platform.context import RunContext
@@ -20,7 +21,7 @@ def run_export(ctx: RunContext) -> dict[str, object]:
     done = {(m["segment"]["segment_type"], m["segment"]["segment"], m["destination"], m["as_of_date"])
             for m in read_manifests(out)} if out.is_dir() else set()
     known = known_segments(ctx.read(gold.SEGMENT_MEMBERSHIP), ctx.as_of)
-    erased = ctx.read(ERASURES).select("customer_id").distinct()    # erased people are never exported
+    erased = erased_ids(ctx.read(ERASURES))    # erased people are never exported
     summary: dict[str, object] = {}
     for job in ctx.settings.export.scheduled:
         segment_type, segment, destination = job.segment_type, job.segment, job.destination
