@@ -57,3 +57,12 @@ def test_a_stage_can_read_and_stage_only_what_it_declares(spark: SparkSession, s
         ctx.gate({ops.CLV_MODELS: spark.createDataFrame([], ops.CLV_MODELS.struct)})
     with pytest.raises(UndeclaredTable, match=r"stage \? reads"):
         RunContext.create(settings, date(2026, 11, 20)).read(gold.IDENTITY_GRAPH)
+
+
+def test_releasing_a_batch_of_an_unknown_source_is_a_clear_error(settings: Settings) -> None:
+    import argparse
+
+    from jobs.cli import cmd_release
+
+    with pytest.raises(SystemExit, match="cdp release: unknown source 'nope'; sources are contacts"):
+        cmd_release(settings, argparse.Namespace(source="nope", batch="2026-11-21", reason="r", released_by="t"))
