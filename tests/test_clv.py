@@ -6,6 +6,7 @@ import warnings
 from datetime import date, datetime
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
@@ -82,6 +83,25 @@ def test_gamma_gamma_recovers_the_parameters_it_was_simulated_from() -> None:
         assert getattr(fitted, name) == pytest.approx(getattr(TRUE_GG, name), rel=0.04), name
 
 
+def test_analytic_gradients_match_finite_differences() -> None:
+    from scipy import optimize
+
+    rng = np.random.default_rng(11)
+    x, t_x, T = simulate_bgnbd(rng, TRUE_BG, 3_000)
+    (px, pt, pT), counts = _points(x, t_x, T)
+    for log_params in (np.log([0.7, 30.0, 0.9, 5.0]), np.log([2.0, 3.0, 0.3, 0.8])):
+        value, gradient = btyd.bgnbd_gradient(log_params, px, pt, pT, counts.astype(float))
+        assert value == pytest.approx(np.sum(counts * btyd.bgnbd_log_likelihood(log_params, px, pt, pT)))
+        numeric = optimize.approx_fprime(log_params, lambda v: btyd.bgnbd_gradient(v, px, pt, pT, counts)[0], 1e-6)
+        np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-3)
+    gx, means = simulate_gamma_gamma(rng, TRUE_GG, 3_000)
+    weights = np.ones_like(gx)
+    log_params = np.log([4.0, 3.0, 10.0])
+    _, gradient = btyd.gamma_gamma_gradient(log_params, gx, means, weights)
+    numeric = optimize.approx_fprime(log_params, lambda v: btyd.gamma_gamma_gradient(v, gx, means, weights)[0], 1e-6)
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-3)
+
+
 def test_fits_and_predictions_agree_with_lifetimes() -> None:
     from lifetimes import BetaGeoFitter, GammaGammaFitter
 
@@ -145,8 +165,6 @@ def test_summary_follows_the_literature_conventions(spark: SparkSession) -> None
 
 
 def test_scores_follow_from_the_model(spark: SparkSession) -> None:
-    import pandas as pd
-
     summary = pd.DataFrame({"customer_id": ["a", "b"], "frequency": [0, 4], "recency": [0.0, 30.0],
                             "T": [40.0, 40.0], "monetary_value": [0.0, 50.0]})
     value = clv.ValueSettings("week", (30, 365), 365, 30, 0.1, 0.3)
@@ -170,8 +188,6 @@ def test_a_refit_that_validates_worse_is_refused() -> None:
 
 def _transactions_csv(path, rng: np.random.Generator, customers: int = 400) -> None:
     """Daily purchases of customers drawn from the true BG/NBD, written as a plain transactions file."""
-    import pandas as pd
-
     rows = []
     for c in range(customers):
         start = int(rng.integers(0, 300))
@@ -233,3 +249,17 @@ def test_cdp_clv_names_what_is_wrong_with_a_file(spark: SparkSession, tmp_path) 
                                       "b,2026-01-03,-4\n")
     with pytest.raises(clv.TransactionsError, match=r"1 unparseable order_date.*'01/02/2026x'.*1 negative amount"):
         clv.read_transactions(spark, tmp_path / "bad.csv")
+
+
+def test_cdp_clv_reads_parquet_with_nanosecond_timestamps(spark: SparkSession, tmp_path) -> None:
+    # pandas' default to_parquet keeps datetime64[ns]; Spark alone rejects that type (PARQUET_TYPE_ILLEGAL).
+    stamps = ["2026-01-01 10:00:00.123456789", "2026-01-05 00:00:00", "2026-01-02 00:00:00"]
+    frame = pd.DataFrame({"customer_id": ["a", "a", "b"], "amount": [10.0, 5.5, 7.0],
+                          "order_ts": pd.to_datetime(stamps, format="ISO8601")})
+    frame.to_parquet(tmp_path / "tx.parquet")
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(tmp_path / "tx.parquet").field("order_ts").type.unit == "ns"
+    rows = clv.read_transactions(spark, tmp_path / "tx.parquet").orderBy("ts").collect()
+    assert [(r.customer_id, r.ts.isoformat(), r.amount) for r in rows] == [
+        ("a", "2026-01-01T10:00:00.123456", 10.0), ("b", "2026-01-02T00:00:00", 7.0), ("a", "2026-01-05T00:00:00", 5.5)]

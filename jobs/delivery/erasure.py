@@ -104,6 +104,10 @@ def _delete_matching(table: Table, keys: DataFrame, condition: str) -> int:
     spark = keys.sparkSession
     if not spark.catalog.tableExists(table.name):
         return 0
+    # Most tables hold nothing of one person: a scan finds that out, a MERGE would also commit and rewrite.
+    matched = spark.table(table.name).alias("t").join(keys.alias("s"), F.expr(condition), "left_semi")
+    if matched.isEmpty():
+        return 0
     DeltaTable.forName(spark, table.name).alias("t").merge(keys.alias("s"), condition).whenMatchedDelete().execute()
     metrics = spark.sql(f"DESCRIBE HISTORY {table.name} LIMIT 1").first()["operationMetrics"] or {}
     return int(metrics.get("numTargetRowsDeleted", 0))

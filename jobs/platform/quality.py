@@ -74,6 +74,12 @@ def _context(docs_dir: Path | None):
     return context
 
 
+# Pass one counts: every expectation's metrics, which GX bundles into a few aggregate jobs per table.
+# Fetching sample rows costs a job per expectation, so only pass two (failed ones only) does it.
+COUNTS_ONLY = {"result_format": "BASIC", "partial_unexpected_count": 0}
+WITH_SAMPLES = {"result_format": "BASIC", "partial_unexpected_count": 5}
+
+
 def validate_frames(frames: dict[str, DataFrame], suites: dict[str, dict[str, Any]],
                     docs_dir: Path | None = None, run_name: str = "cdp") -> list[Outcome]:
     """Run each table's GX suite on its DataFrame; with `docs_dir`, also render GX Data Docs there."""
@@ -94,11 +100,23 @@ def validate_frames(frames: dict[str, DataFrame], suites: dict[str, dict[str, An
             gx.ValidationDefinition(name=table_name, data=batch_definition, suite=suite))
         checkpoint = context.checkpoints.add(gx.Checkpoint(
             name=f"{table_name}-gate", validation_definitions=[definition], actions=actions,
-            result_format="SUMMARY"))
+            result_format=COUNTS_ONLY))
         run = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
-        for result in run.run_results.values():
-            outcomes += [_outcome(table_name, spec["name"], r) for r in result.results]
+        results = [r for result in run.run_results.values() for r in result.results]
+        failed = [r.expectation_config for r in results if not r.success and (r.result or {}).get("unexpected_count")]
+        samples = {}
+        if failed:
+            retry = context.suites.add(ExpectationSuite(name=f"{table_name}-failed", expectations=[
+                c.to_json_dict() for c in failed]))
+            rerun = gx.ValidationDefinition(name=f"{table_name}-failed", data=batch_definition, suite=retry)
+            samples = {_key(r.expectation_config): r.result.get("partial_unexpected_list")
+                       for r in rerun.run(batch_parameters={"dataframe": df}, result_format=WITH_SAMPLES).results}
+        outcomes += [_outcome(table_name, spec["name"], r, samples.get(_key(r.expectation_config))) for r in results]
     return outcomes
+
+
+def _key(config: Any) -> str:
+    return json.dumps({"type": config.type, "kwargs": config.kwargs}, sort_keys=True, default=str)
 
 
 def validate_frame(df: DataFrame, table_name: str, suite_spec: dict[str, Any]) -> list[Outcome]:
@@ -106,10 +124,9 @@ def validate_frame(df: DataFrame, table_name: str, suite_spec: dict[str, Any]) -
     return validate_frames({table_name: df}, {table_name: suite_spec})
 
 
-def _outcome(table_name: str, suite_name: str, r: Any) -> Outcome:
+def _outcome(table_name: str, suite_name: str, r: Any, sample: list | None) -> Outcome:
     config = r.expectation_config
     details = r.result or {}
-    sample = details.get("partial_unexpected_list")
     return Outcome(
         table_name=table_name,
         suite=suite_name,

@@ -74,13 +74,39 @@ class BetaGeo:
 
 def bgnbd_log_likelihood(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
     """Per-point BG/NBD log-likelihood at log-parameters (log r, log alpha, log a, log b)."""
+    return _bgnbd_terms(log_params, x, t_x, T)[0]
+
+
+def bgnbd_gradient(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray,
+                   weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """The weighted sum of per-point log-likelihoods and its gradient in the log-parameters (analytic:
+    one evaluation per optimiser step instead of five for finite differences)."""
+    ll, survived, dropped = _bgnbd_terms(log_params, x, t_x, T)
+    r, alpha, a, b = np.exp(log_params)
+    # Shares of the two ways to have seen the data: still alive at T, or dropped out after the last purchase.
+    ws = np.exp(survived - np.logaddexp(survived, dropped))
+    wd = 1.0 - ws
+    psi = special.digamma
+    psi_ab, psi_abx = psi(a + b), psi(a + b + x)
+    with np.errstate(invalid="ignore"):
+        psi_bx1 = np.where(x > 0, psi(np.maximum(b + x - 1, 1e-300)), 0.0)
+    log_at, log_atx = np.log(alpha + T), np.log(alpha + t_x)
+    d_r = psi(r + x) - psi(r) + np.log(alpha) - ws * log_at - wd * log_atx
+    d_alpha = r / alpha - (r + x) * (ws / (alpha + T) + wd / (alpha + t_x))
+    d_a = ws * (psi_ab - psi_abx) + wd * (psi(a + 1) - psi(a) + psi_ab - psi_abx)
+    d_b = ws * (psi(b + x) - psi(b) + psi_ab - psi_abx) + wd * (psi_bx1 - psi(b) + psi_ab - psi_abx)
+    gradient = np.array([weights @ d for d in (d_r, d_alpha, d_a, d_b)])
+    return float(weights @ ll), gradient * np.array([r, alpha, a, b])
+
+
+def _bgnbd_terms(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray):
     r, alpha, a, b = np.exp(log_params)
     common = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
     survived = special.betaln(a, b + x) - special.betaln(a, b) - (r + x) * np.log(alpha + T)
     with np.errstate(divide="ignore", invalid="ignore"):
         dropped = special.betaln(a + 1, b + x - 1) - special.betaln(a, b) - (r + x) * np.log(alpha + t_x)
     dropped = np.where(x > 0, dropped, -np.inf)
-    return common + np.logaddexp(survived, dropped)
+    return common + np.logaddexp(survived, dropped), survived, dropped
 
 
 @dataclass(frozen=True)
@@ -107,22 +133,35 @@ def gamma_gamma_log_likelihood(log_params: np.ndarray, x: np.ndarray, m: np.ndar
             + (px - 1) * np.log(m) + px * np.log(x) - (px + q) * np.log(g + x * m))
 
 
+def gamma_gamma_gradient(log_params: np.ndarray, x: np.ndarray, m: np.ndarray,
+                         weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """The weighted sum of Gamma-Gamma log-likelihoods and its analytic gradient in the log-parameters."""
+    p, q, g = np.exp(log_params)
+    px, log_gxm = p * x, np.log(g + x * m)
+    psi_pxq = special.digamma(px + q)
+    d_p = x * (psi_pxq - special.digamma(px) + np.log(m) + np.log(x) - log_gxm)
+    d_q = psi_pxq - special.digamma(q) + np.log(g) - log_gxm
+    d_g = q / g - (px + q) / (g + x * m)
+    gradient = np.array([weights @ d_p, weights @ d_q, weights @ d_g]) * np.array([p, q, g])
+    return float(weights @ gamma_gamma_log_likelihood(log_params, x, m)), gradient
+
+
 # Parameters beyond e^±15 mean the likelihood kept rising towards the edge of the parameter space:
 # the data do not identify the model (e.g. nobody bought twice), whatever the optimiser says.
 MAX_ABS_LOG_PARAMETER = 15.0
 
 
 def _maximise(neg_log_likelihood, start: np.ndarray, what: str, max_iterations: int) -> tuple[np.ndarray, int, str]:
-    """Minimise with L-BFGS-B; if that fails, Nelder-Mead from its end point; raise if neither converges
-    to an interior point."""
+    """Minimise `neg_log_likelihood` (returning value and gradient) with L-BFGS-B; if that fails,
+    Nelder-Mead from its end point; raise if neither converges to an interior point."""
     def interior(x: np.ndarray) -> bool:
         return bool(np.all(np.isfinite(x)) and np.all(np.abs(x) < MAX_ABS_LOG_PARAMETER))
 
-    result = optimize.minimize(neg_log_likelihood, start, method="L-BFGS-B",
+    result = optimize.minimize(neg_log_likelihood, start, method="L-BFGS-B", jac=True,
                                options={"maxiter": max_iterations, "ftol": 1e-12, "gtol": 1e-8})
     if result.success and interior(result.x):
         return result.x, int(result.nit), "L-BFGS-B"
-    fallback = optimize.minimize(neg_log_likelihood, result.x if interior(result.x) else start,
+    fallback = optimize.minimize(lambda v: neg_log_likelihood(v)[0], result.x if interior(result.x) else start,
                                  method="Nelder-Mead",
                                  options={"maxiter": 10 * max_iterations, "xatol": 1e-8, "fatol": 1e-10})
     if fallback.success and interior(fallback.x):
@@ -145,10 +184,13 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray
     scale = float(np.sum(w))
     started = time.monotonic()
     # Scaled by the customer count so the optimiser's tolerances mean the same at any size.
-    objective = lambda lp: -np.sum(w * bgnbd_log_likelihood(lp, x, t_x, T)) / scale  # noqa: E731
+    def objective(lp: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = bgnbd_gradient(lp, x, t_x, T, w)
+        return -value / scale, -gradient / scale
+
     log_params, iterations, method = _maximise(objective, np.log(start), "BG/NBD", max_iterations)
     model = BetaGeo(*(float(v) for v in np.exp(log_params)))
-    return model, FitReport(float(-objective(log_params) * scale), int(scale), len(x), iterations,
+    return model, FitReport(float(-objective(log_params)[0] * scale), int(scale), len(x), iterations,
                             time.monotonic() - started, method)
 
 
@@ -161,10 +203,13 @@ def fit_gamma_gamma(x: np.ndarray, mean_value: np.ndarray, weights: np.ndarray |
     _check(np.all(x >= 1) and np.all(m > 0), "Gamma-Gamma needs x >= 1 and a positive mean value")
     scale = float(np.sum(w))
     started = time.monotonic()
-    objective = lambda lp: -np.sum(w * gamma_gamma_log_likelihood(lp, x, m)) / scale  # noqa: E731
+    def objective(lp: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = gamma_gamma_gradient(lp, x, m, w)
+        return -value / scale, -gradient / scale
+
     log_params, iterations, method = _maximise(objective, np.log(start), "Gamma-Gamma", max_iterations)
     model = GammaGamma(*(float(v) for v in np.exp(log_params)))
-    return model, FitReport(float(-objective(log_params) * scale), int(scale), len(x), iterations,
+    return model, FitReport(float(-objective(log_params)[0] * scale), int(scale), len(x), iterations,
                             time.monotonic() - started, method)
 
 

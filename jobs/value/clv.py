@@ -205,17 +205,45 @@ class TransactionsError(ValueError):
 
 def read_transactions(spark, path, customer_column: str = "customer_id", date_column: str | None = None,
                       amount_column: str = "amount") -> DataFrame:
-    """(customer_id, ts, amount) from a CSV (with header) or Parquet file; `date_column` defaults to
-    order_ts, else order_date. Missing columns, unparseable dates and negative amounts are errors."""
+    """(customer_id, ts, amount) from a CSV (with header) or Parquet file (timestamps in any unit);
+    `date_column` defaults to order_ts, else order_date. Missing columns, unparseable dates and negative
+    amounts are errors."""
+    import tempfile
     from pathlib import Path
 
     path = Path(path)
-    if path.suffix.lower() == ".csv":
-        raw = spark.read.option("header", True).csv(str(path))
-    elif path.suffix.lower() == ".parquet" or path.is_dir():
-        raw = spark.read.parquet(str(path))
-    else:
-        raise TransactionsError(f"{path}: expected a .csv file with a header, or Parquet")
+    with tempfile.TemporaryDirectory(prefix="cdp-clv-") as scratch:
+        if path.suffix.lower() == ".csv":
+            raw = spark.read.option("header", True).csv(str(path))
+        elif path.suffix.lower() == ".parquet" or path.is_dir():
+            raw = spark.read.parquet(str(microsecond_parquet(path, Path(scratch))))
+        else:
+            raise TransactionsError(f"{path}: expected a .csv file with a header, or Parquet")
+        typed = _typed_transactions(raw, path, customer_column, date_column, amount_column)  # materialised
+    return typed
+
+
+def microsecond_parquet(path, scratch):
+    """`path`, or a copy of it in `scratch` with microsecond timestamps where it has nanosecond ones
+    (pandas' default `to_parquet` writes those, and Spark cannot read them), converted batch by batch."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    dataset = ds.dataset(str(path), format="parquet")
+    schema = pa.schema([f.with_type(pa.timestamp("us", f.type.tz))
+                        if pa.types.is_timestamp(f.type) and f.type.unit == "ns" else f for f in dataset.schema])
+    if schema.equals(dataset.schema):
+        return path
+    copy = scratch / "transactions.parquet"
+    with pq.ParquetWriter(str(copy), schema) as writer:
+        for batch in dataset.to_batches():
+            writer.write_table(pa.Table.from_batches([batch]).cast(schema, safe=False))  # sub-µs dropped
+    return copy
+
+
+def _typed_transactions(raw: DataFrame, path, customer_column: str, date_column: str | None,
+                        amount_column: str) -> DataFrame:
     date_column = date_column or next((c for c in ("order_ts", "order_date") if c in raw.columns), "order_ts")
     missing = [c for c in (customer_column, date_column, amount_column) if c not in raw.columns]
     if missing:
