@@ -1,9 +1,10 @@
 """Customer lifetime value from transactions: sufficient statistics in Spark, BTYD fits, scores.
 
 Spark reduces transactions to one row per customer (frequency, recency, T, mean repeat
-value), then to the distinct points the likelihoods need, with counts; only those few
-rows reach the driver, where `jobs.value.btyd` fits the models. Scoring runs back in Spark, as a
-vectorised pandas function over customer batches.
+value) in one aggregation, then to the distinct points the likelihoods need, with counts; only
+those rows reach the driver (through Arrow), where `jobs.value.btyd` fits the models. Purchase
+predictions depend on (frequency, recency, T) alone, so they are computed once per distinct point
+in numpy and joined back in Spark, where the expected spend is a column expression.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.platform.settings import ClvConfig
@@ -49,18 +50,18 @@ def customer_summary(daily: DataFrame, calibration_end: date, unit: str) -> Data
     weeks, not rounded), the mean value of repeat transactions (0 without one), and the
     value of all transactions in the window."""
     days = time_unit_days(unit)
-    window = daily.where(F.col("txn_date") <= F.lit(calibration_end))
-    first = window.groupBy("customer_id").agg(F.min("txn_date").alias("first_date"))
-    marked = window.join(first, "customer_id").withColumn("repeat", F.col("txn_date") > F.col("first_date"))
-    return marked.groupBy("customer_id", "first_date").agg(
-        F.count(F.when(F.col("repeat"), 1)).alias("frequency"),
-        (F.datediff(F.max("txn_date"), F.col("first_date")) / days).alias("recency"),
-        (F.datediff(F.lit(calibration_end), F.col("first_date")) / days).alias("T"),
-        F.round(F.coalesce(F.avg(F.when(F.col("repeat"), F.col("value"))), F.lit(0.0)), MONEY_DECIMALS)
-        .alias("monetary_value"),
-        F.round(F.sum("value"), MONEY_DECIMALS).alias("total_value"),
-    ).select("customer_id", "first_date", F.col("frequency").cast("long"), F.col("recency").cast("double"),
-             F.col("T").cast("double"), "monetary_value", "total_value")
+    # One aggregation: the repeat transactions' value is the total less the first day's.
+    per_customer = daily.where(F.col("txn_date") <= F.lit(calibration_end)).groupBy("customer_id").agg(
+        F.min("txn_date").alias("first_date"), F.max("txn_date").alias("last_date"),
+        (F.count("*") - 1).alias("frequency"), F.sum("value").alias("total"),
+        F.min_by("value", "txn_date").alias("first_value"))
+    repeat_mean = F.when(F.col("frequency") > 0, (F.col("total") - F.col("first_value")) / F.col("frequency"))
+    return per_customer.select(
+        "customer_id", "first_date", F.col("frequency").cast("long"),
+        (F.datediff("last_date", "first_date") / days).cast("double").alias("recency"),
+        (F.datediff(F.lit(calibration_end), F.col("first_date")) / days).cast("double").alias("T"),
+        F.round(F.coalesce(repeat_mean, F.lit(0.0)), MONEY_DECIMALS).alias("monetary_value"),
+        F.round("total", MONEY_DECIMALS).alias("total_value"))
 
 
 def holdout_purchases(daily: DataFrame, calibration_end: date, holdout_end: date) -> DataFrame:
@@ -81,11 +82,18 @@ class FittedModels:
                 "gamma_gamma": btyd.as_dict(self.spend, self.spend_fit)}
 
 
-def fit_models(summary: DataFrame) -> FittedModels:
-    """Fit BG/NBD on the distinct (x, t_x, T) with counts and Gamma-Gamma on repeat buyers' (x, m)."""
-    # Sorted so that a rerun sums the likelihood in the same order and lands on the same optimum.
-    points = summary.where(F.col("T") > 0).groupBy("frequency", "recency", "T").count() \
-        .orderBy("frequency", "recency", "T").toPandas()
+def purchase_points(summary: DataFrame) -> pd.DataFrame:
+    """The distinct (frequency, recency, T) of `summary` with their customer counts: what BG/NBD is fitted
+    on and scored at. Sorted, so that a rerun sums the likelihood in the same order and lands on the same
+    optimum."""
+    return summary.groupBy("frequency", "recency", "T").count().orderBy("frequency", "recency", "T").toPandas()
+
+
+def fit_models(summary: DataFrame, points: pd.DataFrame | None = None) -> FittedModels:
+    """Fit BG/NBD on the distinct (x, t_x, T) with counts (`purchase_points`, computed here unless given)
+    and Gamma-Gamma on repeat buyers' distinct (x, m)."""
+    points = purchase_points(summary) if points is None else points
+    points = points[points["T"] > 0]
     if points.empty:
         raise ValueError("no customer has a first transaction before the calibration end: nothing to fit")
     purchases, purchases_fit = btyd.fit_bgnbd(points["frequency"], points["recency"], points["T"], points["count"])
@@ -113,52 +121,61 @@ class ValueSettings:
                    conf.annual_discount_rate, conf.margin)
 
 
-def score_frame(summary: pd.DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, value: ValueSettings) -> pd.DataFrame:
-    """Per-customer predictions for a pandas batch of `customer_summary` rows."""
+def score_points(points: pd.DataFrame, bg: btyd.BetaGeo, value: ValueSettings) -> pd.DataFrame:
+    """Purchase predictions at each (frequency, recency, T) of `points`: P(alive), expected purchases over
+    each horizon and the CLV horizon, and `discounted_purchases` (expected purchases per period of the
+    CLV horizon, discounted to today: current value is that times spend times margin)."""
     days = time_unit_days(value.unit)
-    x, t_x, T = (summary[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T"))
-    out = pd.DataFrame({"customer_id": summary["customer_id"]})
+    x, t_x, T = (points[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T"))
+    out = points[["frequency", "recency", "T"]].copy()
     out["p_alive"] = bg.p_alive(x, t_x, T)
     for h in value.horizons_days:
         out[f"expected_purchases_{h}d"] = bg.expected_purchases(h / days, x, t_x, T)
-    spend = gg.expected_spend(x, summary["monetary_value"].to_numpy(dtype="float64"))
-    out["expected_spend"] = spend
     # CLP: expected profit per period, discounted to today (Fader-Hardie "discounted expected transactions").
     periods = np.arange(1, int(np.ceil(value.clv_horizon_days / value.period_days)) + 1)
     ends = np.minimum(periods * value.period_days, value.clv_horizon_days)
     cumulative = np.column_stack([np.zeros_like(x)] + [bg.expected_purchases(e / days, x, t_x, T) for e in ends])
-    per_period = np.diff(cumulative, axis=1)
     discount = (1 + value.annual_discount_rate) ** (-ends / 365.0)
     out["expected_purchases"] = cumulative[:, -1]
-    out["current_value"] = (per_period * discount).sum(axis=1) * spend * value.margin
+    out["discounted_purchases"] = (np.diff(cumulative, axis=1) * discount).sum(axis=1)
     return out
 
 
-def score_schema(value: ValueSettings) -> str:
-    horizons = "".join(f", expected_purchases_{h}d double" for h in value.horizons_days)
-    return (f"customer_id string, p_alive double{horizons}, expected_spend double, expected_purchases double, "
-            "current_value double")
+def expected_spend(gg: btyd.GammaGamma, frequency: Column, mean_value: Column) -> Column:
+    """`btyd.GammaGamma.expected_spend` as a Spark column."""
+    population = gg.p * gg.gamma / (gg.q - 1)
+    weight = gg.p * frequency / (gg.p * frequency + gg.q - 1)
+    return (1 - weight) * F.lit(population) + weight * F.when(frequency > 0, mean_value).otherwise(0.0)
 
 
-def score(summary: DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, value: ValueSettings) -> DataFrame:
-    """Predictions for every customer of `summary`, computed in Spark over pandas batches."""
-    columns = ["customer_id", "frequency", "recency", "T", "monetary_value"]
-    scored = summary.select(*columns).mapInPandas(
-        lambda batches: (score_frame(b, bg, gg, value) for b in batches), score_schema(value))
-    return summary.join(scored, "customer_id")
+def score_frame(summary: pd.DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, value: ValueSettings) -> pd.DataFrame:
+    """Per-customer predictions for a pandas frame of `customer_summary` rows (what `score` gives in Spark)."""
+    out = summary[["customer_id"]].join(score_points(summary, bg, value).drop(columns=["frequency", "recency", "T"]))
+    out["expected_spend"] = gg.expected_spend(summary["frequency"].to_numpy(dtype="float64"),
+                                              summary["monetary_value"].to_numpy(dtype="float64"))
+    out["current_value"] = out.pop("discounted_purchases") * out["expected_spend"] * value.margin
+    return out
+
+
+def score(summary: DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, value: ValueSettings,
+          points: pd.DataFrame | None = None) -> DataFrame:
+    """`summary` with its predictions: purchases scored once per distinct point (`purchase_points`,
+    computed here unless given) and broadcast back; spend and current value as column expressions."""
+    points = purchase_points(summary) if points is None else points
+    scored = summary.sparkSession.createDataFrame(score_points(points, bg, value))
+    return summary.join(F.broadcast(scored), ["frequency", "recency", "T"]) \
+        .withColumn("expected_spend", expected_spend(gg, F.col("frequency"), F.col("monetary_value"))) \
+        .withColumn("current_value", F.col("discounted_purchases") * F.col("expected_spend") * F.lit(value.margin)) \
+        .drop("discounted_purchases")
 
 
 def holdout_predictions(calibration: DataFrame, actual: DataFrame, bg: btyd.BetaGeo, holdout_units: float) -> DataFrame:
     """(customer_id, frequency, predicted, actual): holdout purchases of every calibration customer."""
-    def predict(batches):
-        for b in batches:
-            x, t_x, T = (b[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T"))
-            yield pd.DataFrame({"customer_id": b["customer_id"], "predicted": bg.expected_purchases(
-                holdout_units, x, t_x, T)})
-
-    predicted = calibration.select("customer_id", "frequency", "recency", "T").mapInPandas(
-        predict, "customer_id string, predicted double")
-    return calibration.select("customer_id", "frequency").join(predicted, "customer_id").join(
+    points = calibration.select("frequency", "recency", "T").distinct().toPandas()
+    x, t_x, T = (points[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T"))
+    points["predicted"] = bg.expected_purchases(holdout_units, x, t_x, T)
+    predicted = calibration.sparkSession.createDataFrame(points)
+    return calibration.join(F.broadcast(predicted), ["frequency", "recency", "T"]).join(
         actual, "customer_id", "left").select(
         "customer_id", "frequency", "predicted",
         F.coalesce(F.col("holdout_frequency"), F.lit(0)).cast("double").alias("actual"))
@@ -284,10 +301,12 @@ def fit_and_score_file(spark, transactions: DataFrame, calibration_end: date, ho
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    daily = daily_transactions(transactions).localCheckpoint()
+    daily = daily_transactions(transactions)
+    daily = daily if holdout_end is None else daily.localCheckpoint()   # read again for the holdout
     summary = customer_summary(daily, calibration_end, value.unit).localCheckpoint()
-    models = fit_models(summary)
-    score(summary, models.purchases, models.spend, value).withColumn("churn_risk", 1 - F.col("p_alive")) \
+    points = purchase_points(summary)
+    models = fit_models(summary, points)
+    score(summary, models.purchases, models.spend, value, points).withColumn("churn_risk", 1 - F.col("p_alive")) \
         .write.mode("overwrite").parquet(str(out / "customers"))
     parameters = models.parameters()
     model = {

@@ -90,15 +90,16 @@ def clv_spark(spark: SparkSession, path: Path, as_of: date, value: clv.ValueSett
     def lap() -> None:
         clock.append(time.monotonic())
 
-    daily = clv.daily_transactions(_transactions(spark, path)).localCheckpoint()
+    summary = clv.customer_summary(clv.daily_transactions(_transactions(spark, path)), as_of,
+                                   value.unit).localCheckpoint()
     lap()
-    summary = clv.customer_summary(daily, as_of, value.unit).localCheckpoint()
+    points = clv.purchase_points(summary)
+    models = clv.fit_models(summary, points)
     lap()
-    models = clv.fit_models(summary)
+    clv.score(summary, models.purchases, models.spend, value, points).write.mode("overwrite") \
+        .parquet(str(out / "customers"))
     lap()
-    clv.score(summary, models.purchases, models.spend, value).write.mode("overwrite").parquet(str(out / "customers"))
-    lap()
-    phases = dict(zip(("daily transactions", "summary", "fits", "score and write"),
+    phases = dict(zip(("summary", "fits", "score and write"),
                       (round(b - a, 1) for a, b in pairwise(clock))))
     return ClvRun(clock[-1] - clock[0], asdict(models.purchases) | asdict(models.spend), summary.count(), phases)
 
