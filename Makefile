@@ -42,8 +42,9 @@ run: setup ## generate sample data, run the daily DAG in Airflow for DATE, print
 	$(BIN)/cdp summary --date $(DATE)
 	$(BIN)/cdp identity-quality
 
-test: setup ## the suite CI runs: unit, the stage tier, one Airflow day, a JDBC client (not slow)
-	$(BIN)/pytest -m "not slow"
+# Two workers, one test module each at a time (module fixtures such as the stage tier's warehouse are built once).
+test: setup ## the suite CI runs: unit, the stage tier, one Airflow day, a JDBC client (not slow), on 2 workers
+	$(BIN)/pytest -m "not slow" -n 2 --dist loadfile
 
 test-slow: setup ## the slow end-to-end variants: backfill, every stage rebuilt, refit and erasure DAGs, cluster
 	$(BIN)/pytest -m slow

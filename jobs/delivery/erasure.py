@@ -35,7 +35,7 @@ from jobs.identity.graph import ROUTES, attach_customer
 from jobs.platform import pii
 from jobs.platform.config import Settings
 from jobs.platform.stages import IDENTITY_SOURCES
-from jobs.platform.tables import ensure_table, replace_slice, sql_literal
+from jobs.platform.tables import ensure_table, replace_slice, sql_literal, table_exists
 from schemas import Table, gold, silver
 from schemas.bronze import TABLES as BRONZE
 from schemas.ops import ERASURES, QUARANTINE
@@ -102,7 +102,7 @@ def _delete_matching(table: Table, keys: DataFrame, condition: str) -> int:
     from delta.tables import DeltaTable
 
     spark = keys.sparkSession
-    if not spark.catalog.tableExists(table.name):
+    if not table_exists(spark, table.name):
         return 0
     # Most tables hold nothing of one person: a scan finds that out, a MERGE would also commit and rewrite.
     matched = spark.table(table.name).alias("t").join(keys.alias("s"), F.expr(condition), "left_semi")
@@ -185,7 +185,7 @@ def erase(spark: SparkSession, settings: Settings, request: ErasureRequest, requ
 
 def erased_customers(spark: SparkSession) -> DataFrame:
     """(customer_id) of every erasure carried out, from the published ops.erasures (none before the first)."""
-    if not spark.catalog.tableExists(ERASURES.name):
+    if not table_exists(spark, ERASURES.name):
         return spark.createDataFrame([], "customer_id string")
     return erased_ids(spark.table(ERASURES.name))
 

@@ -36,6 +36,7 @@ from jobs.delivery.report_html import Section, render
 from jobs.ingest.accounting import accounting_frame
 from jobs.platform.config import Settings
 from jobs.platform.stages import DAILY
+from jobs.platform.tables import table_exists
 from jobs.segments.lifecycle import LIFECYCLE_STAGES
 from jobs.value.clv import holdout_figure
 from schemas import Table
@@ -87,7 +88,7 @@ def write_atomically(text: str, path: Path) -> None:
 
 def read_rows(spark: SparkSession, table: Table, where: Column) -> DataFrame | None:
     """`table`'s rows where `where` holds, or None when the table does not exist yet."""
-    if not spark.catalog.tableExists(table.name):
+    if not table_exists(spark, table.name):
         return None
     return spark.table(table.name).where(where)
 

@@ -34,7 +34,7 @@ from pyspark.sql import SparkSession
 
 from jobs.platform.config import Settings
 from jobs.platform.jars import require_jars
-from jobs.platform.tables import sql_literal
+from jobs.platform.tables import sql_literal, table_exists
 from schemas import Table
 from schemas.gold import (
     CUSTOMER_PROFILE,
@@ -108,7 +108,7 @@ VIEW_SOURCES = (CUSTOMER_PROFILE, CUSTOMER_VALUE, CUSTOMER_SEGMENTS, SEGMENT_MEM
 
 def create_bi_views(spark: SparkSession) -> list[str]:
     """Create (or replace) every view of `bi`; returns their names. Fails naming the gold tables missing."""
-    missing = [t.name for t in VIEW_SOURCES if not spark.catalog.tableExists(t.name)]
+    missing = [t.name for t in VIEW_SOURCES if not table_exists(spark, t.name)]
     if missing:
         raise LookupError(f"the bi views need {missing}: run the pipeline (make run) first")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {BI_DATABASE}")
@@ -129,7 +129,7 @@ def register_tables(spark: SparkSession, warehouse: Path, tables: tuple[Table, .
     registered = []
     for table in tables:
         path = table_path(warehouse, table)
-        if spark.catalog.tableExists(table.name) or not (path / "_delta_log").is_dir():
+        if table_exists(spark, table.name) or not (path / "_delta_log").is_dir():
             continue
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {table.database}")
         spark.sql(f"CREATE TABLE {table.name} USING DELTA LOCATION {sql_literal(path.as_uri())}")

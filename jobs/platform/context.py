@@ -24,7 +24,15 @@ from jobs.platform import quality
 from jobs.platform.config import Settings
 from jobs.platform.runtime import spark_session
 from jobs.platform.stages import IDENTITY_SOURCES, Stage
-from jobs.platform.tables import conform, ensure_table, merge_by_key, overwrite, replace_slice, sql_literal
+from jobs.platform.tables import (
+    conform,
+    ensure_table,
+    merge_by_key,
+    overwrite,
+    replace_slice,
+    sql_literal,
+    table_exists,
+)
 from schemas import Table
 
 log = logging.getLogger(__name__)
@@ -73,7 +81,7 @@ class RunContext:
     def read(self, table: Table) -> DataFrame:
         """A declared table as published; an empty frame of its schema before anything was published."""
         self._declared(table, "reads")
-        if not self.spark.catalog.tableExists(table.name):
+        if not table_exists(self.spark, table.name):
             return self.spark.createDataFrame([], table.struct)
         return self.spark.table(table.name)
 

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from jobs.platform.config import Settings
 from jobs.platform.context import RunContext
 from jobs.platform.stages import Stage, stage
-from jobs.platform.tables import ensure_table, replace_slice, sql_literal
+from jobs.platform.tables import ensure_table, replace_slice, sql_literal, table_exists
 from schemas import Table
 from schemas.ops import INGEST_ACCOUNTING, PIPELINE_RUNS
 
@@ -32,7 +32,7 @@ class DateOrderError(RuntimeError):
 
 def check_date_order(spark: SparkSession, step: Stage, as_of: date) -> None:
     """Refuse to rewind a stage's state: see the module's docstring."""
-    if not spark.catalog.tableExists(PIPELINE_RUNS.name):
+    if not table_exists(spark, PIPELINE_RUNS.name):
         return
     latest = spark.table(PIPELINE_RUNS.name).where((F.col("stage") == step.name) & (F.col("status") == "success")) \
         .agg(F.max("logical_date")).first()[0]
@@ -47,18 +47,18 @@ def check_date_order(spark: SparkSession, step: Stage, as_of: date) -> None:
 def _versions(spark: SparkSession, tables: Iterable[Table]) -> dict[str, int]:
     """The current Delta version of each of `tables` that exists."""
     return {t.name: spark.sql(f"DESCRIBE HISTORY {t.name} LIMIT 1").first()["version"]
-            for t in dict.fromkeys(tables) if spark.catalog.tableExists(t.name)}
+            for t in dict.fromkeys(tables) if table_exists(spark, t.name)}
 
 
 def _rows_in(spark: SparkSession, step: Stage) -> int:
-    return sum(spark.table(t.name).count() for t in step.reads if spark.catalog.tableExists(t.name))
+    return sum(spark.table(t.name).count() for t in step.reads if table_exists(spark, t.name))
 
 
 def _rows_out(spark: SparkSession, step: Stage, since: datetime) -> int:
     """Rows written by the Delta commits made to the stage's tables since `since`."""
     total = 0
     for table in step.writes:
-        if spark.catalog.tableExists(table.name):
+        if table_exists(spark, table.name):
             total += spark.sql(f"DESCRIBE HISTORY {table.name} LIMIT 50").where(F.col("timestamp") >= F.lit(since)) \
                 .agg(F.sum(F.col("operationMetrics")["numOutputRows"].cast("long"))).first()[0] or 0
     return total
@@ -86,7 +86,7 @@ def run_logged(ctx: RunContext, name: str) -> object:
         error = exc
         raise
     finally:
-        if step.name == "ingest" and spark.catalog.tableExists(INGEST_ACCOUNTING.name):
+        if step.name == "ingest" and table_exists(spark, INGEST_ACCOUNTING.name):
             rows_in = spark.table(INGEST_ACCOUNTING.name).where(F.col("run_id") == ctx.run_id) \
                 .agg(F.sum("rows_read")).first()[0] or 0
         record = (ctx.run_id, ctx.as_of, step.name, "failed" if error else "success", rows_in,
