@@ -4,6 +4,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from jobs.platform.jars import JarCacheError, require_jars
+from jobs.platform.tables import location, table_exists
+from schemas import Column, Table
 
 
 def test_delta_round_trip_by_table_name_with_merge_and_time_travel(spark: SparkSession) -> None:
@@ -21,7 +23,11 @@ def test_delta_round_trip_by_table_name_with_merge_and_time_travel(spark: SparkS
     assert current == {1: "a", 2: "B", 3: "c"}
     assert first == {1: "a", 2: "b"}
     assert detail["format"] == "delta"
+    # The metastore-only lookups the writers use agree with Delta's own view of the table.
+    roundtrip = Table("silver.roundtrip", (Column("id", "int"), Column("v", "string")), "a test table")
+    assert table_exists(spark, "silver.roundtrip") and location(spark, roundtrip) == detail["location"]
     spark.sql("DROP TABLE silver.roundtrip")
+    assert not table_exists(spark, "silver.roundtrip")
 
 
 def test_missing_jar_cache_names_the_command_that_fixes_it(tmp_path: Path) -> None:
