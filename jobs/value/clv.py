@@ -169,9 +169,11 @@ def score(summary: DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, value: Valu
         .drop("discounted_purchases")
 
 
-def holdout_predictions(calibration: DataFrame, actual: DataFrame, bg: btyd.BetaGeo, holdout_units: float) -> DataFrame:
-    """(customer_id, frequency, predicted, actual): holdout purchases of every calibration customer."""
-    points = calibration.select("frequency", "recency", "T").distinct().toPandas()
+def holdout_predictions(calibration: DataFrame, actual: DataFrame, bg: btyd.BetaGeo, holdout_units: float,
+                        points: pd.DataFrame | None = None) -> DataFrame:
+    """(customer_id, frequency, predicted, actual): holdout purchases of every calibration customer, predicted
+    once per distinct point (`purchase_points` of `calibration`, computed here unless given)."""
+    points = (purchase_points(calibration) if points is None else points)[["frequency", "recency", "T"]].copy()
     x, t_x, T = (points[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T"))
     points["predicted"] = bg.expected_purchases(holdout_units, x, t_x, T)
     predicted = calibration.sparkSession.createDataFrame(points)
@@ -320,7 +322,7 @@ def fit_and_score_file(spark, transactions: DataFrame, calibration_end: date, ho
     if holdout_end is not None:
         units = (holdout_end - calibration_end).days / time_unit_days(value.unit)
         predictions = holdout_predictions(summary, holdout_purchases(daily, calibration_end, holdout_end),
-                                          models.purchases, units)
+                                          models.purchases, units, points)
         table, mae, correlation = holdout_report(predictions)
         table.to_csv(out / "holdout.csv", index=False)
         plot_holdout(table, f"holdout {calibration_end} to {holdout_end}", out / "holdout.png")

@@ -52,9 +52,10 @@ def fit_model(daily: DataFrame, models: DataFrame, as_of: date, fitted_at: datet
     # Validation: fit up to the calibration end, predict the holdout that follows.
     calibration_end = as_of - timedelta(days=conf.holdout_days)
     calibration = clv.customer_summary(daily, calibration_end, value.unit).localCheckpoint()
-    validation = clv.fit_models(calibration)
+    points = clv.purchase_points(calibration)
+    validation = clv.fit_models(calibration, points)
     predictions = clv.holdout_predictions(calibration, clv.holdout_purchases(daily, calibration_end, as_of),
-                                          validation.purchases, conf.holdout_days / unit_days)
+                                          validation.purchases, conf.holdout_days / unit_days, points)
     holdout_table, mae, correlation = clv.holdout_report(predictions)
 
     fitted = clv.fit_models(clv.customer_summary(daily, as_of, value.unit))
