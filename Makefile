@@ -21,7 +21,10 @@ setup: $(VENV)/.installed .cache/jars/manifest.json chromium ## create the venv 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --frozen --python $(PYTHON_VERSION)
+	# Bytecode compiled once here: every Airflow task, spark-submit and CLI call is a fresh interpreter,
+	# and with PYTHONDONTWRITEBYTECODE set (as on CI) each would compile Airflow, GX and pandas again
+	# (importing GX: 12 s of CPU from source, 3.5 s from bytecode).
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON_VERSION)
 	@touch $@
 
 .cache/jars/manifest.json: $(VENV)/.installed conf/base.yaml

@@ -49,7 +49,7 @@ def ingest_source(spark: SparkSession, landing: str, source: RawSource, as_of: s
         replace_slice(parsed.accounting, INGEST_ACCOUNTING, batch_slice)
     finally:
         parsed.release()
-    return batch_results(spark.table(INGEST_ACCOUNTING.name).where(batch_slice), source.name)
+    return batch_results(spark.table(INGEST_ACCOUNTING.name).where(batch_slice))
 
 
 def contact(cid: str, **overrides: str) -> str:

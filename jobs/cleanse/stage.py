@@ -4,6 +4,7 @@ the integrity checks between silver tables, then published."""
 from __future__ import annotations
 
 from datetime import date
+from functools import partial
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -12,6 +13,7 @@ from jobs.cleanse import sources as cleanse
 from jobs.platform.context import RunContext
 from jobs.platform.pii import pii_keys
 from jobs.platform.quality import with_reference
+from jobs.platform.tables import concurrently
 from schemas import Table, silver
 from schemas.bronze import TABLES as BRONZE
 from schemas.raw import SOURCES
@@ -47,22 +49,25 @@ def run_cleanse(ctx: RunContext) -> dict[str, int]:
     }
     for frame in outputs.values():
         frame.persist()  # each is staged and also feeds the vault or the order lines (with its raw columns)
+    with_email = [outputs[t] for t in (silver.ORDERS, silver.TICKETS, silver.SURVEYS, silver.CAMPAIGN_EVENTS,
+                                       silver.REFERRALS)]
+    derived = {
+        silver.ORDER_LINES: cleanse.order_lines(outputs[silver.ORDERS], bronze["orders"],
+                                                outputs[silver.POS_TRANSACTIONS], fx, currency),
+        silver.PII_VAULT: cleanse.pii_vault(outputs[silver.CONTACTS], with_email, keys.encryption_key, keys.hmac_key),
+    }
     try:
-        staged |= {table: ctx.stage_overwrite(frame, table) for table, frame in outputs.items()}
-        staged[silver.ORDER_LINES] = ctx.stage_overwrite(cleanse.order_lines(
-            outputs[silver.ORDERS], bronze["orders"], outputs[silver.POS_TRANSACTIONS], fx, currency),
-            silver.ORDER_LINES)
-        with_email = [outputs[t] for t in (silver.ORDERS, silver.TICKETS, silver.SURVEYS, silver.CAMPAIGN_EVENTS,
-                                           silver.REFERRALS)]
-        staged[silver.PII_VAULT] = ctx.stage_overwrite(
-            cleanse.pii_vault(outputs[silver.CONTACTS], with_email, keys.encryption_key, keys.hmac_key),
-            silver.PII_VAULT)
+        # Independent tables, staged side by side (a persisted input shared by two is computed once).
+        frames = outputs | derived
+        staged |= dict(zip(frames, concurrently(partial(ctx.stage_overwrite, df, t) for t, df in frames.items()),
+                           strict=True))
     finally:
         for frame in outputs.values():
             frame.unpersist()
     ctx.gate(silver_gate_frames(staged))
     ctx.publish()
-    return {t.name: staged[t].count() for t in silver.TABLES}
+    return dict(zip([t.name for t in silver.TABLES], concurrently(staged[t].count for t in silver.TABLES),
+                    strict=True))
 
 
 def silver_gate_frames(table: dict[Table, DataFrame]) -> dict[Table, DataFrame]:

@@ -105,7 +105,9 @@ def run_resolve(ctx: RunContext) -> dict[str, object]:
     run = resolution_run(ctx, result, {name: observed for name, observed, _, _ in checks}, started)
     ctx.stage_slice(spark.createDataFrame([tuple(run[c] for c in RESOLUTION_RUNS.column_names)],
                                           RESOLUTION_RUNS.struct), RESOLUTION_RUNS, run_slice)
-    ctx.publish()    # the id history, the graph, then the run log: a retry redoes it all
+    # The id history, then the graph, then the run log: a retry after the merge finds no changes, so
+    # the history must be in before the graph moves.
+    ctx.publish(last=(gold.IDENTITY_GRAPH, RESOLUTION_RUNS))
     return {k: run[k] for k in ("customers", "contact_records", "nodes", "probabilistic_links", "ids_merged",
                                 "ids_split", "seconds")}
 

@@ -271,11 +271,11 @@ def parse_batches(
     return ParsedBatches(*split_batches(validated, earlier_hashes, source.name, run_id, ingested_at), validated)
 
 
-def batch_results(accounting: DataFrame, source: str) -> list[BatchResult]:
-    """Per batch: files and row counts, from the accounting rows of one source."""
-    totals = accounting.groupBy("batch_id").agg(F.count("*"), *[F.sum(c) for c in ROW_COUNTS]) \
-        .orderBy("batch_id").collect()
-    return [BatchResult(source, r[0], *(int(v) for v in r[1:])) for r in totals]
+def batch_results(accounting: DataFrame) -> list[BatchResult]:
+    """Per source and batch: files and row counts, from accounting rows."""
+    totals = accounting.groupBy("source", "batch_id").agg(F.count("*"), *[F.sum(c) for c in ROW_COUNTS]) \
+        .orderBy("source", "batch_id").collect()
+    return [BatchResult(r[0], r[1], *(int(v) for v in r[2:])) for r in totals]
 
 
 def _group_by_header(headers: dict[str, str]) -> dict[str, list[str]]:

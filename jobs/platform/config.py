@@ -83,6 +83,12 @@ class Settings:
     def spark_conf(self) -> dict[str, str]:
         return dict(self.spark.conf)
 
+    @property
+    def driver_java_options(self) -> str:
+        """The driver JVM's options: the embedded metastore's Derby home, then the profile's own."""
+        own = self.spark.conf.get("spark.driver.extraJavaOptions", "")
+        return f"-Dderby.system.home={self.paths.metastore} {own}".strip()
+
     def with_paths(self, **changes: Path) -> Settings:
         """The same settings with some paths replaced (taken as given: not resolved against root)."""
         return dataclasses.replace(self, paths=dataclasses.replace(self.paths, **changes))

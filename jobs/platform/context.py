@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from functools import cached_property
+from functools import cached_property, partial
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -25,6 +25,7 @@ from jobs.platform.config import Settings
 from jobs.platform.runtime import spark_session
 from jobs.platform.stages import IDENTITY_SOURCES, Stage
 from jobs.platform.tables import (
+    concurrently,
     conform,
     ensure_table,
     merge_by_key,
@@ -49,7 +50,7 @@ class RunContext:
     run_id: str
     started_at: datetime
     stage: Stage | None = None
-    _pending: list[Callable[[], None]] = field(default_factory=list, repr=False, compare=False)
+    _pending: list[tuple[Table, Callable[[], None]]] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def create(cls, settings: Settings, as_of: date, run_id: str | None = None) -> RunContext:
@@ -93,7 +94,7 @@ class RunContext:
     def _stage(self, df: DataFrame, table: Table, write: Callable[[DataFrame], None]) -> DataFrame:
         self._declared(table, "writes")
         staged = conform(df, table).localCheckpoint()
-        self._pending.append(lambda: write(staged))
+        self._pending.append((table, lambda: write(staged)))
         return staged
 
     def stage_slice(self, df: DataFrame, table: Table, predicate: str) -> DataFrame:
@@ -126,9 +127,22 @@ class RunContext:
         return quality.gate(self.spark, name, {t.name: df for t, df in frames.items()},
                             self.settings.root / "expectations", self.run_id, self.started_at, docs, enforce=enforce)
 
-    def publish(self) -> None:
-        """Write every staged output (after the gate passed), in the order staged."""
-        for table in self.stage.writes:
-            ensure_table(self.spark, table)
-        while self._pending:
-            self._pending.pop(0)()
+    def publish(self, *, last: tuple[Table, ...] = ()) -> None:
+        """Write every staged output (after the gate passed). Each table is a Delta commit of its own, so
+        the tables are written concurrently, each one's writes in the order staged; the tables in `last`
+        follow once all the others are written, in that order. A table that marks work as done (a
+        batch's accounting, a model's registry row) goes there: it must never be published before
+        what it vouches for, or a crash in between would lose the rest."""
+        concurrently(partial(ensure_table, self.spark, table) for table in self.stage.writes)
+        writes: dict[Table, list[Callable[[], None]]] = {}
+        for table, write in self._pending:
+            writes.setdefault(table, []).append(write)
+        self._pending.clear()
+        concurrently(partial(_in_order, w) for table, w in writes.items() if table not in last)
+        for table in last:
+            _in_order(writes.get(table, []))
+
+
+def _in_order(writes: list[Callable[[], None]]) -> None:
+    for write in writes:
+        write()

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from jobs.platform.config import Settings
 from jobs.platform.context import RunContext
 from jobs.platform.stages import Stage, stage
-from jobs.platform.tables import ensure_table, replace_slice, sql_literal, table_exists
+from jobs.platform.tables import concurrently, ensure_table, replace_slice, sql_literal, table_exists
 from schemas import Table
 from schemas.ops import INGEST_ACCOUNTING, PIPELINE_RUNS
 
@@ -46,22 +46,22 @@ def check_date_order(spark: SparkSession, step: Stage, as_of: date) -> None:
 
 def _versions(spark: SparkSession, tables: Iterable[Table]) -> dict[str, int]:
     """The current Delta version of each of `tables` that exists."""
-    return {t.name: spark.sql(f"DESCRIBE HISTORY {t.name} LIMIT 1").first()["version"]
-            for t in dict.fromkeys(tables) if table_exists(spark, t.name)}
+    names = [t.name for t in dict.fromkeys(tables) if table_exists(spark, t.name)]
+    versions = concurrently(lambda n=n: spark.sql(f"DESCRIBE HISTORY {n} LIMIT 1").first()["version"] for n in names)
+    return dict(zip(names, versions, strict=True))
 
 
 def _rows_in(spark: SparkSession, step: Stage) -> int:
-    return sum(spark.table(t.name).count() for t in step.reads if table_exists(spark, t.name))
+    return sum(concurrently(lambda t=t: spark.table(t.name).count()
+                            for t in step.reads if table_exists(spark, t.name)))
 
 
 def _rows_out(spark: SparkSession, step: Stage, since: datetime) -> int:
     """Rows written by the Delta commits made to the stage's tables since `since`."""
-    total = 0
-    for table in step.writes:
-        if table_exists(spark, table.name):
-            total += spark.sql(f"DESCRIBE HISTORY {table.name} LIMIT 50").where(F.col("timestamp") >= F.lit(since)) \
-                .agg(F.sum(F.col("operationMetrics")["numOutputRows"].cast("long"))).first()[0] or 0
-    return total
+    def written(name: str) -> int:
+        return spark.sql(f"DESCRIBE HISTORY {name} LIMIT 50").where(F.col("timestamp") >= F.lit(since)) \
+            .agg(F.sum(F.col("operationMetrics")["numOutputRows"].cast("long"))).first()[0] or 0
+    return sum(concurrently(lambda t=t: written(t.name) for t in step.writes if table_exists(spark, t.name)))
 
 
 def run_logged(ctx: RunContext, name: str) -> object:

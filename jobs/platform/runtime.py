@@ -41,11 +41,11 @@ def spark_session(settings: Settings) -> SparkSession:
             "spark.hadoop.javax.jdo.option.ConnectionURL",
             f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
         )
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={metastore}")
         .enableHiveSupport()
     )
     for key, value in settings.spark_conf.items():
         builder = builder.config(key, value)
+    builder = builder.config("spark.driver.extraJavaOptions", settings.driver_java_options)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark.log_level)
     for database in DATABASES:

@@ -53,7 +53,7 @@ def run_refit(ctx: RunContext) -> dict[str, object]:
     """The model-refit DAG's stage: a new CLV model as of the date, promoted only if it validates."""
     fitted, row = stage_fit(ctx, daily_transactions(ctx))
     ctx.gate({CLV_MODELS: row})
-    ctx.publish()
+    ctx.publish(last=(CLV_MODELS,))    # the registry row vouches for its holdout rows
     plot_fit(ctx, fitted)
     return {k: fitted.record[k] for k in ("model_version", "promoted", "decision", "holdout_mae", "customers")}
 
@@ -99,7 +99,7 @@ def run_value(ctx: RunContext) -> dict[str, object]:
         for h in value.horizons_days])
     staged_forecast = ctx.stage_slice(forecast, gold.CUSTOMER_FORECAST, ctx.as_of_slice)
     ctx.gate({gold.CUSTOMER_VALUE: staged_values, gold.CUSTOMER_FORECAST: staged_forecast, CLV_MODELS: model_row})
-    ctx.publish()
+    ctx.publish(last=(CLV_MODELS,))
     if fitted is not None:
         plot_fit(ctx, fitted)
     return {"model_version": model["model_version"], "model_as_of": model["as_of_date"],
