@@ -32,6 +32,7 @@ from jobs.platform.context import RunContext
 from jobs.platform.pii import pii_keys
 from jobs.platform.runlog import run_logged
 from jobs.platform.stages import IDENTITY_SOURCES
+from jobs.platform.tables import location
 from jobs.tools.generate import generate
 from jobs.value.registry import model_in_force
 from schemas.ops import CLV_MODELS, ROW_COUNTS
@@ -568,8 +569,7 @@ def test_erasure_leaves_nothing_of_the_person_in_tables_or_data_files(
     assert [r.table for r in text.where(F.col("j").rlike(pattern)).select("table").distinct().collect()] == []
     # Data files: what is left on disk after the vacuum holds none of it either.
     for name in names:
-        location = Path(spark.sql(f"DESCRIBE DETAIL {name}").first()["location"].removeprefix("file:"))
-        for data_file in location.rglob("*.parquet"):
+        for data_file in Path(location(spark, name).removeprefix("file:")).rglob("*.parquet"):
             rows = json.dumps(pq.read_table(data_file).to_pylist(), default=str).lower()
             assert not re.search(pattern, rows), data_file
     assert customer_id in {r.customer_id for r in erased_customers(spark).collect()}

@@ -66,9 +66,9 @@ def conform(df: DataFrame, table: Table) -> DataFrame:
     return df.select(*[F.col(c.name).cast(c.data_type).alias(c.name) for c in table.columns])
 
 
-def location(spark: SparkSession, table: Table) -> str:
-    """Where the table's files are, as the metastore records it."""
-    catalog, identifier = _session_catalog(spark, table.name)
+def location(spark: SparkSession, table: Table | str) -> str:
+    """Where the table's files are, as the metastore records it (`table`: a schema or its name)."""
+    catalog, identifier = _session_catalog(spark, table if isinstance(table, str) else table.name)
     return catalog.getTableMetadata(identifier).location().toString()
 
 
