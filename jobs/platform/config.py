@@ -45,6 +45,7 @@ from jobs.platform.settings import (
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENV_PREFIX = "CDP__"
 DEFAULT_PROFILE = "local"
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
 
 class ConfigError(ValueError):
@@ -81,13 +82,10 @@ class Settings:
 
     @property
     def spark_conf(self) -> dict[str, str]:
-        return dict(self.spark.conf)
-
-    @property
-    def driver_java_options(self) -> str:
-        """The driver JVM's options: the embedded metastore's Derby home, then the profile's own."""
-        own = self.spark.conf.get("spark.driver.extraJavaOptions", "")
-        return f"-Dderby.system.home={self.paths.metastore} {own}".strip()
+        """The profile's Spark properties; the driver JVM's options start with the embedded metastore's
+        Derby home, then the profile's own."""
+        own = self.spark.conf.get(DRIVER_JAVA_OPTIONS, "")
+        return {**self.spark.conf, DRIVER_JAVA_OPTIONS: f"-Dderby.system.home={self.paths.metastore} {own}".strip()}
 
     def with_paths(self, **changes: Path) -> Settings:
         """The same settings with some paths replaced (taken as given: not resolved against root)."""

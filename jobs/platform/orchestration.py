@@ -74,8 +74,7 @@ class StageOperator(SparkSubmitOperator):
         self.application, self.py_files = str(entry), str(archive)
         self.jars = ",".join(str(j) for j in require_jars(settings.delta.maven_coordinates, settings.paths.jars))
         # The profile's Spark settings go on the command line: driver memory is fixed when its JVM starts.
-        self.conf = {**settings.spark_conf, "spark.driver.extraJavaOptions": settings.driver_java_options,
-                     **(self.conf or {})}
+        self.conf = {**settings.spark_conf, **(self.conf or {})}
         self.application_args = [self.stage, context["ds"], context["run_id"], *self.stage_args]
         handle, failure_file = tempfile.mkstemp(prefix=f"cdp-{self.stage}-", suffix=".txt")
         os.close(handle)

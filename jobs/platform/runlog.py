@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
+from functools import partial
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -47,13 +48,15 @@ def check_date_order(spark: SparkSession, step: Stage, as_of: date) -> None:
 def _versions(spark: SparkSession, tables: Iterable[Table]) -> dict[str, int]:
     """The current Delta version of each of `tables` that exists."""
     names = [t.name for t in dict.fromkeys(tables) if table_exists(spark, t.name)]
-    versions = concurrently(lambda n=n: spark.sql(f"DESCRIBE HISTORY {n} LIMIT 1").first()["version"] for n in names)
-    return dict(zip(names, versions, strict=True))
+    return dict(zip(names, concurrently(partial(_version, spark, n) for n in names), strict=True))
+
+
+def _version(spark: SparkSession, name: str) -> int:
+    return spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"]
 
 
 def _rows_in(spark: SparkSession, step: Stage) -> int:
-    return sum(concurrently(lambda t=t: spark.table(t.name).count()
-                            for t in step.reads if table_exists(spark, t.name)))
+    return sum(concurrently(spark.table(t.name).count for t in step.reads if table_exists(spark, t.name)))
 
 
 def _rows_out(spark: SparkSession, step: Stage, since: datetime) -> int:
@@ -61,7 +64,7 @@ def _rows_out(spark: SparkSession, step: Stage, since: datetime) -> int:
     def written(name: str) -> int:
         return spark.sql(f"DESCRIBE HISTORY {name} LIMIT 50").where(F.col("timestamp") >= F.lit(since)) \
             .agg(F.sum(F.col("operationMetrics")["numOutputRows"].cast("long"))).first()[0] or 0
-    return sum(concurrently(lambda t=t: written(t.name) for t in step.writes if table_exists(spark, t.name)))
+    return sum(concurrently(partial(written, t.name) for t in step.writes if table_exists(spark, t.name)))
 
 
 def run_logged(ctx: RunContext, name: str) -> object:

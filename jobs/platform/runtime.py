@@ -45,7 +45,6 @@ def spark_session(settings: Settings) -> SparkSession:
     )
     for key, value in settings.spark_conf.items():
         builder = builder.config(key, value)
-    builder = builder.config("spark.driver.extraJavaOptions", settings.driver_java_options)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark.log_level)
     for database in DATABASES:
