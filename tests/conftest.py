@@ -50,3 +50,14 @@ def empty_warehouse(spark: SparkSession) -> SparkSession:
         for table in spark.catalog.listTables(database):
             spark.sql(f"DROP TABLE IF EXISTS {database}.{table.name}")
     return spark
+
+
+@pytest.fixture(scope="module")
+def landed(settings: Settings, spark: SparkSession) -> dict:
+    """The stage tier's warehouse up to silver (tests/stage_tier.py), built once per module that uses it."""
+    from tests.stage_tier import build_landed
+
+    for database in DATABASES:
+        for table in spark.catalog.listTables(database):
+            spark.sql(f"DROP TABLE IF EXISTS {database}.{table.name}")
+    return build_landed(settings)

@@ -16,11 +16,11 @@ from pyspark.sql import functions as F
 from jobs.platform.rebuild import differences
 from jobs.platform.stages import STAGES
 from schemas import gold
-from tests.test_dags import _cdp, _isolated_env, _published, _table
+from tests.test_dags import _cdp, _isolated_env, _published, _table, assert_failed_at_ingest, corrupt_batch
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-FIRST_DAY, AS_OF = "2026-11-19", "2026-11-20"
+FIRST_DAY, AS_OF, NEXT_DAY = "2026-11-19", "2026-11-20", "2026-11-21"
 PEOPLE = 300
 
 
@@ -109,3 +109,15 @@ def test_the_erasure_dag_removes_the_person(refitted: dict[str, str], spark: Spa
     assert _table(spark, refitted, "gold.customer_profile").where(F.col("customer_id") == customer_id).count() == 0
     erasures = _table(spark, refitted, "ops.erasures").collect()
     assert [e.customer_id for e in erasures] == [customer_id]
+
+
+def test_a_bad_batch_after_good_days_fails_its_gate_and_leaves_every_table_as_it_was(
+    refitted: dict[str, str], spark: SparkSession
+) -> None:
+    env = refitted
+    published = {name: sorted(_table(spark, env, name).inputFiles())
+                 for name in ("bronze.orders", "ops.ingest_accounting", "gold.customer_profile")}
+    corrupt_batch(env, NEXT_DAY)
+    failed = _cdp(env, "airflow-run", "--date", NEXT_DAY, check=False)
+    assert_failed_at_ingest(spark, env, failed, NEXT_DAY)
+    assert {name: sorted(_table(spark, env, name).inputFiles()) for name in published} == published

@@ -25,7 +25,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import reduce
+from functools import partial, reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -35,7 +35,7 @@ from jobs.identity.graph import ROUTES, attach_customer
 from jobs.platform import pii
 from jobs.platform.config import Settings
 from jobs.platform.stages import IDENTITY_SOURCES
-from jobs.platform.tables import ensure_table, replace_slice, sql_literal, table_exists
+from jobs.platform.tables import concurrently, ensure_table, replace_slice, sql_literal, table_exists
 from schemas import Table, gold, silver
 from schemas.bronze import TABLES as BRONZE
 from schemas.ops import ERASURES, QUARANTINE
@@ -137,35 +137,34 @@ def erase(spark: SparkSession, settings: Settings, request: ErasureRequest, requ
         pii.decrypt(F.col("phone_enc"), F.concat_ws("|", "source", "record_id", F.lit("phone")), keys.encryption_key),
     )).alias("value")).where(F.col("value").isNotNull()).distinct().collect()]
 
-    deleted: dict[str, int] = {}
+    # Every table's deletion is a commit of its own: they run side by side, as do the vacuums.
+    deletions: dict[Table, tuple[DataFrame, str]] = {}
     for source, table in IDENTITY_SOURCES.items():
         ids = records.where(F.col("source") == source).select(F.col("record_id").alias("id"))
-        deleted[BRONZE[source].name] = _delete_matching(BRONZE[source], ids, f"t.{SOURCES[source].record_id} = s.id")
-        deleted[table.name] = _delete_matching(table, ids, f"t.{ROUTES[source][0]} = s.id")
+        deletions[BRONZE[source]] = (ids, f"t.{SOURCES[source].record_id} = s.id")
+        deletions[table] = (ids, f"t.{ROUTES[source][0]} = s.id")
     transactions = records.where(F.col("source").isin("orders", "pos")).select("source", F.col("record_id").alias("id"))
-    deleted[silver.ORDER_LINES.name] = _delete_matching(silver.ORDER_LINES, transactions,
-                                                        "t.source = s.source AND t.transaction_id = s.id")
-    deleted[silver.PII_VAULT.name] = _delete_matching(silver.PII_VAULT, records,
-                                                      "t.source = s.source AND t.record_id = s.record_id")
+    deletions[silver.ORDER_LINES] = (transactions, "t.source = s.source AND t.transaction_id = s.id")
+    deletions[silver.PII_VAULT] = (records, "t.source = s.source AND t.record_id = s.record_id")
     person = spark.createDataFrame([(customer_id,)], "customer_id string")
     for table in gold.TABLES:
         if table == gold.CUSTOMER_ID_HISTORY:
-            condition = "s.customer_id IN (t.old_customer_id, t.new_customer_id)"
+            deletions[table] = (person, "s.customer_id IN (t.old_customer_id, t.new_customer_id)")
         elif "customer_id" in table.column_names:
-            condition = "t.customer_id = s.customer_id"
-        else:
-            continue     # aggregates (KPIs, rules, value matrix, cluster profiles) hold no person
-        deleted[table.name] = _delete_matching(table, person, condition)
+            deletions[table] = (person, "t.customer_id = s.customer_id")
+        # aggregates (KPIs, rules, value matrix, cluster profiles) hold no person
     # Rejected lines are raw text: any that holds one of the person's record ids or contact points.
     needles = spark.createDataFrame([(v.lower(),) for v in {*raw_values, *[r["record_id"] for r in
                                      records.select("record_id").collect()]}], "needle string")
-    deleted[QUARANTINE.name] = _delete_matching(QUARANTINE, needles, "instr(lower(t.raw_payload), s.needle) > 0")
+    deletions[QUARANTINE] = (needles, "instr(lower(t.raw_payload), s.needle) > 0")
+    counts = concurrently(partial(_delete_matching, table, keys, condition)
+                          for table, (keys, condition) in deletions.items())
+    deleted = {table.name: n for table, n in zip(deletions, counts, strict=True)}
 
     touched = [t for t in (*BRONZE.values(), *silver.TABLES, *gold.TABLES, QUARANTINE) if deleted.get(t.name)]
     spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
     try:
-        for table in touched:
-            _vacuum(spark, table)
+        concurrently(partial(_vacuum, spark, table) for table in touched)
     finally:
         spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "true")
     identifier = customer_id if kind == "customer_id" else getattr(request, kind)

@@ -1,0 +1,90 @@
+"""The stage tier's shared warehouse: the sample, and each stage run as the daily DAG runs it.
+
+`tests/test_stages_bronze_silver.py` and `tests/test_stages.py` each build it once (the `landed`
+fixture of tests/conftest.py: the sample ingested up to the last day, then cleansed as of an earlier
+one), so the two modules run side by side on the suite's two workers."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs.platform.config import Settings
+from jobs.platform.context import RunContext
+from jobs.platform.runlog import run_logged
+from jobs.platform.stages import IDENTITY_SOURCES
+from jobs.tools.generate import generate
+from jobs.value.registry import model_in_force
+from schemas.ops import CLV_MODELS
+
+AS_OF, EARLIER = date(2026, 11, 20), date(2026, 11, 18)
+PEOPLE = 300
+
+
+def build_landed(settings: Settings) -> dict:
+    """The sample for PEOPLE, ingested as of AS_OF and cleansed as of EARLIER (the resolution fixture
+    cleanses the later days itself)."""
+    summary = generate(settings.generator, settings.paths.landing, settings.paths.truth,
+                       customers=PEOPLE)
+    results = run(settings, AS_OF, "run-channels", "ingest")
+    counts = run(settings, EARLIER, "run-resolve-earlier", "cleanse")
+    return {"summary": summary, "results": results, "silver": counts}
+
+
+def run(settings: Settings, as_of: date, run_id: str, stage: str) -> object:
+    """One stage as the DAG runs it (date guard, registry declaration, run log), with settings whose
+    ground truth folder does not exist: a stage that read the generator's truth would fail."""
+    return run_logged(RunContext.create(blind(settings), as_of, run_id), stage)
+
+
+def blind(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, paths=dataclasses.replace(settings.paths,
+                                                                   truth=settings.paths.truth / "not-for-stages"))
+
+
+def silver_by_source(spark: SparkSession) -> dict:
+    return {source: spark.table(table.name) for source, table in IDENTITY_SOURCES.items()}
+
+
+def clv_model_in_force(spark: SparkSession, as_of: date) -> dict | None:
+    return model_in_force(spark.table(CLV_MODELS.name), as_of)
+
+
+def truth_records(settings: Settings) -> list[dict]:
+    return [row for p in sorted((settings.paths.truth / "records").glob("*.csv")) for row in csv.DictReader(p.open())]
+
+
+def table_state(spark: SparkSession, name: str) -> tuple[int, list[str]]:
+    """A published table's latest Delta version and data files: equal means byte for byte the same."""
+    return (spark.sql(f"DESCRIBE HISTORY {name}").agg(F.max("version")).first()[0],
+            sorted(spark.table(name).inputFiles()))
+
+
+def strict(settings: Settings, tmp_path: Path, table: str) -> Settings:
+    """These settings with a copy of the suites where `table` must have at most one row (critical)."""
+    suites = tmp_path / "expectations"
+    shutil.copytree(settings.root / "expectations", suites)
+    suite = json.loads((suites / f"{table}.json").read_text())
+    suite["expectations"].append({"type": "expect_table_row_count_to_be_between", "kwargs": {"max_value": 1}})
+    (suites / f"{table}.json").write_text(json.dumps(suite))
+    return dataclasses.replace(blind(settings), root=tmp_path)
+
+
+def release_batch(spark: SparkSession, settings: Settings, source: str, batch: str) -> bool:
+    """`cdp release`, in this process (a subprocess could not open the metastore this session holds)."""
+    import argparse
+
+    from jobs.cli import cmd_release
+
+    cmd_release(settings, argparse.Namespace(source=source, batch=batch, reason="test: all rows are bad",
+                                                    released_by="test"))
+    return spark.table("ops.batch_releases").where(F.col("batch_id") == batch).count() == 1
+
+
