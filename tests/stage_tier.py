@@ -13,6 +13,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -88,3 +89,17 @@ def release_batch(spark: SparkSession, settings: Settings, source: str, batch: s
     return spark.table("ops.batch_releases").where(F.col("batch_id") == batch).count() == 1
 
 
+
+
+def assert_a_failing_gate_publishes_nothing(spark: SparkSession, settings: Settings, tmp_path: Path, stage: str,
+                                            table: str, published: list[str]) -> None:
+    """Run `stage` with a suite `table` cannot pass: the gate fails, the run log says so, and every table in
+    `published` keeps its version and files."""
+    from jobs.platform.quality import QualityGateFailed
+
+    before = {name: table_state(spark, name) for name in published}
+    with pytest.raises(QualityGateFailed, match=rf"{table}: expect_table_row_count_to_be_between"):
+        run_logged(RunContext.create(strict(settings, tmp_path, table), AS_OF, f"run-strict-{stage}"), stage)
+    assert {name: table_state(spark, name) for name in published} == before
+    failed = spark.table("ops.pipeline_runs").where(F.col("run_id") == f"run-strict-{stage}").first()
+    assert failed.status == "failed" and table in failed.message

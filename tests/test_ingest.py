@@ -31,7 +31,7 @@ HEADER = ",".join(CONTACTS.column_names)
 def ingest_source(spark: SparkSession, landing: str, source: RawSource, as_of: str, run_id: str,
                   now: datetime) -> list[BatchResult]:
     """Parse, split and write one source's pending batches: the ingest stage without its gate (whose
-    write-audit-publish is tested in tests/test_stages.py), accounting last as a crash would leave it."""
+    write-audit-publish is tested in tests/test_stages_bronze_silver.py), accounting last as a crash would leave it."""
     for table in (INGEST_ACCOUNTING, BRONZE[source.name]):
         ensure_table(spark, table)
     done = {r.source_file for r in spark.table(INGEST_ACCOUNTING.name).where(F.col("source") == source.name)

@@ -21,17 +21,15 @@ from jobs.delivery.export import read_manifests
 from jobs.identity.graph import customer_transactions, record_customers
 from jobs.identity.quality import pairwise_scores
 from jobs.platform.config import Settings
-from jobs.platform.context import RunContext
 from jobs.platform.pii import pii_keys
-from jobs.platform.runlog import run_logged
 from jobs.platform.tables import location
 from tests.stage_tier import (
     AS_OF,
     EARLIER,
+    assert_a_failing_gate_publishes_nothing,
     clv_model_in_force,
     run,
     silver_by_source,
-    strict,
     table_state,
     truth_records,
 )
@@ -261,15 +259,8 @@ def test_a_giant_cluster_stops_resolution_before_anything_is_published(
 def test_a_failing_profile_gate_leaves_every_published_table_as_it_was(
     insights: dict, settings: Settings, spark: SparkSession, tmp_path: Path
 ) -> None:
-    stage, table, published = "profile", "gold.customer_profile", ["gold.customer_profile"]
-    from jobs.platform.quality import QualityGateFailed
-
-    before = {name: table_state(spark, name) for name in published}
-    with pytest.raises(QualityGateFailed, match=rf"{table}: expect_table_row_count_to_be_between"):
-        run_logged(RunContext.create(strict(settings, tmp_path, table), AS_OF, f"run-strict-{stage}"), stage)
-    assert {name: table_state(spark, name) for name in published} == before
-    failed = spark.table("ops.pipeline_runs").where(F.col("run_id") == f"run-strict-{stage}").first()
-    assert failed.status == "failed" and table in failed.message
+    assert_a_failing_gate_publishes_nothing(spark, settings, tmp_path, "profile", "gold.customer_profile",
+                                            ["gold.customer_profile"])
 
 
 

@@ -16,17 +16,15 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.platform.config import Settings
-from jobs.platform.context import RunContext
 from jobs.platform.pii import pii_keys
-from jobs.platform.runlog import run_logged
 from schemas.ops import ROW_COUNTS
 from schemas.raw import SOURCES
 from tests.stage_tier import (
     AS_OF,
+    assert_a_failing_gate_publishes_nothing,
     blind,
     release_batch,
     run,
-    strict,
     table_state,
     truth_records,
 )
@@ -202,15 +200,7 @@ def test_a_failed_ingest_batch_fails_again_on_rerun_until_released(
 def test_a_failing_cleanse_gate_leaves_every_published_table_as_it_was(
     landed: dict, settings: Settings, spark: SparkSession, tmp_path: Path
 ) -> None:
-    stage, table = "cleanse", "silver.contacts"
-    published = ["silver.contacts", "silver.orders", "silver.pii_vault", "silver.events"]
-    from jobs.platform.quality import QualityGateFailed
-
-    before = {name: table_state(spark, name) for name in published}
-    with pytest.raises(QualityGateFailed, match=rf"{table}: expect_table_row_count_to_be_between"):
-        run_logged(RunContext.create(strict(settings, tmp_path, table), AS_OF, f"run-strict-{stage}"), stage)
-    assert {name: table_state(spark, name) for name in published} == before
-    failed = spark.table("ops.pipeline_runs").where(F.col("run_id") == f"run-strict-{stage}").first()
-    assert failed.status == "failed" and table in failed.message
+    assert_a_failing_gate_publishes_nothing(spark, settings, tmp_path, "cleanse", "silver.contacts",
+                                            ["silver.contacts", "silver.orders", "silver.pii_vault", "silver.events"])
 
 
