@@ -112,9 +112,10 @@ def test_the_erasure_dag_removes_the_person(refitted: dict[str, str], spark: Spa
 
 
 def test_a_bad_batch_after_good_days_fails_its_gate_and_leaves_every_table_as_it_was(
-    refitted: dict[str, str], spark: SparkSession
+    backfilled: dict[str, str], spark: SparkSession
 ) -> None:
-    env = refitted
+    # Last in the module: the day after the backfill, refit and erasure, with a corrupt orders batch.
+    env = backfilled
     published = {name: sorted(_table(spark, env, name).inputFiles())
                  for name in ("bronze.orders", "ops.ingest_accounting", "gold.customer_profile")}
     corrupt_batch(env, NEXT_DAY)
