@@ -46,10 +46,14 @@ def spark(settings: Settings) -> Iterator[SparkSession]:
 @pytest.fixture
 def empty_warehouse(spark: SparkSession) -> SparkSession:
     """Drop every table first, for tests that need to start from nothing."""
+    drop_every_table(spark)
+    return spark
+
+
+def drop_every_table(spark: SparkSession) -> None:
     for database in DATABASES:
         for table in spark.catalog.listTables(database):
             spark.sql(f"DROP TABLE IF EXISTS {database}.{table.name}")
-    return spark
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,5 @@ def landed(settings: Settings, spark: SparkSession) -> dict:
     """The stage tier's warehouse up to silver (tests/stage_tier.py), built once per module that uses it."""
     from tests.stage_tier import build_landed
 
-    for database in DATABASES:
-        for table in spark.catalog.listTables(database):
-            spark.sql(f"DROP TABLE IF EXISTS {database}.{table.name}")
+    drop_every_table(spark)
     return build_landed(settings)

@@ -89,8 +89,6 @@ def release_batch(spark: SparkSession, settings: Settings, source: str, batch: s
     return spark.table("ops.batch_releases").where(F.col("batch_id") == batch).count() == 1
 
 
-
-
 def assert_a_failing_gate_publishes_nothing(spark: SparkSession, settings: Settings, tmp_path: Path, stage: str,
                                             table: str, published: list[str]) -> None:
     """Run `stage` with a suite `table` cannot pass: the gate fails, the run log says so, and every table in

@@ -147,6 +147,7 @@ def test_a_bad_batch_fails_its_gate_in_airflow_records_an_alert_and_publishes_no
               if log.parent.parent.name in layers]
     assert {t.name: spark.read.format("delta").load(str(t)).count() for t in tables} == {t.name: 0 for t in tables}
 
+
 def corrupt_batch(env: dict[str, str], day: str) -> None:
     """Twenty lines that are not JSON in the orders batch of `day`."""
     landing = Path(env["CDP__PATHS__LANDING"]) / "orders" / day
