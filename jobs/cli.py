@@ -125,12 +125,12 @@ def cmd_release(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_tables(settings: Settings, args: argparse.Namespace) -> None:
     from jobs.platform.runtime import DATABASES, spark_session
+    from jobs.platform.tables import table_names
 
     spark = spark_session(settings)
     print(f"{'table':36} {'rows':>10}  location")
     for database in DATABASES:
-        for table in spark.catalog.listTables(database):
-            name = f"{database}.{table.name}"
+        for name in table_names(spark, database):
             location = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]
             print(f"{name:36} {spark.table(name).count():>10}  {location}")
 

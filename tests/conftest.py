@@ -11,6 +11,7 @@ from pyspark.sql import SparkSession
 
 from jobs.platform.config import Settings, load_settings
 from jobs.platform.runtime import DATABASES, spark_session
+from jobs.platform.tables import table_names
 
 
 def isolated_environment(base: Path) -> dict[str, str]:
@@ -52,8 +53,8 @@ def empty_warehouse(spark: SparkSession) -> SparkSession:
 
 def drop_every_table(spark: SparkSession) -> None:
     for database in DATABASES:
-        for table in spark.catalog.listTables(database):
-            spark.sql(f"DROP TABLE IF EXISTS {database}.{table.name}")
+        for name in table_names(spark, database):
+            spark.sql(f"DROP TABLE IF EXISTS {name}")
 
 
 @pytest.fixture(scope="module")

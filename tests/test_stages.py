@@ -22,7 +22,7 @@ from jobs.identity.graph import customer_transactions, record_customers
 from jobs.identity.quality import pairwise_scores
 from jobs.platform.config import Settings
 from jobs.platform.pii import pii_keys
-from jobs.platform.tables import location
+from jobs.platform.tables import location, table_names
 from tests.stage_tier import (
     AS_OF,
     EARLIER,
@@ -312,9 +312,8 @@ def test_erasure_leaves_nothing_of_the_person_in_tables_or_data_files(
     # The person's ids, record ids and e-mail as whole words, in any case (raw lines keep the case typed).
     mention = "|".join(re.escape(n.lower()) for n in {customer_id, email, *records})
     pattern = f"(^|[^a-z0-9._%+-])({mention})($|[^a-z0-9._%+-])"
-    names = [f"{database}.{table.name}" for database in ("bronze", "silver", "gold", "ops")
-             for table in spark.catalog.listTables(database)
-             if f"{database}.{table.name}" != "ops.erasures" and not table.isTemporary]  # views hold no data
+    names = [name for database in ("bronze", "silver", "gold", "ops") for name in table_names(spark, database)
+             if name != "ops.erasures"]
     # Current versions: no row of any table mentions the person (one job over every table's rows as JSON).
     text = reduce(DataFrame.unionByName, [spark.table(name).select(
         F.lit(name).alias("table"), F.lower(F.to_json(F.struct("*"))).alias("j")) for name in names])

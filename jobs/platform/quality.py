@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -83,36 +85,58 @@ WITH_SAMPLES = {"result_format": "BASIC", "partial_unexpected_count": 5}
 def validate_frames(frames: dict[str, DataFrame], suites: dict[str, dict[str, Any]],
                     docs_dir: Path | None = None, run_name: str = "cdp") -> list[Outcome]:
     """Run each table's GX suite on its DataFrame; with `docs_dir`, also render GX Data Docs there."""
-    import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
-    from great_expectations.core import ExpectationSuite
-    from great_expectations.core.run_identifier import RunIdentifier
 
     context = _context(docs_dir)
-    source = context.data_sources.add_spark(name="cdp")
+    # GX would persist each frame and never release it: every later query of the session then pays for
+    # matching its plan against all of them (the suite's one session slowed down several-fold). Each
+    # frame is cached here for its own validation's jobs only.
+    source = context.data_sources.add_spark(name="cdp", persist=False)
     actions = [UpdateDataDocsAction(name="data_docs", site_names=["cdp"])] if docs_dir is not None else []
     outcomes = []
     for table_name, df in frames.items():
-        spec = suites[table_name]
-        batch_definition = source.add_dataframe_asset(name=table_name).add_batch_definition_whole_dataframe("run")
-        suite = context.suites.add(ExpectationSuite(name=table_name, expectations=spec["expectations"]))
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=table_name, data=batch_definition, suite=suite))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=f"{table_name}-gate", validation_definitions=[definition], actions=actions,
-            result_format=COUNTS_ONLY))
-        run = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
-        results = [r for result in run.run_results.values() for r in result.results]
-        failed = [r.expectation_config for r in results if not r.success and (r.result or {}).get("unexpected_count")]
-        samples = {}
-        if failed:
-            retry = context.suites.add(ExpectationSuite(name=f"{table_name}-failed", expectations=[
-                c.to_json_dict() for c in failed]))
-            rerun = gx.ValidationDefinition(name=f"{table_name}-failed", data=batch_definition, suite=retry)
-            samples = {_key(r.expectation_config): r.result.get("partial_unexpected_list")
-                       for r in rerun.run(batch_parameters={"dataframe": df}, result_format=WITH_SAMPLES).results}
-        outcomes += [_outcome(table_name, spec["name"], r, samples.get(_key(r.expectation_config))) for r in results]
+        with _cached(df):
+            outcomes += _validate(context, source, actions, run_name, table_name, df, suites[table_name])
     return outcomes
+
+
+@contextmanager
+def _cached(df: DataFrame) -> Iterator[None]:
+    """`df` cached while the block runs, unless its caller cached it already (then the caller releases it)."""
+    mine = not df.storageLevel.useMemory and not df.storageLevel.useDisk
+    if mine:
+        df.persist()
+    try:
+        yield
+    finally:
+        if mine:
+            df.unpersist()
+
+
+def _validate(context: Any, source: Any, actions: list, run_name: str, table_name: str, df: DataFrame,
+              spec: dict[str, Any]) -> list[Outcome]:
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    batch_definition = source.add_dataframe_asset(name=table_name).add_batch_definition_whole_dataframe("run")
+    suite = context.suites.add(ExpectationSuite(name=table_name, expectations=spec["expectations"]))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=table_name, data=batch_definition, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=f"{table_name}-gate", validation_definitions=[definition], actions=actions,
+        result_format=COUNTS_ONLY))
+    run = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
+    results = [r for result in run.run_results.values() for r in result.results]
+    failed = [r.expectation_config for r in results if not r.success and (r.result or {}).get("unexpected_count")]
+    samples = {}
+    if failed:
+        retry = context.suites.add(ExpectationSuite(name=f"{table_name}-failed", expectations=[
+            c.to_json_dict() for c in failed]))
+        rerun = gx.ValidationDefinition(name=f"{table_name}-failed", data=batch_definition, suite=retry)
+        samples = {_key(r.expectation_config): r.result.get("partial_unexpected_list")
+                   for r in rerun.run(batch_parameters={"dataframe": df}, result_format=WITH_SAMPLES).results}
+    return [_outcome(table_name, spec["name"], r, samples.get(_key(r.expectation_config))) for r in results]
 
 
 def _key(config: Any) -> str:

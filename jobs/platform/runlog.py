@@ -98,6 +98,9 @@ def run_logged(ctx: RunContext, name: str) -> object:
                   None if error else json.dumps(result, default=str), str(error) if error else None)
         replace_slice(spark.createDataFrame([record], PIPELINE_RUNS.struct), PIPELINE_RUNS,
                       f"run_id = {sql_literal(ctx.run_id)} AND stage = {sql_literal(step.name)}")
+        # What the stage cached is its own, as when it runs as its own spark-submit: a session that runs
+        # stage after stage (`cdp run`, the tests) would otherwise match every later plan against it.
+        spark.catalog.clearCache()
 
 
 def run_stage(name: str, settings: Settings, as_of: date, run_id: str | None = None) -> object:

@@ -48,6 +48,13 @@ def table_exists(spark: SparkSession, name: str) -> bool:
     return bool(catalog.tableExists(identifier))
 
 
+def table_names(spark: SparkSession, database: str) -> list[str]:
+    """The tables (and views) of `database` as `database.table`, from the metastore alone: unlike
+    `spark.catalog.listTables`, no Delta log is loaded, and it also works without generated code."""
+    return sorted(f"{database}.{r.tableName}" for r in spark.sql(f"SHOW TABLES IN {database}").collect()
+                  if not r.isTemporary)
+
+
 def ensure_table(spark: SparkSession, table: Table) -> None:
     """Create the Delta table from its schema if it does not exist yet (never inferred)."""
     if table_exists(spark, table.name):
