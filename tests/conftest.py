@@ -22,11 +22,32 @@ def isolated_environment(base: Path) -> dict[str, str]:
     return env
 
 
+# The stage tier's modules share one warehouse (tests/stage_tier.py), in pipeline order: bronze and silver
+# are checked before the later stages move silver on to the last day and erase a person.
+STAGE_TIER = ("tests/test_stages_bronze_silver.py", "tests/test_stages.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The pyramid's base: a test is `unit` unless its module says `stage` or `e2e`.
     for item in items:
         if not any(item.get_closest_marker(m) for m in ("stage", "e2e")):
             item.add_marker(pytest.mark.unit)
+    tier = {module: i for i, module in enumerate(STAGE_TIER)}
+    items.sort(key=lambda item: tier.get(item.nodeid.split("::")[0], len(tier)))   # stable: the rest keep their order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadfile`, except that the stage tier's modules are one unit of work: one worker builds their
+    warehouse once and runs them in order (the unit is about half the suite, so it is sent first)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class StageTierTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "stage-tier" if scope in STAGE_TIER else scope
+
+    config.option.loadscopereorder = False      # keep the collection's order: the tier first
+    return StageTierTogether(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 
@@ -57,9 +78,9 @@ def drop_every_table(spark: SparkSession) -> None:
             spark.sql(f"DROP TABLE IF EXISTS {name}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def landed(settings: Settings, spark: SparkSession) -> dict:
-    """The stage tier's warehouse up to silver (tests/stage_tier.py), built once per module that uses it."""
+    """The stage tier's warehouse up to silver (tests/stage_tier.py), built once for both of its modules."""
     from tests.stage_tier import build_landed
 
     drop_every_table(spark)

@@ -1,8 +1,8 @@
 """The stage tier's shared warehouse: the sample, and each stage run as the daily DAG runs it.
 
-`tests/test_stages_bronze_silver.py` and `tests/test_stages.py` each build it once (the `landed`
-fixture of tests/conftest.py: the sample ingested up to the last day, then cleansed as of an earlier
-one), so the two modules run side by side on the suite's two workers."""
+It is built once for `tests/test_stages_bronze_silver.py` and `tests/test_stages.py`, which run in that
+order on one worker (the `landed` fixture and the scheduling in tests/conftest.py: the sample ingested up
+to the last day, then cleansed as of an earlier one); the rest of the suite runs on the other worker."""
 
 from __future__ import annotations
 
