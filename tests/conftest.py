@@ -46,8 +46,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             scope = super()._split_scope(nodeid)
             return "stage-tier" if scope in STAGE_TIER else scope
 
+    if config.getvalue("dist") != "loadfile":
+        return None
     config.option.loadscopereorder = False      # keep the collection's order: the tier first
-    return StageTierTogether(config, log) if config.getvalue("dist") == "loadfile" else None
+    return StageTierTogether(config, log)
 
 
 
