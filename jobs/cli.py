@@ -12,6 +12,7 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
+from jobs.identity.commands import add_commands as add_identity_commands
 from jobs.platform.config import Settings, load_settings
 from jobs.platform.stages import STAGES
 
@@ -178,40 +179,6 @@ def cmd_summary(settings: Settings, args: argparse.Namespace) -> None:
         print(f"run report: {report}")
 
 
-def cmd_identity_quality(settings: Settings, args: argparse.Namespace) -> None:
-    from pyspark.sql import functions as F
-
-    from jobs.identity.graph import record_customers
-    from jobs.identity.quality import pairwise_scores
-    from jobs.platform.runtime import spark_session
-    from jobs.platform.stages import IDENTITY_SOURCES
-    from schemas.gold import IDENTITY_GRAPH
-
-    spark = spark_session(settings)
-    truth = spark.read.option("header", True).csv(str(settings.paths.truth / "records")).select(
-        F.concat_ws(":", "source", "record_id").alias("record"), "person_id")
-    tables = {source: spark.table(table.name) for source, table in IDENTITY_SOURCES.items()}
-    resolved = record_customers(spark.table(IDENTITY_GRAPH.name), tables).select(
-        F.concat_ws(":", "source", "record_id").alias("record"), "customer_id").localCheckpoint()
-    print(f"pairwise resolution quality against {settings.paths.truth} (records in silver with a customer)")
-    print(pairwise_scores(resolved, truth).line("all records"))
-    for source in tables:
-        prefix = F.col("record").startswith(f"{source}:")
-        print(pairwise_scores(resolved.where(prefix), truth.where(prefix)).line(source))
-
-
-def cmd_resolve(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.identity.contact_list import resolve_contact_list
-    from jobs.platform.pii import pii_keys
-    from jobs.platform.runtime import spark_session
-
-    counts = resolve_contact_list(
-        spark_session(settings), Path(args.input), Path(args.out), args.format,
-        settings.cleanse.default_phone_region, pii_keys(settings).hmac_key, settings.identity)
-    print(f"resolved {counts['records']} records into {counts['customers']} customers: {args.out} ({args.format}); "
-          f"{counts['invalid_dob']} unreadable birth dates ignored")
-
-
 def cmd_clv(settings: Settings, args: argparse.Namespace) -> None:
     from jobs.platform.runtime import spark_session
     from jobs.value import clv
@@ -260,6 +227,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
     conf = settings.bench
     pipeline = conf.pipeline_customers if args.customers is None else args.customers
     transactions = conf.transaction_customers if args.transactions is None else args.transactions
+    lists = conf.identity_list_people if args.identity_lists is None else args.identity_lists
     if args.report_only:
         saved = settings.paths.bench / "results.json"
         if not saved.exists():
@@ -267,7 +235,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
         results = json.loads(saved.read_text())
     else:
         results = run_benchmark(settings, [int(n) for n in pipeline], [int(n) for n in transactions],
-                                skip_identity=args.skip_identity, max_minutes=args.max_minutes)
+                                skip_identity=args.skip_identity, max_minutes=args.max_minutes,
+                                identity_lists=tuple(lists))
     out = settings.root / args.report
     # The analysis written under the marker survives a regeneration of the figures above it.
     kept = out.read_text().split(ANALYSIS_MARKER, 1)[1] if out.exists() and ANALYSIS_MARKER in out.read_text() \
@@ -339,15 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--released-by", default=os.environ.get("USER", "cdp"))
     rel.set_defaults(func=cmd_release)
 
-    sub.add_parser("identity-quality", help="pairwise precision/recall/F1 of the published resolution against the "
-                   "generator's ground truth").set_defaults(func=cmd_identity_quality)
-
-    res = sub.add_parser("resolve", help="resolve a contact list (standard contact schema, CSV or Parquet) into "
-                         "customer ids")
-    res.add_argument("--input", required=True, help="a .csv file with a header, or Parquet (file or folder)")
-    res.add_argument("--out", required=True, help="folder to write (source, source_record_id, customer_id) into")
-    res.add_argument("--format", choices=["parquet", "csv"], default="parquet")
-    res.set_defaults(func=cmd_resolve)
+    add_identity_commands(sub)
 
     value = sub.add_parser("clv", help="fit BG/NBD + Gamma-Gamma on a transactions file and score its customers")
     value.add_argument("--transactions", required=True, help="CSV (with header) or Parquet")
@@ -397,7 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "pipeline (default: bench.pipeline_customers)")
     bench.add_argument("--transactions", type=int, nargs="*", help="simulated customers for the CLV and RFM "
                        "baselines (default: bench.transaction_customers)")
-    bench.add_argument("--skip-identity", action="store_true", help="do not run the identity baseline")
+    bench.add_argument("--skip-identity", action="store_true", help="do not run the identity baseline on the "
+                       "pipeline's contacts")
+    bench.add_argument("--identity-lists", type=int, nargs="*", help="people in the typo-heavy contact lists "
+                       "resolved by ours and by Splink (default: bench.identity_list_people)")
     bench.add_argument("--max-minutes", type=float, help="stop a pipeline run after this long and report the stages "
                        "it finished and the one it was in")
     bench.add_argument("--report", default="docs/BENCHMARKS.md", help="the report to (re)write")

@@ -20,6 +20,23 @@ IDENTITY_GRAPH = Table(
     ),
 )
 
+IDENTITY_LINKS = Table(
+    name="gold.identity_links",
+    doc="Every probabilistic link between two contact records in the published resolution, with the match "
+        "weight each comparison gave it (log2 Bayes factor, term-frequency adjusted): why two records are one "
+        "customer. `cdp explain-customer` prints them. Replaced whole by each published resolution.",
+    keys=("src", "dst"),
+    columns=(
+        C("src", "string", False, "contact record node, e.g. contact:C-1"),
+        C("dst", "string", False, "the other contact record node"),
+        C("customer_id", "string", False, "the customer both records belong to"),
+        C("match_probability", "double", False),
+        C("match_weight", "double", False, "log2 odds of a match: the prior plus the comparisons' weights"),
+        C("weights", "map<string,double>", False, "comparison -> its match weight (0 when unknown on a side)"),
+        C("run_id", "string", False, "run that published the link"),
+    ),
+)
+
 CUSTOMER_ID_HISTORY = Table(
     name="gold.customer_id_history",
     doc="Customer ids that changed: follow old_customer_id to new_customer_id. 'merged': the old customer "
@@ -301,6 +318,6 @@ CUSTOMER_SENTIMENT = Table(
     ),
 )
 
-TABLES = (IDENTITY_GRAPH, CUSTOMER_ID_HISTORY, CUSTOMER_PROFILE, CUSTOMER_VALUE, CUSTOMER_FORECAST,
+TABLES = (IDENTITY_GRAPH, IDENTITY_LINKS, CUSTOMER_ID_HISTORY, CUSTOMER_PROFILE, CUSTOMER_VALUE, CUSTOMER_FORECAST,
           CUSTOMER_SEGMENTS, LIFECYCLE_HISTORY, SEGMENT_MEMBERSHIP, CLUSTER_PROFILES, VALUE_MATRIX, KPI,
           ASSOCIATION_RULES, CROSS_SELL, CUSTOMER_SENTIMENT)

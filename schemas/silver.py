@@ -237,12 +237,15 @@ MATCH_RECORD = Table(
         C("record_id", "string", False, "'contact:<contact_id>' or '<source>:<source_record_id>'"),
         C("given_name", "string"),
         C("family_name", "string"),
-        C("birth_date", "date"),
+        C("birth_date", "string", doc="YYYY-MM-DD as given, even when not a calendar date (a typo still "
+                                      "agrees on its other parts)"),
         C("gender", "string"),
         C("email_key", "string"),
         C("phone_key", "string"),
         C("address_tokens", "string"),
         C("postcode", "string"),
+        C("locality", "string", doc="city or suburb, upper case"),
+        C("region", "string", doc="state or region, upper case"),
         C("loyalty_number", "string"),
     ),
 )

@@ -1,64 +1,67 @@
-"""Probabilistic matching: EM recovers known parameters; hand-made matches and non-matches; blocking."""
+"""Probabilistic matching (Splink): training recovers known parameters; hand-made matches and non-matches;
+households; the typo-heavy generator; blocking under a pair cap."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
 from jobs.identity import matching
-from jobs.identity.contact_list import ContactListError, resolve_contact_list
+from jobs.identity.contact_list import ContactListError, match_records, read_contact_list, resolve_contact_list
 from jobs.platform.config import Settings
 from jobs.platform.pii import pii_keys
+from jobs.tools.bench.baselines import PairwiseF1
+from jobs.tools.generate.contact_list import generate_contact_list
 from schemas.raw import CONTACT_LIST
+from schemas.silver import MATCH_RECORD
 
 
-def simulate_patterns(rng: np.random.Generator, model: matching.MatchModel, pairs: int,
-                      missing: float) -> pd.DataFrame:
-    """Comparison vectors drawn from known m, u and match share, some levels missing at random."""
-    is_match = rng.random(pairs) < model.match_share
-    columns = {}
-    for c in model.comparisons:
-        m_draw = rng.choice(len(c.levels), pairs, p=model.m[c.name])
-        u_draw = rng.choice(len(c.levels), pairs, p=model.u[c.name])
-        level = np.where(is_match, m_draw, u_draw).astype("float64")
-        level[rng.random(pairs) < missing] = np.nan
-        columns[f"gamma_{c.name}"] = level
-    frame = pd.DataFrame(columns)
-    return frame.groupby(list(frame.columns), dropna=False).size().reset_index(name="count")
+def test_training_recovers_known_u_probabilities_and_duplicate_share(spark: SparkSession, settings: Settings,
+                                                                      tmp_path: Path) -> None:
+    """u from random pairs against the generator's known distributions; λ against the true duplicate pairs."""
+    counts = generate_contact_list(tmp_path, 3000, seed=5, household_share=0.0, duplicate_rate=0.5, max_defects=1)
+    records = match_records(read_contact_list(spark, tmp_path / "list.csv"), "US", pii_keys(settings).hmac_key)
+    frame = matching.splink_input(records)
+    # One defect per duplicate cannot break e-mail, phone and name + birth date at once: the
+    # deterministic rules find every duplicate, so their recall is 1.
+    conf = settings.identity.model_copy(update={"deterministic_recall": 1.0})
+    model = matching.train(matching.training_sample(frame, counts["records"], 10**6), conf)
+    u = {c["output_column_name"]: {level.get("label_for_charts"): level.get("u_probability")
+                                   for level in c["comparison_levels"]} for c in model["comparisons"]}
+    listed = pd.read_csv(tmp_path / "list.csv", dtype=str)
+
+    def share_of_pairs_agreeing(values: pd.Series) -> float:
+        """The reference: of all pairs of records with the value on both sides, the share that agree."""
+        n = values.value_counts()
+        return float((n * (n - 1)).sum() / (n.sum() * (n.sum() - 1)))
+
+    # Birth dates uniform over 65 years (about 1/(65 * 365)), plus the duplicates' own agreement.
+    assert u["birth_date"]["Exact match on birth_date"] == pytest.approx(
+        share_of_pairs_agreeing(listed["dob"].dropna()), rel=0.25)
+    assert u["given_name"]["Exact match on given_name"] == pytest.approx(
+        share_of_pairs_agreeing(listed["first_name"].str.lower()), rel=0.15)
+    truth = pd.read_csv(tmp_path / "truth.csv")["person_id"].value_counts()
+    true_pairs = float((truth * (truth - 1) / 2).sum())
+    all_pairs = counts["records"] * (counts["records"] - 1) / 2
+    assert model["probability_two_random_records_match"] == pytest.approx(true_pairs / all_pairs, rel=0.1)
+    assert model[matching.TRAINED_ON] == counts["records"]
 
 
-def test_em_recovers_the_parameters_it_was_simulated_from() -> None:
-    rng = np.random.default_rng(11)
-    truth = matching.MatchModel(
-        0.12,
-        m={"given_name": np.array([0.03, 0.04, 0.13, 0.80]), "family_name": np.array([0.02, 0.05, 0.08, 0.85]),
-           "birth_date": np.array([0.04, 0.05, 0.06, 0.85]), "address": np.array([0.25, 0.05, 0.10, 0.60]),
-           "email": np.array([0.4, 0.6]), "phone": np.array([0.35, 0.65]),
-           "gender": np.array([0.03, 0.97])},
-        u={"given_name": np.array([0.85, 0.08, 0.04, 0.03]), "family_name": np.array([0.5, 0.1, 0.1, 0.3]),
-           "birth_date": np.array([0.96, 0.035, 0.003, 0.002]), "address": np.array([0.8, 0.1, 0.06, 0.04]),
-           "email": np.array([0.995, 0.005]), "phone": np.array([0.99, 0.01]),
-           "gender": np.array([0.5, 0.5])})
-    patterns = simulate_patterns(rng, truth, 400_000, missing=0.1)
-    start = matching.MatchModel.prior(match_share=0.3)  # deliberately far from the truth
-
-    fitted = matching.fit_em(patterns, start=start, prior_strength=0.0)
-
-    assert fitted.match_share == pytest.approx(truth.match_share, abs=0.005)
-    for c in truth.comparisons:
-        np.testing.assert_allclose(fitted.m[c.name], truth.m[c.name], atol=0.01, err_msg=f"m {c.name}")
-        np.testing.assert_allclose(fitted.u[c.name], truth.u[c.name], atol=0.01, err_msg=f"u {c.name}")
-
-
-def test_em_that_does_not_converge_is_an_error() -> None:
-    patterns = simulate_patterns(np.random.default_rng(1), matching.MatchModel.prior(), 5_000, missing=0.0)
-    with pytest.raises(matching.EMDidNotConverge, match="did not converge"):
-        matching.fit_em(patterns, max_iterations=2)
+def test_typo_heavy_list_resolves_with_high_precision_and_recall(spark: SparkSession, settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    """A trained model on the typo-heavy generator (households, several defects per duplicate)."""
+    counts = generate_contact_list(tmp_path / "in", 2500, seed=11)
+    resolve_contact_list(spark, tmp_path / "in" / "list.csv", tmp_path / "out", "parquet", "US",
+                         pii_keys(settings).hmac_key, settings.identity)
+    resolved = spark.read.parquet(str(tmp_path / "out")).toPandas().set_index("source_record_id")["customer_id"]
+    truth = pd.read_csv(tmp_path / "in" / "truth.csv").set_index("source_record_id")["person_id"]
+    scores = PairwiseF1.of(resolved, truth)
+    assert counts["records"] >= settings.identity.min_records_to_train  # trained on the list, not the default
+    assert scores.precision >= 0.95 and scores.recall >= 0.95, scores
 
 
 HAND_MADE = [
@@ -145,18 +148,39 @@ def test_names_only_lists_resolve_without_email_or_phone(spark: SparkSession, se
     assert len({ids["1"], ids["4"], ids["7"]}) == 3
 
 
-def test_candidate_generation_has_no_cross_join(spark: SparkSession, settings: Settings) -> None:
+def test_blocking_rules_over_the_pair_cap_are_skipped_and_pairs_come_from_equi_joins(
+        spark: SparkSession, settings: Settings) -> None:
     records = spark.createDataFrame(
-        [(f"r{i}", "Ann", f"Fam{i % 7}", None, "F", None, None, f"{i % 10} Main St", f"0{i % 3}", None)
-         for i in range(50)],
-        ",".join(f"{c.name} {c.type}" for c in matching.MATCH_RECORD.columns))
-    candidates = matching.candidate_pairs(records, settings.identity.blocking_rules, max_block_size=10)
-    plan = candidates.pairs._jdf.queryExecution().executedPlan().toString()
-    assert "CartesianProduct" not in plan and "NestedLoopJoin" not in plan
-    assert candidates.pairs.count() > 0
-    # Blocks over the size limit are skipped and reported, not compared.
-    skipped = candidates.skipped_blocks.collect()
-    assert skipped and all(r.records > 10 for r in skipped)
+        [(f"r{i}", "Ann", f"Fam{i % 7}", None, "F", None, None, f"{i % 10} Main St", f"0{i % 3}", "TOWN", None, None)
+         for i in range(60)], ",".join(f"{c.name} {c.type}" for c in MATCH_RECORD.columns))
+    conf = settings.identity.model_copy(update={"max_pairs_per_record": 3})
+    pairs = matching.rule_pairs(matching.splink_input(records), conf.blocking_rules)
+    # Every record is an Ann of seven families: 228 pairs on the full name, over 3 per record (180).
+    assert pairs[("given_name", "family_name")] == sum(n * (n - 1) // 2 for n in (9, 9, 9, 9, 8, 8, 8))
+    linkage = matching.link_records(records, conf)
+    assert "given_name+family_name" in linkage.skipped_rules
+    assert "email_key" not in linkage.skipped_rules     # no e-mails: no pairs, nothing to skip
+    kept = [r for r in conf.blocking_rules if "+".join(r) not in linkage.skipped_rules]
+    assert all(pairs[r] <= 3 * 60 for r in kept) and linkage.candidate_pairs == sum(pairs[r] for r in kept)
+
+
+def test_a_household_is_not_merged_and_a_typo_heavy_duplicate_is(spark: SparkSession, settings: Settings,
+                                                                  tmp_path: Path) -> None:
+    rows = [
+        # Household: same surname, street, postcode and phone; different given names and birth dates.
+        ("crm", "h1", "Grace", "Okafor", "", "+1 617 555 0142", "12 Elm Street", "Boston", "02110", "1987-11-21", "F"),
+        ("crm", "h2", "Daniel", "Okafor", "", "+1 617 555 0142", "12 Elm Street", "Boston", "02110", "1985-02-03", "M"),
+        ("crm", "h3", "Ruth", "Okafor", "", "+1 617 555 0142", "12 Elm Street", "Boston", "02110", "2012-06-30", "F"),
+        # A duplicate of Daniel with three defects: first-letter typo, day/month swapped, postcode typo.
+        ("pos", "d1", "Taniel", "Okafor", "", "", "12 Elm St", "Boston", "02101", "1985-03-02", "M"),
+    ]
+    _write_list(tmp_path / "list.csv", [(*r, "") for r in rows])
+    resolve_contact_list(spark, tmp_path / "list.csv", tmp_path / "out", "csv", "US", pii_keys(settings).hmac_key,
+                         settings.identity)
+    ids = {r.source_record_id: r.customer_id for r in spark.read.option("header", True).csv(str(tmp_path / "out"))
+           .collect()}
+    assert len({ids["h1"], ids["h2"], ids["h3"]}) == 3     # the shared phone is not a link
+    assert ids["d1"] == ids["h2"]
 
 
 def test_contact_list_schema_names_the_documented_columns() -> None:

@@ -1,9 +1,10 @@
 """`cdp resolve`: resolve a contact list in the standard contact schema into customer ids.
 
 The list goes through the same standardisers and the same matcher as the pipeline's CRM
-contacts (deterministic links on e-mail, phone and loyalty id; Fellegi-Sunter with weights
-estimated from the list itself), but not through the persistent identity graph: an ad-hoc
-list gets ids derived from its own records, the same on every run over the same list.
+contacts (Splink's Fellegi-Sunter model, trained on the list itself when it is large enough;
+deterministic links on e-mail, phone and loyalty id unless several persons share one), but not
+through the persistent identity graph: an ad-hoc list gets ids derived from its own records, the
+same on every run over the same list.
 """
 
 from __future__ import annotations
@@ -53,8 +54,7 @@ def check_contact_list(contacts: DataFrame) -> dict[str, int]:
         F.count("*").alias("rows"),
         F.count(F.when(blank, 1)).alias("unidentified"),
         F.countDistinct(F.trim("source"), F.trim("source_record_id")).alias("distinct_ids"),
-        F.count(F.when(F.col("dob").isNotNull() & F.try_to_date(F.col("dob"), "yyyy-MM-dd").isNull(),
-                       1)).alias("invalid_dob"),
+        F.count(F.when((F.trim("dob") != "") & birth_date_text("dob").isNull(), 1)).alias("invalid_dob"),
     ).first().asDict()
     if counts["unidentified"]:
         raise ContactListError(f"{counts['unidentified']} row(s) lack source or source_record_id")
@@ -68,6 +68,14 @@ def record_node() -> Column:
     return F.concat(F.lit("record:"), F.trim("source"), F.lit(":"), F.trim("source_record_id"))
 
 
+def birth_date_text(col: str) -> Column:
+    """'YYYY-MM-DD' from a date written with eight digits in that order (separators free), kept even
+    when it is no calendar date: a typo'd day still agrees on year and month. Null otherwise."""
+    digits = F.regexp_replace(F.trim(F.col(col)), r"[^0-9]", "")
+    return F.when(F.length(digits) == 8, F.concat_ws("-", F.substring(digits, 1, 4), F.substring(digits, 5, 2),
+                                                      F.substring(digits, 7, 2)))
+
+
 def match_records(contacts: DataFrame, default_region: str, hmac_key: bytes) -> DataFrame:
     """The list in the match form; the record id is 'record:<source>:<source_record_id>'."""
     street = F.concat_ws(" ", F.col("street"), F.col("address_line2"))
@@ -78,12 +86,14 @@ def match_records(contacts: DataFrame, default_region: str, hmac_key: bytes) -> 
         record_node().alias("record_id"),
         standardise.person_name("first_name").alias("given_name"),
         standardise.person_name("last_name").alias("family_name"),
-        F.try_to_date(F.col("dob"), "yyyy-MM-dd").alias("birth_date"),
+        birth_date_text("dob").alias("birth_date"),
         F.when(gender.isin("M", "F", "X"), gender).alias("gender"),
         pii.keyed_hash(email, hmac_key).alias("email_key"),
         pii.keyed_hash(phone, hmac_key).alias("phone_key"),
         F.when(F.trim(street) != "", standardise.address_tokens(street)).alias("address_tokens"),
         F.upper(F.regexp_replace("postcode", r"\s+", "")).alias("postcode"),
+        F.upper(F.trim("city")).alias("locality"),
+        F.upper(F.trim("region")).alias("region"),
         F.upper(F.trim("loyalty_id")).alias("loyalty_number"),
     )
     return records.select(*MATCH_RECORD.column_names)
@@ -92,7 +102,7 @@ def match_records(contacts: DataFrame, default_region: str, hmac_key: bytes) -> 
 def resolve_records(records: DataFrame, conf: IdentityConfig) -> DataFrame:
     """(record_id, customer_id) for match-form records: deterministic keys plus probabilistic links."""
     linkage = matching.link_records(records, conf)
-    edges = graph.record_key_edges(records)
+    edges = graph.contact_point_edges(records, linkage.links, conf.max_persons_per_contact_point).edges
     nodes = graph.graph_nodes(records.select(F.col("record_id").alias("node")), edges)
     clusters = graph.cluster(nodes, edges, linkage.links, conf.guards.max_cluster_size)
     return clusters.components.join(records.select(F.col("record_id").alias("node")), "node").select(

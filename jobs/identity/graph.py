@@ -65,15 +65,38 @@ def graph_nodes(singles: DataFrame, edges: DataFrame) -> DataFrame:
 
 
 @dataclass(frozen=True)
+class ContactPoints:
+    edges: DataFrame           # (src, dst): record to its e-mail, phone and loyalty nodes, shared ones left out
+    shared: DataFrame          # (node, persons): contact points on the records of several persons
+
+
+def contact_point_edges(records: DataFrame, links: DataFrame, max_persons: int) -> ContactPoints:
+    """Record-to-contact-point edges, except for points shared by more than `max_persons` persons.
+
+    A person here is a component of the records under the matcher's links alone. A phone on the
+    records of two people the matcher keeps apart (a household's landline, a couple's e-mail) is
+    evidence the matcher has already weighed; as a hard edge it would merge them regardless.
+    """
+    persons = components_of(records.select(F.col("record_id").alias("node")), links.select("src", "dst"))
+    edges = record_key_edges(records)
+    per_point = edges.join(persons.select(F.col("node").alias("src"), "component"), "src") \
+        .groupBy("dst").agg(F.countDistinct("component").alias("persons"))
+    shared = per_point.where(F.col("persons") > max_persons).select(F.col("dst").alias("node"), "persons")
+    kept = edges.join(shared.select(F.col("node").alias("dst")), "dst", "left_anti").select("src", "dst")
+    return ContactPoints(kept, shared)
+
+
+@dataclass(frozen=True)
 class IdentifierGraph:
     nodes: DataFrame           # (node)
     edges: DataFrame           # (src, dst): identifiers seen together on a record
     shared_devices: DataFrame  # (device, accounts): devices not used as links
+    shared_contact_points: DataFrame  # (node, persons): contact points not used as links
 
 
-def identifier_graph(contacts: DataFrame, orders: DataFrame, pos: DataFrame, tickets: DataFrame,
-                     surveys: DataFrame, campaign_events: DataFrame, events: DataFrame, referrals: DataFrame,
-                     max_accounts_per_device: int) -> IdentifierGraph:
+def identifier_graph(contacts: DataFrame, contact_points: ContactPoints, orders: DataFrame, pos: DataFrame,
+                     tickets: DataFrame, surveys: DataFrame, campaign_events: DataFrame, events: DataFrame,
+                     referrals: DataFrame, max_accounts_per_device: int) -> IdentifierGraph:
     """Nodes and deterministic edges from the silver tables; `contacts` in the match form.
 
     A device that logged in to more than `max_accounts_per_device` accounts (a family tablet, a
@@ -84,7 +107,7 @@ def identifier_graph(contacts: DataFrame, orders: DataFrame, pos: DataFrame, tic
     shared = device_accounts.where(F.col("accounts") > max_accounts_per_device)
     personal_logins = logins.join(shared.select("device_id"), "device_id", "left_anti")
     edges = reduce(DataFrame.unionByName, [
-        record_key_edges(contacts),
+        contact_points.edges,
         _pairs(orders, node("account", "account_id"), node("email", "email_key")),
         _pairs(tickets, node("account", "account_id"), node("email", "email_key")),
         _pairs(personal_logins, node("device", "device_id"), node("account", "user_id")),
@@ -100,7 +123,7 @@ def identifier_graph(contacts: DataFrame, orders: DataFrame, pos: DataFrame, tic
         _singles(personal_logins, node("device", "device_id")),
     ])
     shared_devices = shared.select(F.col("device_id").alias("device"), "accounts")
-    return IdentifierGraph(graph_nodes(singles, edges), edges, shared_devices)
+    return IdentifierGraph(graph_nodes(singles, edges), edges, shared_devices, contact_points.shared)
 
 
 def connected_components(edges: DataFrame, max_rounds: int = 50) -> DataFrame:

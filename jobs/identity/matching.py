@@ -1,330 +1,332 @@
-"""Probabilistic record linkage (Fellegi-Sunter) for records that share no identifier.
+"""Probabilistic record linkage (Fellegi-Sunter) with Splink 5 on the pipeline's own Spark session.
+
+Why Splink rather than our own EM: it trains the model the way the method needs (u from random
+pairs and fixed during EM, m by EM on blocks that leave the compared columns free), adjusts exact
+matches by term frequency (a shared "Smith" or a family phone says less than a rare name), and
+compares strings with compiled Scala similarity functions instead of Python UDFs.
 
 Records are in the match form of `schemas.silver.MATCH_RECORD`. The work is:
 
-1. Blocking: candidate pairs are records that agree on one of the configured block keys
-   (e.g. family-name soundex + postcode). Each rule is an equi-join, so work grows with the
-   block sizes, never with the square of the data; blocks larger than `max_block_size` are
-   skipped and reported (a block key that popular says nothing about identity).
-2. Comparison: every candidate pair gets a discrete agreement level per attribute
-   (Jaro-Winkler on names, day/month swap on birth dates, ...); null when either side lacks it.
-3. Scoring: the m- and u-probabilities of each level and the share of matches are estimated
-   from the data by EM over the distinct comparison patterns (weighted by their counts, so the
-   fit is tiny whatever the data size); priors act as pseudo-counts so that small lists stay
-   sensible. A pair's match probability follows from Bayes' rule under the Fellegi-Sunter
-   independence assumption.
+1. Blocking: candidate pairs agree on every column of at least one rule (conf identity.blocking_rules,
+   columns of `splink_input`). Each rule's pairs are counted first; a rule that would compare more
+   than `max_pairs_per_record` pairs per record is dropped and reported, so work grows with the data,
+   never with its square.
+2. Model: the model in force is reused (`model_json`); otherwise one is trained, when the list has
+   at least `min_records_to_train` records, or the shipped default (`default_model.json`, trained
+   on the generator's typo-heavy lists) is used for lists too small to learn from.
+3. Scoring: each candidate pair gets a match weight, the sum of one weight per comparison; the pairs
+   at or above `match_threshold` are the links, and each keeps its per-comparison weights so that a
+   merge can be explained.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import reduce
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from jobs.platform.settings import IdentityConfig
-from schemas.silver import MATCH_RECORD
 
 log = logging.getLogger(__name__)
 
-def _birth_date_unordered() -> Column:
-    # Day and month in order, so a record with them swapped lands in the same block.
+DEFAULT_MODEL = Path(__file__).with_name("default_model.json")
+TRAINED_ON = "trained_on_records"   # our keys in a stored model: the records it was trained on,
+SHIPPED_DEFAULT = "shipped_default"  # and whether it is the default (not trained on this data)
+
+# Columns Splink reads (built by `splink_input`); blocking rules name them.
+BLOCK_COLUMNS = ("given_name", "family_name", "birth_date", "birth_year", "street", "street_number", "postcode",
+                 "locality", "region", "email_key", "phone_key", "given_soundex", "family_soundex")
+
+
+def splink_input(records: DataFrame) -> DataFrame:
+    """Match-form records as Splink compares them: lower-case names, the birth date as text (a typo'd
+    impossible date still agrees on its other parts), block keys derived with Spark built-ins."""
+    given, family = F.lower(F.trim("given_name")), F.lower(F.trim("family_name"))
     dob = F.col("birth_date")
-    return F.when(dob.isNotNull(), F.concat_ws("-", F.year(dob), F.least(F.month(dob), F.dayofmonth(dob)),
-                                               F.greatest(F.month(dob), F.dayofmonth(dob))))
+    street = F.col("address_tokens")
+
+    def blank_to_null(c: Column) -> Column:
+        return F.when(F.trim(c) != "", c)
+
+    return records.select(
+        F.col("record_id").alias("unique_id"),
+        blank_to_null(given).alias("given_name"), blank_to_null(family).alias("family_name"),
+        dob.alias("birth_date"), F.substring(dob, 1, 4).alias("birth_year"),
+        blank_to_null(street).alias("street"),
+        blank_to_null(F.regexp_extract(street, r"^(\d+)", 1)).alias("street_number"),
+        blank_to_null(F.upper(F.trim("postcode"))).alias("postcode"),
+        blank_to_null(F.upper(F.trim("locality"))).alias("locality"),
+        blank_to_null(F.upper(F.trim("region"))).alias("region"),
+        "email_key", "phone_key",
+        blank_to_null(F.soundex(given)).alias("given_soundex"),
+        blank_to_null(F.soundex(family)).alias("family_soundex"),
+    )
 
 
-# Block keys a blocking rule may combine (conf: identity.blocking_rules); built lazily, as Columns
-# need a running Spark session.
-BLOCK_KEYS: dict[str, Callable[[], Column]] = {
-    "family_soundex": lambda: F.soundex("family_name"),
-    "given_soundex": lambda: F.soundex("given_name"),
-    "postcode": lambda: F.col("postcode"),
-    "birth_date": lambda: F.col("birth_date").cast("string"),
-    "birth_date_unordered": _birth_date_unordered,
-    "address_tokens": lambda: F.col("address_tokens"),
-    "email_key": lambda: F.col("email_key"),
-    "phone_key": lambda: F.col("phone_key"),
-}
+def _name_comparison(column: str, other: str) -> Any:
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    return cl.CustomComparison(output_column_name=column, comparison_levels=[
+        cll.NullLevel(column),
+        cll.ExactMatchLevel(column).configure(tf_adjustment_column=column),
+        # Given and family name entered the other way round.
+        cll.CustomLevel(f"{column}_l = {other}_r AND {other}_l = {column}_r", "swapped with " + other),
+        cll.JaroWinklerLevel(column, 0.92),
+        cll.JaroWinklerLevel(column, 0.85),
+        cll.DamerauLevenshteinLevel(column, 2),
+        cll.JaroWinklerLevel(column, 0.7),
+        cll.ElseLevel(),
+    ])
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """An attribute compared at discrete levels: 0 is disagreement, the highest is exact agreement."""
+def _birth_date_comparison() -> Any:
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
 
-    name: str
-    levels: tuple[str, ...]
-    m_prior: tuple[float, ...]   # P(level | match)
-    u_prior: tuple[float, ...]   # P(level | non-match)
+    def part(side: str, start: int, length: int) -> str:
+        return f"substr(birth_date_{side}, {start}, {length})"
 
-
-NAME_LEVELS = ("different", "jaro_winkler>=0.80_or_same_soundex", "jaro_winkler>=0.92", "exact")
-COMPARISONS: tuple[Comparison, ...] = (
-    Comparison("given_name", NAME_LEVELS, (0.02, 0.03, 0.10, 0.85), (0.90, 0.06, 0.02, 0.02)),
-    Comparison("family_name", NAME_LEVELS, (0.02, 0.03, 0.10, 0.85), (0.90, 0.06, 0.02, 0.02)),
-    Comparison("birth_date", ("different", "one_part_differs", "day_month_swapped", "exact"),
-               (0.03, 0.04, 0.03, 0.90), (0.97, 0.029, 0.0005, 0.0005)),
-    Comparison("address", ("different", "same_postcode", "same_number_similar_street", "exact"),
-               (0.2, 0.05, 0.05, 0.70), (0.9, 0.08, 0.01, 0.01)),
-    Comparison("email", ("different", "exact"), (0.3, 0.7), (0.9999, 0.0001)),
-    Comparison("phone", ("different", "exact"), (0.2, 0.8), (0.999, 0.001)),
-    Comparison("gender", ("different", "exact"), (0.02, 0.98), (0.5, 0.5)),
-)
+    year, month, day = ((part("l", 1, 4), part("r", 1, 4)), (part("l", 6, 2), part("r", 6, 2)),
+                        (part("l", 9, 2), part("r", 9, 2)))
+    same = [f"{a} = {b}" for a, b in (year, month, day)]
+    two_of_three = " OR ".join(f"({x} AND {y})" for x, y in ((same[0], same[1]), (same[0], same[2]),
+                                                              (same[1], same[2])))
+    return cl.CustomComparison(output_column_name="birth_date", comparison_levels=[
+        cll.NullLevel("birth_date"),
+        cll.ExactMatchLevel("birth_date"),
+        cll.CustomLevel(f"{same[0]} AND {month[0]} = {day[1]} AND {day[0]} = {month[1]}", "day and month swapped"),
+        cll.CustomLevel(two_of_three, "one of year, month, day differs"),
+        cll.DamerauLevenshteinLevel("birth_date", 2),
+        cll.ElseLevel(),
+    ])
 
 
-def block_key(names: list[str]) -> Column:
-    """One blocking rule's key: the named block keys joined; null when any part is missing."""
-    unknown = [n for n in names if n not in BLOCK_KEYS]
+def _address_comparison() -> Any:
+    """Street, postcode, locality and region as one comparison: they are far from independent (a
+    household shares them all), and counting them as four pieces of evidence would quadruple one fact."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    street_exact, street_close = cll.ExactMatchLevel("street"), cll.JaroWinklerLevel("street", 0.9)
+    postcode_exact, postcode_close = cll.ExactMatchLevel("postcode"), cll.DamerauLevenshteinLevel("postcode", 1)
+    locality_close = cll.JaroWinklerLevel("locality", 0.88)
+    unknown = cll.And(*[cll.NullLevel(c) for c in ("street", "postcode", "locality", "region")])
+    return cl.CustomComparison(output_column_name="address", comparison_levels=[
+        unknown.configure(is_null_level=True, label_for_charts="no address part on both sides"),
+        cll.And(street_exact, postcode_exact).configure(label_for_charts="same street and postcode"),
+        cll.And(street_close, cll.Or(postcode_close, locality_close)).configure(
+            label_for_charts="similar street, same area"),
+        street_close.configure(label_for_charts="similar street, other area"),
+        cll.And(postcode_exact, locality_close).configure(label_for_charts="same postcode and locality"),
+        cll.Or(postcode_close, locality_close).configure(label_for_charts="similar postcode or locality"),
+        cll.ExactMatchLevel("region").configure(label_for_charts="same region"),
+        cll.ElseLevel(),
+    ])
+
+
+def comparisons() -> list[Any]:
+    """The compared attributes, each at discrete levels from exact agreement down to 'else'."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    def exact_tf(column: str) -> Any:
+        return cl.CustomComparison(output_column_name=column, comparison_levels=[
+            cll.NullLevel(column), cll.ExactMatchLevel(column).configure(tf_adjustment_column=column),
+            cll.ElseLevel()])
+
+    return [
+        _name_comparison("given_name", "family_name"),
+        _name_comparison("family_name", "given_name"),
+        _birth_date_comparison(),
+        _address_comparison(),
+        # Shared contact points (a family phone, a couple's e-mail) weigh less through their frequency.
+        exact_tf("email_key"),
+        exact_tf("phone_key"),
+    ]
+
+
+COMPARED = ("given_name", "family_name", "birth_date", "address", "email_key", "phone_key")
+TF_COLUMNS = ("given_name", "family_name", "email_key", "phone_key")   # exact matches adjusted by frequency
+
+
+def settings(conf: IdentityConfig, rules: list[tuple[str, ...]]) -> Any:
+    from splink import SettingsCreator, block_on
+
+    return SettingsCreator(
+        link_type="dedupe_only", unique_id_column_name="unique_id", comparisons=comparisons(),
+        blocking_rules_to_generate_predictions=[block_on(*rule) for rule in rules],
+        retain_matching_columns=False, retain_intermediate_calculation_columns=True,
+        probability_two_random_records_match=0.0001, max_iterations=conf.em_max_iterations,
+    )
+
+
+def check_rules(rules: tuple[tuple[str, ...], ...]) -> None:
+    unknown = sorted({c for rule in rules for c in rule} - set(BLOCK_COLUMNS))
     if unknown:
-        raise ValueError(f"unknown block key(s) {unknown}; known: {sorted(BLOCK_KEYS)}")
-    parts = [BLOCK_KEYS[n]() for n in names]
-    any_null = reduce(lambda a, b: a | b, [p.isNull() | (p == "") for p in parts])
-    return F.when(~any_null, F.concat_ws("|", *parts))
+        raise ValueError(f"identity.blocking_rules: unknown column(s) {unknown}; known: {list(BLOCK_COLUMNS)}")
 
 
-@dataclass(frozen=True)
-class Candidates:
-    pairs: DataFrame                 # (record_id_l, record_id_r), record_id_l < record_id_r, distinct
-    skipped_blocks: DataFrame        # (rule, block, records): blocks over the size limit
-
-
-def candidate_pairs(records: DataFrame, rules: list[list[str]], max_block_size: int) -> Candidates:
-    """Pairs of records agreeing on at least one blocking rule; equi-joins only, no cross join."""
-    pairs, skipped = [], []
+def rule_pairs(frame: DataFrame, rules: tuple[tuple[str, ...], ...]) -> dict[tuple[str, ...], int]:
+    """Pairs each blocking rule would compare: the sum of n(n-1)/2 over its blocks (nulls never agree)."""
+    counts = {}
     for rule in rules:
-        label = "+".join(rule)
-        keyed = records.select("record_id", block_key(rule).alias("block")).where(F.col("block").isNotNull())
-        sizes = keyed.groupBy("block").agg(F.count("*").alias("records"))
-        skipped.append(sizes.where(F.col("records") > max_block_size).select(
-            F.lit(label).alias("rule"), "block", "records"))
-        kept = keyed.join(sizes.where(F.col("records").between(2, max_block_size)).select("block"), "block")
-        left, right = kept.alias("l"), kept.alias("r")
-        pairs.append(left.join(right, "block").where(F.col("l.record_id") < F.col("r.record_id")).select(
-            F.col("l.record_id").alias("record_id_l"), F.col("r.record_id").alias("record_id_r")))
-    union = reduce(DataFrame.unionByName, pairs).distinct()
-    return Candidates(union, reduce(DataFrame.unionByName, skipped))
-
-
-@F.pandas_udf(T.DoubleType())
-def jaro_winkler(left: pd.Series, right: pd.Series) -> pd.Series:
-    """Jaro-Winkler similarity (jellyfish); null when either side is null."""
-    import jellyfish
-
-    return pd.Series([None if a is None or b is None else jellyfish.jaro_winkler_similarity(a, b)
-                      for a, b in zip(left, right)], dtype="float64")
-
-
-def _both(a: Column, b: Column) -> Column:
-    return a.isNotNull() & b.isNotNull()
-
-
-def _name_level(a: Column, b: Column) -> Column:
-    similarity = jaro_winkler(F.lower(a), F.lower(b))
-    # A phonetic code catches spellings that sound alike but share few letters in order.
-    return (F.when(~_both(a, b), None).when(F.lower(a) == F.lower(b), 3).when(similarity >= 0.92, 2)
-            .when((similarity >= 0.80) | (F.soundex(a) == F.soundex(b)), 1).otherwise(0))
-
-
-def _birth_date_level(a: Column, b: Column) -> Column:
-    same_year = F.year(a) == F.year(b)
-    swapped = same_year & (F.month(a) == F.dayofmonth(b)) & (F.dayofmonth(a) == F.month(b))
-    one_part = (same_year & ((F.month(a) == F.month(b)) | (F.dayofmonth(a) == F.dayofmonth(b)))) | (
-        (F.month(a) == F.month(b)) & (F.dayofmonth(a) == F.dayofmonth(b)))
-    return F.when(~_both(a, b), None).when(a == b, 3).when(swapped, 2).when(one_part, 1).otherwise(0)
-
-
-def _address_level(street_a: Column, street_b: Column, postcode_a: Column, postcode_b: Column) -> Column:
-    """Street and postcode as one comparison: they are far from independent (a household shares
-    both), and counting them as two pieces of evidence would double the weight of one fact."""
-    known_a = street_a.isNotNull() | postcode_a.isNotNull()
-    known_b = street_b.isNotNull() | postcode_b.isNotNull()
-    postcode_agrees = postcode_a.isNull() | postcode_b.isNull() | (postcode_a == postcode_b)
-    number = F.regexp_extract(street_a, r"^(\d+)", 1)
-    similar = (number != "") & (number == F.regexp_extract(street_b, r"^(\d+)", 1)) & (
-        jaro_winkler(street_a, street_b) >= 0.9)
-    return (F.when(~(known_a & known_b), None)
-            .when(_both(street_a, street_b) & (street_a == street_b) & postcode_agrees, 3)
-            .when(_both(street_a, street_b) & similar & postcode_agrees, 2)
-            .when(_both(postcode_a, postcode_b) & (postcode_a == postcode_b), 1)
-            .otherwise(0))
-
-
-def _exact_level(a: Column, b: Column) -> Column:
-    return F.when(~_both(a, b), None).when(a == b, 1).otherwise(0)
-
-
-def comparison_levels(pairs: DataFrame, records: DataFrame) -> DataFrame:
-    """Pairs with one agreement level per comparison (`gamma_<name>`, null when unknown)."""
-    attributes = ["given_name", "family_name", "birth_date", "address_tokens", "postcode", "email_key",
-                  "phone_key", "gender"]
-    left = records.select(F.col("record_id").alias("record_id_l"), *[F.col(a).alias(f"{a}_l") for a in attributes])
-    right = records.select(F.col("record_id").alias("record_id_r"), *[F.col(a).alias(f"{a}_r") for a in attributes])
-    joined = pairs.join(left, "record_id_l").join(right, "record_id_r")
-
-    def lr(a: str) -> tuple[Column, Column]:
-        return F.col(f"{a}_l"), F.col(f"{a}_r")
-
-    levels = {
-        "given_name": _name_level(*lr("given_name")),
-        "family_name": _name_level(*lr("family_name")),
-        "birth_date": _birth_date_level(*lr("birth_date")),
-        "address": _address_level(*lr("address_tokens"), *lr("postcode")),
-        "email": _exact_level(*lr("email_key")),
-        "phone": _exact_level(*lr("phone_key")),
-        "gender": _exact_level(*lr("gender")),
-    }
-    return joined.select("record_id_l", "record_id_r",
-                         *[levels[c.name].cast("int").alias(f"gamma_{c.name}") for c in COMPARISONS])
-
-
-GAMMAS = [f"gamma_{c.name}" for c in COMPARISONS]
-
-
-def comparison_patterns(levels: DataFrame) -> pd.DataFrame:
-    """The distinct comparison vectors with their counts: at most the product of the level counts."""
-    return levels.groupBy(*GAMMAS).count().toPandas()
-
-
-class EMDidNotConverge(RuntimeError):
-    """The Fellegi-Sunter EM fit hit its iteration limit; its estimates are not to be used."""
-
-
-@dataclass
-class MatchModel:
-    """Fellegi-Sunter parameters: the match share and per-comparison level probabilities."""
-
-    match_share: float
-    m: dict[str, np.ndarray]
-    u: dict[str, np.ndarray]
-    iterations: int = 0
-    pairs: int = 0
-    comparisons: tuple[Comparison, ...] = field(default=COMPARISONS)
-
-    @classmethod
-    def prior(cls, comparisons: tuple[Comparison, ...] = COMPARISONS, match_share: float = 0.05) -> MatchModel:
-        return cls(match_share, {c.name: np.array(c.m_prior) for c in comparisons},
-                   {c.name: np.array(c.u_prior) for c in comparisons}, comparisons=comparisons)
-
-    def log2_bayes_factors(self, name: str) -> np.ndarray:
-        return np.log2(self.m[name]) - np.log2(self.u[name])
-
-    def match_weights(self, patterns: pd.DataFrame) -> np.ndarray:
-        """log2 posterior odds of a match for each pattern row (null levels add nothing)."""
-        weight = np.full(len(patterns), np.log2(self.match_share / (1 - self.match_share)))
-        for c in self.comparisons:
-            level = patterns[f"gamma_{c.name}"].to_numpy(dtype="float64")
-            known = ~np.isnan(level)
-            weight[known] += self.log2_bayes_factors(c.name)[level[known].astype(int)]
-        return weight
-
-    def table(self) -> pd.DataFrame:
-        """One row per comparison level: m, u and the log2 Bayes factor (the level's match weight)."""
-        rows = [(c.name, i, level, float(self.m[c.name][i]), float(self.u[c.name][i]),
-                 float(self.log2_bayes_factors(c.name)[i]))
-                for c in self.comparisons for i, level in enumerate(c.levels)]
-        return pd.DataFrame(rows, columns=["comparison", "level", "level_name", "m", "u", "bayes_factor_log2"])
-
-
-def fit_em(patterns: pd.DataFrame, start: MatchModel | None = None, prior_strength: float = 50.0,
-           max_iterations: int = 1000, tolerance: float = 1e-7) -> MatchModel:
-    """Estimate m, u and the match share by EM over comparison patterns (`count` column = weight).
-
-    `prior_strength` pseudo-pairs drawn from the starting model's probabilities are added in
-    each M-step (a Dirichlet prior): negligible for real data, it keeps tiny lists sensible.
-    Raises EMDidNotConverge if the largest parameter change is still above `tolerance`.
-    """
-    model = start or MatchModel.prior()
-    comparisons = model.comparisons
-    counts = patterns["count"].to_numpy(dtype="float64")
-    levels = {c.name: patterns[f"gamma_{c.name}"].to_numpy(dtype="float64") for c in comparisons}
-    prior_m = {c.name: np.array(c.m_prior) for c in comparisons}
-    prior_u = {c.name: np.array(c.u_prior) for c in comparisons}
-    prior_share = model.match_share
-    for iteration in range(1, max_iterations + 1):
-        # E-step: posterior match probability of each pattern.
-        log_m = np.zeros(len(patterns))
-        log_u = np.zeros(len(patterns))
-        for c in comparisons:
-            known = ~np.isnan(levels[c.name])
-            idx = levels[c.name][known].astype(int)
-            log_m[known] += np.log(model.m[c.name][idx])
-            log_u[known] += np.log(model.u[c.name][idx])
-        log_odds = np.log(model.match_share) - np.log1p(-model.match_share) + log_m - log_u
-        posterior = 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
-        matched, unmatched = counts * posterior, counts * (1 - posterior)
-        # M-step with pseudo-counts from the prior.
-        share = (matched.sum() + prior_strength * prior_share) / (counts.sum() + prior_strength)
-        m, u = {}, {}
-        for c in comparisons:
-            lv = levels[c.name]
-            m_counts = np.array([matched[lv == i].sum() for i in range(len(c.levels))])
-            u_counts = np.array([unmatched[lv == i].sum() for i in range(len(c.levels))])
-            m_counts = m_counts + prior_strength * prior_m[c.name]
-            u_counts = u_counts + prior_strength * prior_u[c.name]
-            m[c.name], u[c.name] = m_counts / m_counts.sum(), u_counts / u_counts.sum()
-        change = max([abs(share - model.match_share)]
-                     + [float(np.max(np.abs(m[n] - model.m[n]))) for n in m]
-                     + [float(np.max(np.abs(u[n] - model.u[n]))) for n in u])
-        model = MatchModel(float(share), m, u, iteration, int(counts.sum()), comparisons)
-        if change < tolerance:
-            return model
-    raise EMDidNotConverge(f"Fellegi-Sunter EM did not converge in {max_iterations} iterations "
-                           f"(last parameter change {change:.2e} > {tolerance:.0e})")
-
-
-def score_pairs(levels: DataFrame, model: MatchModel, patterns: pd.DataFrame) -> DataFrame:
-    """Pairs with `match_weight` (log2 odds) and `match_probability`, joined from the scored patterns."""
-    scored = patterns[GAMMAS].copy()
-    scored["match_weight"] = model.match_weights(patterns)
-    scored["match_probability"] = 1.0 / (1.0 + np.power(2.0, -scored["match_weight"]))
-    schema = T.StructType([*[T.StructField(g, T.IntegerType()) for g in GAMMAS],
-                           T.StructField("match_weight", T.DoubleType()),
-                           T.StructField("match_probability", T.DoubleType())])
-    rows = [(*(None if pd.isna(v) else int(v) for v in r[:len(GAMMAS)]), float(r[-2]), float(r[-1]))
-            for r in scored.itertuples(index=False)]
-    weights = levels.sparkSession.createDataFrame(rows, schema)
-    # Null-safe join on the pattern: null levels are part of it.
-    condition = reduce(lambda a, b: a & b, [levels[g].eqNullSafe(weights[g]) for g in GAMMAS])
-    return levels.join(F.broadcast(weights), condition).select(levels["*"], "match_weight", "match_probability")
-
-
-def contact_match_records(contacts: DataFrame) -> DataFrame:
-    """Silver contacts in the match form (`schemas.silver.MATCH_RECORD`); the record id is the graph node."""
-    return contacts.select(F.concat(F.lit("contact:"), "contact_id").alias("record_id"),
-                           *[c for c in MATCH_RECORD.column_names if c != "record_id"])
+        keyed = frame.where(reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in rule]))
+        n = F.col("n")
+        counts[rule] = int(keyed.groupBy(*rule).agg(F.count("*").alias("n"))
+                           .agg(F.sum(n * (n - 1) / 2)).first()[0] or 0)
+    return counts
 
 
 @dataclass(frozen=True)
 class Linkage:
-    links: DataFrame             # (src, dst, match_probability): record pairs at or above the threshold
-    model: MatchModel
+    links: DataFrame                 # (src, dst, match_probability, match_weight, weights): at or above threshold
+    model_json: str                  # the Splink model that scored them
+    match_share: float               # its λ, at this list's size
+    trained: bool                    # trained on this data (else the model in force or the default)
     candidate_pairs: int
-    skipped_blocks: int
+    skipped_rules: list[str]         # blocking rules over the pair cap, not compared
+
+    @property
+    def model_records(self) -> int:
+        return int(json.loads(self.model_json)[TRAINED_ON])
 
 
-def link_records(records: DataFrame, conf: IdentityConfig) -> Linkage:
-    """Block, compare, fit the model by EM and keep the pairs at or above `conf.match_threshold`."""
-    candidates = candidate_pairs(records, [list(r) for r in conf.blocking_rules], conf.max_block_size)
-    skipped = candidates.skipped_blocks.localCheckpoint()
-    for row in skipped.orderBy(F.col("records").desc()).limit(5).collect():
-        log.warning("matching: skipped block %s=%s of %d records (over max_block_size)", row.rule, row.block,
-                    row.records)
-    levels = comparison_levels(candidates.pairs, records).localCheckpoint()
-    patterns = comparison_patterns(levels)
-    if patterns.empty:
-        model = MatchModel.prior()
-        links = levels.sparkSession.createDataFrame([], "src string, dst string, match_probability double")
-        return Linkage(links, model, 0, skipped.count())
-    model = fit_em(patterns, prior_strength=conf.em_prior_strength)
-    scored = score_pairs(levels, model, patterns)
-    links = scored.where(F.col("match_probability") >= conf.match_threshold).select(
-        F.col("record_id_l").alias("src"), F.col("record_id_r").alias("dst"), "match_probability")
-    log.info("matching: %d candidate pairs, match share %.4f after %d EM iterations", model.pairs,
-             model.match_share, model.iterations)
-    return Linkage(links.localCheckpoint(), model, model.pairs, skipped.count())
+def model_matches_code(model: dict[str, Any]) -> bool:
+    """Whether a stored model compares what this code compares, level for level."""
+    stored = [(c["output_column_name"], len(c["comparison_levels"])) for c in model.get("comparisons", [])]
+    return stored == [(n, len(levels)) for n, levels in _current_levels()]
+
+
+def _current_levels() -> list[tuple[str, list[Any]]]:
+    return [(c.create_output_column_name(), c.create_comparison_levels()) for c in comparisons()]
+
+
+def train(sample: pd.DataFrame, conf: IdentityConfig) -> dict[str, Any]:
+    """A model trained on a sample of the records, in Splink's DuckDB backend (an in-process database:
+    each EM iteration is a millisecond query there, seconds of query planning on Spark): λ from
+    deterministic rules, u from random pairs (fixed during EM), m by EM on the training blocks."""
+    import duckdb
+    from splink import DuckDBAPI, Linker, block_on
+
+    db = DuckDBAPI(connection=duckdb.connect(":memory:", config={"threads": conf.training_threads}))
+    linker = Linker(db.register(sample), settings(conf, []), log_level=logging.WARNING)
+    linker.training.estimate_probability_two_random_records_match(
+        [block_on("email_key"), block_on("phone_key"), block_on("given_name", "family_name", "birth_date")],
+        recall=conf.deterministic_recall)
+    linker.training.estimate_u_using_random_sampling(max_pairs=conf.u_sample_pairs, seed=1)
+    for block in conf.training_blocks:
+        linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on(*block), estimate_without_term_frequencies=True, max_pairs=conf.em_max_pairs)
+    return {**linker.misc.save_model_to_json(), TRAINED_ON: len(sample)}
+
+
+def short_list_frequencies(frame: DataFrame, column: str) -> DataFrame:
+    """Term frequencies of a short list, for values on three records or more only (the others get no
+    adjustment). In a list of ten, two records sharing the only phone is what a duplicate pair looks
+    like, not a common phone; sixty records sharing a hotline is."""
+    known = frame.where(F.col(column).isNotNull())
+    total = max(known.count(), 1)
+    return known.groupBy(column).agg(F.count("*").alias("n")).where(F.col("n") >= 3) \
+        .select(column, (F.col("n") / F.lit(total)).alias(f"tf_{column}"))
+
+
+def match_share(model: dict[str, Any], records: int) -> float:
+    """λ for a list of `records`: the model's, at the same number of duplicates per record. Matches grow
+    with the records and pairs with their square, so λ scales with 1/(n - 1) (a model trained on 90k
+    records puts λ at 2e-5; on a list of ten the same duplicate rate is 0.2)."""
+    scaled = model["probability_two_random_records_match"] * (model[TRAINED_ON] - 1) / max(records - 1, 1)
+    return min(scaled, 0.5)
+
+
+def spark_settings(conf: IdentityConfig, rules: list[tuple[str, ...]], model: dict[str, Any],
+                   records: int) -> dict[str, Any]:
+    """Settings for scoring on Spark: this code's comparisons in Spark SQL, today's blocking rules, and the
+    model's trained numbers (λ, m and u per level). The stored model's SQL is DuckDB's: never parsed here."""
+    spark_model = settings(conf, rules).get_settings("spark").as_dict()
+    spark_model["probability_two_random_records_match"] = match_share(model, records)
+    for comparison, trained in zip(spark_model["comparisons"], model["comparisons"], strict=True):
+        for level, numbers in zip(comparison["comparison_levels"], trained["comparison_levels"], strict=True):
+            level.update({k: numbers[k] for k in ("m_probability", "u_probability") if k in numbers})
+    return spark_model
+
+
+def training_sample(frame: DataFrame, records: int, size: int) -> pd.DataFrame:
+    """Up to `size` records through Arrow, drawn by a hash of the record id (the same sample on every run)."""
+    sampled = frame if records <= size else frame.where(
+        (F.abs(F.xxhash64("unique_id")) % 1_000_000) < int(1_000_000 * size / records))
+    return sampled.toPandas()
+
+
+def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | None = None,
+                 refit: bool = False) -> Linkage:
+    """Block, score with the model in force (or train one) and keep the links at or above the threshold."""
+    from splink import Linker, SparkAPI
+
+    check_rules(conf.blocking_rules)
+    spark = records.sparkSession
+    frame = splink_input(records).localCheckpoint()
+    n_records = frame.count()
+    pairs = rule_pairs(frame, conf.blocking_rules)
+    cap = conf.max_pairs_per_record * max(n_records, 1)
+    rules = [r for r in conf.blocking_rules if pairs[r] <= cap]
+    skipped = ["+".join(r) for r in conf.blocking_rules if pairs[r] > cap]
+    for rule in skipped:
+        log.warning("matching: blocking rule %s skipped: %d pairs over the cap of %d (%d per record)", rule,
+                    pairs[tuple(rule.split("+"))], cap, conf.max_pairs_per_record)
+    candidate_pairs = sum(pairs[r] for r in rules)  # an upper bound: rules overlap
+    stored = json.loads(model_json) if model_json else None
+    trained = refit or stored is None or not model_matches_code(stored)
+    if trained and n_records < conf.min_records_to_train:
+        stored, trained = {**json.loads(DEFAULT_MODEL.read_text()), SHIPPED_DEFAULT: True}, False
+    model = train(training_sample(frame, n_records, conf.training_sample_records), conf) if trained else stored
+    model_out = json.dumps(model)
+    lam = match_share(model, n_records)
+    if not rules:
+        empty = spark.createDataFrame([], "src string, dst string, match_probability double, match_weight double, "
+                                          "weights map<string,double>")
+        return Linkage(empty, model_out, lam, trained, 0, skipped)
+    db = SparkAPI(spark_session=spark, break_lineage_method="persist")
+    linker = Linker(db.register(frame), spark_settings(conf, rules, model, n_records), log_level=logging.WARNING)
+    if n_records < conf.min_records_to_train:
+        for column in TF_COLUMNS:
+            linker.table_management.register_term_frequency_lookup(
+                db.register(short_list_frequencies(frame, column)), column)
+    scored = linker.inference.predict(threshold_match_probability=conf.match_threshold).as_spark_dataframe()
+    # Person evidence: what a household shares (family name, address, phone, e-mail) supports a match
+    # but cannot make one; the weights of what is the person's own must add up to more than nothing.
+    own = reduce(lambda a, b: a + b, [weight_of(name, scored.columns) for name in conf.person_evidence])
+    links = scored.where(own > 0).select(F.col("unique_id_l").alias("src"), F.col("unique_id_r").alias("dst"),
+                          "match_probability", "match_weight", comparison_weights(scored.columns).alias("weights"))
+    log.info("matching: %d candidate pairs over %d rules, model %s", candidate_pairs, len(rules),
+             "trained" if trained else "in force")
+    return Linkage(links.localCheckpoint(), model_out, lam, trained, candidate_pairs, skipped)
+
+
+def weight_of(name: str, columns: list[str]) -> Column:
+    """A comparison's part of a scored pair's match weight, its term-frequency adjustment included."""
+    weight = F.col(f"mw_{name}")
+    if f"mw_tf_adj_{name}" in columns:
+        weight = weight + F.coalesce(F.col(f"mw_tf_adj_{name}"), F.lit(0.0))
+    return weight
+
+
+def comparison_weights(columns: list[str]) -> Column:
+    """map<comparison, match weight (log2 Bayes factor)>: the data of a pair's waterfall chart."""
+    return F.create_map(*[part for name in COMPARED for part in (F.lit(name), F.round(weight_of(name, columns), 3))])
+
+
+def contact_match_records(contacts: DataFrame) -> DataFrame:
+    """Silver contacts in the match form (`schemas.silver.MATCH_RECORD`); the record id is the graph node."""
+    return contacts.select(
+        F.concat(F.lit("contact:"), "contact_id").alias("record_id"), "given_name", "family_name",
+        F.date_format("birth_date", "yyyy-MM-dd").alias("birth_date"), "gender", "email_key", "phone_key",
+        "address_tokens", "postcode", F.upper(F.trim("city")).alias("locality"),
+        F.lit(None).cast("string").alias("region"), "loyalty_number")

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import date
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 
 from jobs.identity import graph as identity
@@ -33,10 +33,12 @@ class Resolution:
     """A resolution computed but not yet published."""
 
     graph: DataFrame          # rows of gold.identity_graph
+    links: DataFrame          # rows of gold.identity_links
     changes: DataFrame        # (change, old_customer_id, new_customer_id, nodes_moved)
     linkage: matching.Linkage
     links_cut: int
     shared_devices: int
+    shared_contact_points: int
     previous_customers: int
 
 
@@ -57,13 +59,34 @@ def id_history_rows(changes: DataFrame, ctx: RunContext) -> DataFrame:
                           F.lit(ctx.started_at).alias("recorded_at"))
 
 
-def resolve(ctx: RunContext, tables: dict[str, DataFrame], conf: IdentityConfig) -> Resolution:
+def model_in_force(last_run: Row | None, records: int, conf: IdentityConfig) -> str | None:
+    """The last published run's match model, or None when a new one is due: asked for (identity.refit),
+    none yet, the records grew past retrain_growth since it was trained, or the shipped default is in
+    force and there are now enough records to train on."""
+    if conf.refit or last_run is None or records > (1 + conf.retrain_growth) * last_run["model_records"]:
+        return None
+    default = json.loads(last_run["model"]).get(matching.SHIPPED_DEFAULT, False)
+    return None if default and records >= conf.min_records_to_train else last_run["model"]
+
+
+def link_rows(links: DataFrame, graph: DataFrame, run_id: str) -> DataFrame:
+    """Rows of gold.identity_links: the links inside the published customers (cut links are not)."""
+    customer = graph.select(F.col("node").alias("src"), "customer_id")
+    other = graph.select(F.col("node").alias("dst"), F.col("customer_id").alias("_dst_customer"))
+    return links.join(customer, "src").join(other, "dst").where(F.col("customer_id") == F.col("_dst_customer")) \
+        .select("src", "dst", "customer_id", "match_probability", "match_weight", "weights",
+                F.lit(run_id).alias("run_id"))
+
+
+def resolve(ctx: RunContext, tables: dict[str, DataFrame], conf: IdentityConfig,
+            last_run: Row | None) -> Resolution:
     """Match, cluster and assign ids against the published graph; checkpointed, nothing written."""
-    contacts = matching.contact_match_records(tables["contacts"])
-    linkage = matching.link_records(contacts, conf)
+    contacts = matching.contact_match_records(tables["contacts"]).localCheckpoint()
+    linkage = matching.link_records(contacts, conf, model_in_force(last_run, contacts.count(), conf))
+    points = identity.contact_point_edges(contacts, linkage.links, conf.max_persons_per_contact_point)
     source_graph = identity.identifier_graph(
-        contacts, tables["orders"], tables["pos"], tables["tickets"], tables["surveys"], tables["campaign_events"],
-        tables["events"], tables["referrals"], conf.max_accounts_per_device)
+        contacts, points, tables["orders"], tables["pos"], tables["tickets"], tables["surveys"],
+        tables["campaign_events"], tables["events"], tables["referrals"], conf.max_accounts_per_device)
     clusters = identity.cluster(source_graph.nodes, source_graph.edges, linkage.links,
                                 conf.guards.max_cluster_size)
     previous = ctx.read(gold.IDENTITY_GRAPH)
@@ -71,9 +94,11 @@ def resolve(ctx: RunContext, tables: dict[str, DataFrame], conf: IdentityConfig)
     issued = previous.select("customer_id").unionByName(history.select(F.col("old_customer_id").alias("customer_id"))) \
         .unionByName(history.select(F.col("new_customer_id").alias("customer_id")).where("customer_id IS NOT NULL"))
     assignment = identity.assign_customer_ids(clusters.components, previous, issued, ctx.as_of)
-    return Resolution(graph_rows(assignment.graph, previous, ctx.as_of, ctx.run_id).localCheckpoint(),
+    graph = graph_rows(assignment.graph, previous, ctx.as_of, ctx.run_id).localCheckpoint()
+    return Resolution(graph, link_rows(linkage.links, graph, ctx.run_id).localCheckpoint(),
                       assignment.changes.localCheckpoint(), linkage, clusters.links_cut,
-                      source_graph.shared_devices.count(), previous.select("customer_id").distinct().count())
+                      source_graph.shared_devices.count(), source_graph.shared_contact_points.count(),
+                      previous.select("customer_id").distinct().count())
 
 
 def run_resolve(ctx: RunContext) -> dict[str, object]:
@@ -81,13 +106,13 @@ def run_resolve(ctx: RunContext) -> dict[str, object]:
     spark, conf = ctx.spark, ctx.settings.identity
     started = time.monotonic()
     tables = ctx.silver_sources()
-    result = resolve(ctx, tables, conf)
+    runs = ctx.read(RESOLUTION_RUNS).where(F.col("run_id") != ctx.run_id)
+    last_run = next(iter(runs.orderBy(F.col("resolved_at").desc()).limit(1).collect()), None)
+    result = resolve(ctx, tables, conf, last_run)
     log.info("resolve: resolved in %.1f s", time.monotonic() - started)
 
-    runs = ctx.read(RESOLUTION_RUNS).where(F.col("run_id") != ctx.run_id)
-    last_run = runs.orderBy(F.col("resolved_at").desc()).limit(1).collect()
     checks = identity.guard_checks(result.graph, tables["contacts"], result.changes, result.previous_customers,
-                                   last_run[0]["merged_share"] if last_run else None,
+                                   last_run["merged_share"] if last_run else None,
                                    identity.GuardLimits.from_conf(conf.guards))
     checks_frame = spark.createDataFrame(
         [(ctx.run_id, name, observed, limit, breach, ctx.started_at) for name, observed, limit, breach in checks],
@@ -99,8 +124,9 @@ def run_resolve(ctx: RunContext) -> dict[str, object]:
         history_rows = ctx.stage_slice(history_rows, gold.CUSTOMER_ID_HISTORY, run_slice)
     graph = ctx.stage_merge(result.graph, gold.IDENTITY_GRAPH, update_when="t.customer_id <> s.customer_id",
                             update_columns=["customer_id", "assigned_date", "run_id"], delete_missing=True)
+    links = ctx.stage_overwrite(result.links, gold.IDENTITY_LINKS)
     ctx.gate({RESOLUTION_CHECKS: ctx.read(RESOLUTION_CHECKS).where(F.col("run_id") == ctx.run_id),
-              gold.IDENTITY_GRAPH: graph, gold.CUSTOMER_ID_HISTORY: history_rows})
+              gold.IDENTITY_GRAPH: graph, gold.IDENTITY_LINKS: links, gold.CUSTOMER_ID_HISTORY: history_rows})
     log.info("resolve: checked in %.1f s", time.monotonic() - started)
     run = resolution_run(ctx, result, {name: observed for name, observed, _, _ in checks}, started)
     ctx.stage_slice(spark.createDataFrame([tuple(run[c] for c in RESOLUTION_RUNS.column_names)],
@@ -119,16 +145,17 @@ def resolution_run(ctx: RunContext, result: Resolution, observed: dict[str, floa
     summary = result.graph.agg(
         F.count("*").alias("nodes"), F.countDistinct("customer_id").alias("customers"),
         F.count(F.when(F.col("node_type") == "contact", 1)).alias("contact_records")).first()
-    model = result.linkage.model
+    linkage = result.linkage
     return {
         "run_id": ctx.run_id, "as_of_date": ctx.as_of, "nodes": summary["nodes"],
         "contact_records": summary["contact_records"], "customers": summary["customers"],
         "largest_cluster": int(observed["largest_cluster"] or 0),
         "merged_share": identity.merged_share(result.graph).first()["merged_share"] or 0.0,
-        "candidate_pairs": result.linkage.candidate_pairs, "probabilistic_links": result.linkage.links.count(),
-        "links_cut": result.links_cut, "skipped_blocks": result.linkage.skipped_blocks,
-        "shared_devices": result.shared_devices, "ids_merged": counts.get("merged", 0),
-        "ids_split": counts.get("split", 0), "match_share": model.match_share, "em_iterations": model.iterations,
-        "model": json.dumps(model.table().to_dict(orient="records")),
+        "candidate_pairs": linkage.candidate_pairs, "probabilistic_links": linkage.links.count(),
+        "links_cut": result.links_cut, "skipped_rules": len(linkage.skipped_rules),
+        "shared_devices": result.shared_devices, "shared_contact_points": result.shared_contact_points,
+        "ids_merged": counts.get("merged", 0), "ids_split": counts.get("split", 0),
+        "match_share": linkage.match_share, "model_trained": linkage.trained, "model_records": linkage.model_records,
+        "model": linkage.model_json,
         "seconds": round(time.monotonic() - started, 1), "resolved_at": ctx.started_at,
     }

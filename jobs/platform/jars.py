@@ -116,8 +116,21 @@ def cached_jars(jar_dir: Path) -> list[Path]:
     return sorted(jar_dir.glob("*.jar"))
 
 
+def similarity_jar() -> Path:
+    """Splink's Scala string similarity functions (jaro_winkler, damerau_levenshtein...) for Spark 4,
+    shipped inside the splink wheel: on the class path of every session so the matcher runs them
+    in the JVM, not as Python UDFs."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("splink")
+    if spec is None or spec.origin is None:
+        raise JarCacheError("splink is not installed; run: make setup")
+    return Path(spec.origin).parent / "internals" / "files" / "spark_jars" / "scala-udf-similarity-0.2.1_spark4.x.jar"
+
+
 def require_jars(coordinates: str, jar_dir: Path) -> list[Path]:
-    """The cached jars for `coordinates`, or one clear error naming the command that fixes it."""
+    """The cached Delta jars for `coordinates` plus Splink's similarity jar, or one clear error naming
+    the command that fixes it."""
     found = read_manifest(jar_dir)
     jars = cached_jars(jar_dir)
     if found != coordinates or not any(j.name.startswith("delta-spark") for j in jars):
@@ -126,4 +139,4 @@ def require_jars(coordinates: str, jar_dir: Path) -> list[Path]:
             f"Delta Lake jar cache at {jar_dir} is {state}, but {coordinates} is configured. "
             f"Run: {FIX_COMMAND}"
         )
-    return jars
+    return [*jars, similarity_jar()]

@@ -145,8 +145,19 @@ class SurvivorshipConfig(Section):
 class IdentityConfig(Section):
     match_threshold: Share
     blocking_rules: tuple[Annotated[tuple[Name, ...], Field(min_length=1)], ...] = Field(min_length=1)
-    max_block_size: PositiveInt
-    em_prior_strength: NonNegativeFloat
+    max_pairs_per_record: PositiveInt
+    training_blocks: tuple[Annotated[tuple[Name, ...], Field(min_length=1)], ...] = Field(min_length=1)
+    min_records_to_train: PositiveInt
+    training_sample_records: PositiveInt
+    training_threads: PositiveInt
+    retrain_growth: NonNegativeFloat
+    deterministic_recall: Share
+    u_sample_pairs: PositiveInt
+    em_max_pairs: PositiveInt
+    em_max_iterations: PositiveInt
+    max_persons_per_contact_point: PositiveInt
+    person_evidence: tuple[Name, ...] = Field(min_length=1)
+    refit: bool = False
     max_accounts_per_device: PositiveInt
     guards: GuardsConfig
     survivorship: SurvivorshipConfig
@@ -366,11 +377,13 @@ class BenchTargets(Section):
     clv_speedup: dict[Annotated[int, Field(gt=0)], PositiveFloat]
     parameter_tolerance: NonNegativeFloat
     identity_time_ratio: PositiveFloat
+    typo_heavy_f1: Share
 
 
 class BenchConfig(Section):
     pipeline_customers: tuple[PositiveInt, ...]
     transaction_customers: tuple[PositiveInt, ...]
+    identity_list_people: tuple[PositiveInt, ...]
     spark_conf: dict[str, SparkValue] = {}
     identity_threads: PositiveInt
     simulation: SimulationConfig

@@ -29,7 +29,7 @@ import psutil
 
 from jobs.platform.config import Settings
 from jobs.platform.stages import DAILY
-from jobs.tools.bench import baselines, eventlog
+from jobs.tools.bench import baselines, eventlog, identity
 from jobs.tools.bench.memory import MemorySampler
 
 GIB = 1024**3
@@ -162,43 +162,6 @@ def bench_settings(settings: Settings) -> Settings:
                                                                            warehouse=scratch / "warehouse")
 
 
-def identity_baseline(spark: Any, settings: Settings, folder: Path) -> dict[str, Any]:
-    """Our contact resolution and Splink's on the same standardised CRM contact records, against the truth."""
-    from pyspark.sql import functions as F
-
-    from jobs.delivery.serving import table_path
-    from jobs.identity.contact_list import resolve_records
-    from jobs.identity.matching import contact_match_records
-    from schemas.silver import CONTACTS
-
-    conf = settings.identity
-    contacts = table_path(folder / "warehouse", CONTACTS)
-    if not (contacts / "_delta_log").exists():
-        return {"skipped": f"{CONTACTS.name} was not written: the pipeline run stopped before its cleanse stage ended"}
-    records = contact_match_records(spark.read.format("delta").load(str(contacts)))
-    records = records.localCheckpoint()
-    # Ground truth of the contact records only: the truth of every record is tens of millions of rows.
-    truth = spark.read.option("header", True).csv(str(folder / "truth" / "records")) \
-        .where(F.col("source") == "contacts").select(F.concat(F.lit("contact:"), "record_id").alias("record_id"),
-                                                     "person_id").dropDuplicates(["record_id"]).toPandas()
-    truth = truth.set_index("record_id")["person_id"]
-
-    started = time.monotonic()
-    ours = resolve_records(records, conf).localCheckpoint()
-    ours_seconds = time.monotonic() - started
-    ours_clusters = ours.toPandas().set_index("record_id")["customer_id"]
-
-    splink_input = baselines.splink_records(records)
-    splink_seconds, splink_clusters = baselines.splink_clusters(
-        splink_input, [list(r) for r in conf.blocking_rules], conf.match_threshold, settings.bench.identity_threads)
-    return {"records": int(records.count()), "persons": int(truth.nunique()),
-            "ours": {"seconds": round(ours_seconds, 1), **asdict(baselines.PairwiseF1.of(ours_clusters, truth))},
-            "splink": {"seconds": round(splink_seconds, 1),
-                       **asdict(baselines.PairwiseF1.of(splink_clusters, truth))},
-            "customers": {"ours": int(ours.select(F.countDistinct("customer_id")).first()[0]),
-                          "splink": int(splink_clusters.nunique())}}
-
-
 def transaction_baselines(spark: Any, settings: Settings, customers: int) -> dict[str, Any]:
     """CLV against lifetimes and RFM against pandas on `customers` simulated BTYD customers."""
     from jobs.value import btyd, clv
@@ -237,7 +200,8 @@ def transaction_baselines(spark: Any, settings: Settings, customers: int) -> dic
 
 
 def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_sizes: list[int],
-                  skip_identity: bool = False, max_minutes: float | None = None) -> dict[str, Any]:
+                  skip_identity: bool = False, max_minutes: float | None = None,
+                  identity_lists: tuple[int, ...] = ()) -> dict[str, Any]:
     """Run everything, printing figures as they come; returns (and saves) the results."""
     from jobs.platform.runtime import spark_session
 
@@ -245,7 +209,7 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
                                "profile": settings.profile, "as_of": as_of.isoformat(),
                                "spark_conf": dict(settings.bench.spark_conf), "pipeline": [],
-                               "transactions": []}
+                               "transactions": [], "identity_lists": []}
     out = settings.paths.bench / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     # Sizes measured by an earlier run on this machine and profile and not rerun now are kept, so the
@@ -255,10 +219,12 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
         results["started"] = min(earlier["started"], results["started"])
         results["pipeline"] = [e for e in earlier["pipeline"] if e["customers"] not in pipeline_sizes]
         results["transactions"] = [e for e in earlier["transactions"] if e["customers"] not in transaction_sizes]
+        results["identity_lists"] = [e for e in earlier.get("identity_lists", []) if e["people"] not in identity_lists]
 
     def save() -> None:
         for key in ("pipeline", "transactions"):
             results[key].sort(key=lambda e: e["customers"])
+        results["identity_lists"].sort(key=lambda e: e["people"])
         out.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     for customers in pipeline_sizes:
@@ -277,13 +243,18 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
               f"peak {entry['run']['peak_total_gib']} GiB", flush=True)
         results["pipeline"].append(entry)
         save()
-    spark = spark_session(bench_settings(settings)) if (pipeline_sizes and not skip_identity) or transaction_sizes \
-        else None
+    spark = spark_session(bench_settings(settings)) \
+        if (pipeline_sizes and not skip_identity) or transaction_sizes or identity_lists else None
     if not skip_identity:
         for entry in [e for e in results["pipeline"] if e["customers"] in pipeline_sizes]:
-            entry["identity"] = identity_baseline(spark, settings, size_folder(settings, entry["customers"]))
+            entry["identity"] = identity.pipeline_contacts(spark, settings, size_folder(settings, entry["customers"]))
             print(f"bench: {entry['customers']} identity {json.dumps(entry['identity'])}", flush=True)
             save()
+    for people in identity_lists:
+        entry = identity.typo_heavy_list(spark, settings, people)
+        print(f"bench: typo-heavy list of {people} people, identity {json.dumps(entry)}", flush=True)
+        results["identity_lists"].append(entry)
+        save()
     for customers in transaction_sizes:
         entry = transaction_baselines(spark, settings, customers)
         print(f"bench: {customers} simulated customers {json.dumps(entry, default=str)}", flush=True)

@@ -205,22 +205,18 @@ class PairwiseF1:
 
 
 def splink_records(records: DataFrame) -> pd.DataFrame:
-    """Match-form records as Splink input, with our block keys as plain columns (DuckDB has no soundex), so
-    both matchers block on the same keys."""
-    from jobs.identity.matching import BLOCK_KEYS
+    """Match-form records as Splink input through Arrow: the columns our matcher compares and blocks on
+    (DuckDB has no soundex, so the block keys come as plain columns and both matchers block alike)."""
+    from jobs.identity.matching import splink_input
 
-    return records.select(
-        F.col("record_id").alias("unique_id"), "given_name", "family_name",
-        F.col("birth_date").cast("string").alias("birth_date"), "email_key", "phone_key",
-        "address_tokens", "postcode",
-        *[BLOCK_KEYS[k]().alias(k) for k in ("family_soundex", "given_soundex", "birth_date_unordered")],
-    ).toPandas()
+    return splink_input(records).toPandas()
 
 
 def splink_clusters(records: pd.DataFrame, blocking_rules: list[list[str]], threshold: float,
                     threads: int) -> tuple[float, pd.Series]:
-    """Splink 5 on DuckDB, configured like our matcher: the same comparisons and blocking keys, u by random
-    sampling, m by EM, links at `threshold`, connected components."""
+    """Splink 5 on DuckDB as its documentation sets up a person dedupe: its stock comparisons (Jaro-Winkler
+    names and street, its date-of-birth comparison, exact postcode, e-mail and phone), our blocking rules,
+    u by random sampling, m by EM, links at `threshold`, connected components."""
     import duckdb
     import splink.comparison_library as cl
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
@@ -233,7 +229,7 @@ def splink_clusters(records: pd.DataFrame, blocking_rules: list[list[str]], thre
             cl.JaroWinklerAtThresholds("given_name", [0.92, 0.8]),
             cl.JaroWinklerAtThresholds("family_name", [0.92, 0.8]),
             cl.DateOfBirthComparison("birth_date", input_is_string=True),
-            cl.JaroWinklerAtThresholds("address_tokens", [0.9]),
+            cl.JaroWinklerAtThresholds("street", [0.9]),
             cl.ExactMatch("postcode"),
             cl.ExactMatch("email_key"),
             cl.ExactMatch("phone_key"),
@@ -251,7 +247,8 @@ def splink_clusters(records: pd.DataFrame, blocking_rules: list[list[str]], thre
     # EM blocked on who the person is (given name, birth date), then on e-mail: blocked on family name and
     # postcode instead, EM learns "same household" as the match class and precision halves.
     linker.training.estimate_parameters_using_expectation_maximisation(block_on("given_soundex", "birth_date"))
-    linker.training.estimate_parameters_using_expectation_maximisation(block_on("email_key"))
+    if records["email_key"].notna().any():
+        linker.training.estimate_parameters_using_expectation_maximisation(block_on("email_key"))
     predictions = linker.inference.predict(threshold_match_probability=threshold)
     clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
         predictions, threshold_match_probability=threshold).as_pandas_dataframe()

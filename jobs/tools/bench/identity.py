@@ -1,0 +1,82 @@
+"""Identity resolution against Splink on DuckDB, on the same records, scored on known truth.
+
+Two kinds of records:
+- the pipeline's CRM contacts (silver.contacts of a benchmarked size, in the match form);
+- typo-heavy contact lists (`cdp generate-contacts`: skewed names, households, several defects per
+  duplicate), resolved as `cdp resolve` resolves them.
+Ours is the pipeline's engine (`jobs.identity.contact_list.resolve_records`: Splink's model scored on
+Spark, the contact-point graph, connected components); the baseline is Splink 5 on DuckDB as its
+documentation sets up a person dedupe (`baselines.splink_clusters`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.platform.config import Settings
+from jobs.tools.bench import baselines
+
+
+def compare(spark: SparkSession, settings: Settings, records: DataFrame, truth: pd.Series) -> dict[str, Any]:
+    """Ours and Splink's clusters of the same match-form records, each against `truth` (record_id -> person)."""
+    from jobs.identity import matching
+    from jobs.identity.contact_list import resolve_records
+
+    conf = settings.identity
+    records = records.localCheckpoint()
+    n = records.count()
+    started = time.monotonic()
+    ours = resolve_records(records, conf).localCheckpoint()
+    ours_seconds = time.monotonic() - started
+    ours_clusters = ours.toPandas().set_index("record_id")["customer_id"]
+    pairs = sum(matching.rule_pairs(matching.splink_input(records), conf.blocking_rules).values())
+
+    splink_input = baselines.splink_records(records)
+    splink_seconds, splink_clusters = baselines.splink_clusters(
+        splink_input, [list(r) for r in conf.blocking_rules], conf.match_threshold, settings.bench.identity_threads)
+    return {"records": n, "persons": int(truth.nunique()), "candidate_pairs": pairs,
+            "ours": {"seconds": round(ours_seconds, 1), "pairs_per_second": round(pairs / ours_seconds),
+                     **asdict(baselines.PairwiseF1.of(ours_clusters, truth))},
+            "splink": {"seconds": round(splink_seconds, 1), "pairs_per_second": round(pairs / splink_seconds),
+                       **asdict(baselines.PairwiseF1.of(splink_clusters, truth))},
+            "customers": {"ours": int(ours_clusters.nunique()), "splink": int(splink_clusters.nunique())}}
+
+
+def pipeline_contacts(spark: SparkSession, settings: Settings, folder: Path) -> dict[str, Any]:
+    """The standardised CRM contact records of a benchmarked pipeline size."""
+    from jobs.delivery.serving import table_path
+    from jobs.identity.matching import contact_match_records
+    from schemas.silver import CONTACTS
+
+    contacts = table_path(folder / "warehouse", CONTACTS)
+    if not (contacts / "_delta_log").exists():
+        return {"skipped": f"{CONTACTS.name} was not written: the pipeline run stopped before its cleanse stage ended"}
+    records = contact_match_records(spark.read.format("delta").load(str(contacts)))
+    # Ground truth of the contact records only: the truth of every record is tens of millions of rows.
+    truth = spark.read.option("header", True).csv(str(folder / "truth" / "records")) \
+        .where(F.col("source") == "contacts").select(F.concat(F.lit("contact:"), "record_id").alias("record_id"),
+                                                     "person_id").dropDuplicates(["record_id"]).toPandas()
+    return compare(spark, settings, records, truth.set_index("record_id")["person_id"])
+
+
+def typo_heavy_list(spark: SparkSession, settings: Settings, people: int) -> dict[str, Any]:
+    """A generated typo-heavy list of `people`, through `cdp resolve`'s reading and standardising."""
+    from jobs.identity.contact_list import match_records, read_contact_list
+    from jobs.platform.pii import pii_keys
+    from jobs.tools.generate.contact_list import generate_contact_list
+
+    folder = settings.paths.bench / f"contact-list-{people}"
+    if not (folder / "truth.csv").exists():
+        generate_contact_list(folder, people)
+    contacts = read_contact_list(spark, folder / "list.csv")
+    records = match_records(contacts, settings.cleanse.default_phone_region, pii_keys(settings).hmac_key)
+    truth = pd.read_csv(folder / "truth.csv", dtype=str)
+    truth.index = "record:list:" + truth["source_record_id"]  # contact_list.record_node of each row
+    return {"people": people, **compare(spark, settings, records, truth["person_id"])}
