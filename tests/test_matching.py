@@ -188,3 +188,10 @@ def test_contact_list_schema_names_the_documented_columns() -> None:
         "source", "source_record_id", "first_name", "last_name", "email", "phone", "street", "address_line2", "city",
         "postcode", "region", "country", "dob", "gender", "loyalty_id"]
     assert CONTACT_LIST.required == ["source", "source_record_id"]
+
+
+def test_the_shipped_default_model_compares_what_the_code_compares() -> None:
+    """jobs/identity/default_model.json is retrained (cdp identity-train) whenever a comparison changes."""
+    model = matching.default_model()
+    assert matching.model_matches_code(model)
+    assert model[matching.TRAINED_ON] > 10_000

@@ -25,7 +25,7 @@ import json
 import logging
 from dataclasses import dataclass
 from functools import reduce
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import pandas as pd
@@ -36,7 +36,7 @@ from jobs.platform.settings import IdentityConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).with_name("default_model.json")
+DEFAULT_MODEL = "default_model.json"   # package data: read through importlib.resources (spark-submit ships a zip)
 TRAINED_ON = "trained_on_records"   # our keys in a stored model: the records it was trained on,
 SHIPPED_DEFAULT = "shipped_default"  # and whether it is the default (not trained on this data)
 
@@ -199,6 +199,10 @@ class Linkage:
         return int(json.loads(self.model_json)[TRAINED_ON])
 
 
+def default_model() -> dict[str, Any]:
+    return json.loads(resources.files(__package__).joinpath(DEFAULT_MODEL).read_text())
+
+
 def model_matches_code(model: dict[str, Any]) -> bool:
     """Whether a stored model compares what this code compares, level for level."""
     stored = [(c["output_column_name"], len(c["comparison_levels"])) for c in model.get("comparisons", [])]
@@ -285,7 +289,7 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
     stored = json.loads(model_json) if model_json else None
     trained = refit or stored is None or not model_matches_code(stored)
     if trained and n_records < conf.min_records_to_train:
-        stored, trained = {**json.loads(DEFAULT_MODEL.read_text()), SHIPPED_DEFAULT: True}, False
+        stored, trained = {**default_model(), SHIPPED_DEFAULT: True}, False
     model = train(training_sample(frame, n_records, conf.training_sample_records), conf) if trained else stored
     model_out = json.dumps(model)
     lam = match_share(model, n_records)

@@ -18,10 +18,12 @@ ENTRY = "import sys\n\nfrom jobs.submit import main\n\nsys.exit(main())\n"
 
 
 def build_job_package(root: Path, out_dir: Path) -> tuple[Path, Path]:
-    """Write `out_dir/cdp_jobs.zip` (the packages' .py files, in sorted order with fixed times, so the
-    same code gives the same bytes) and `out_dir/cdp_submit.py`; return (zip, entry script)."""
+    """Write `out_dir/cdp_jobs.zip` (the packages' .py files and the .json data they read, such as the
+    identity's default model, in sorted order with fixed times, so the same code gives the same bytes) and
+    `out_dir/cdp_submit.py`; return (zip, entry script)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    sources = sorted(p for package in PACKAGES for p in (root / package).rglob("*.py"))
+    sources = sorted(p for package in PACKAGES for suffix in ("*.py", "*.json")
+                     for p in (root / package).rglob(suffix))
     archive, entry = out_dir / "cdp_jobs.zip", out_dir / "cdp_submit.py"
     # Written aside and moved into place: two tasks packaging at once never read a half zip.
     with tempfile.NamedTemporaryFile(dir=out_dir, suffix=".zip", delete=False) as tmp:
