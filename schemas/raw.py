@@ -216,7 +216,8 @@ CONTACT_LIST = RawSource(
         C("postcode", "string"),
         C("region", "string"),
         C("country", "string"),
-        C("dob", "string", doc="YYYY-MM-DD"),
+        C("dob", "string", doc="year, month, day as eight digits in that order (YYYY-MM-DD, YYYYMMDD); an "
+                               "impossible date (a typo) is still compared, as text"),
         C("gender", "string"),
         C("loyalty_id", "string"),
     ),

@@ -109,10 +109,19 @@ def test_report_says_by_how_much_a_target_is_missed() -> None:
                       "run": {"seconds": 1800.0, "peak_total_gib": 10.0, "peak_driver_gib": 9.5,
                               "peak_executors_gib": 0.5, "stages": [stage]}}],
         "transactions": [],
+        "identity_lists": [{"kind": "typo-heavy", "people": 1000, "records": 1800, "candidate_pairs": 9000,
+                            "ours": {"seconds": 30.0, "pairs_per_second": 300, "precision": 0.998, "recall": 0.97,
+                                     "f1": 0.9838},
+                            "splink": {"seconds": 10.0, "pairs_per_second": 900, "precision": 0.9, "recall": 0.99,
+                                       "f1": 0.9429}}],
     }
     targets = BenchTargets(pipeline_customers=1000, pipeline_seconds=1200, peak_memory_gib=16,
-                           clv_speedup={1000: 2}, parameter_tolerance=0.01, identity_time_ratio=2.0)
+                           clv_speedup={1000: 2}, parameter_tolerance=0.01, identity_time_ratio=2.0,
+                           typo_heavy_f1=0.99, identity_precision=0.995)
     text = report.render(results, targets, "make bench")
+    assert "typo-heavy contacts of 1,000 people, precision at least 0.995: **met** (0.9980)" in text
+    assert "F1 at least 0.99 and Splink's: **missed** (0.9838 against Splink's 0.9429)" in text
+    assert "time at most 2x Splink's: **missed** (3.00x (30.0 s against 10.0 s))" in text
     assert "**missed** (30.0 min, 1.50x the target; the time goes to ingest 1500.0 s (83%))" in text
     assert "peak memory under 16 GiB: **met** (10.0 GiB)" in text
     assert "CLV at 1,000 customers: not run in this benchmark" in text

@@ -378,6 +378,7 @@ class BenchTargets(Section):
     parameter_tolerance: NonNegativeFloat
     identity_time_ratio: PositiveFloat
     typo_heavy_f1: Share
+    identity_precision: Share
 
 
 class BenchConfig(Section):

@@ -224,7 +224,7 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
     def save() -> None:
         for key in ("pipeline", "transactions"):
             results[key].sort(key=lambda e: e["customers"])
-        results["identity_lists"].sort(key=lambda e: e["people"])
+        results["identity_lists"].sort(key=lambda e: (e["kind"], e["people"]))
         out.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     for customers in pipeline_sizes:
@@ -251,10 +251,11 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
             print(f"bench: {entry['customers']} identity {json.dumps(entry['identity'])}", flush=True)
             save()
     for people in identity_lists:
-        entry = identity.typo_heavy_list(spark, settings, people)
-        print(f"bench: typo-heavy list of {people} people, identity {json.dumps(entry)}", flush=True)
-        results["identity_lists"].append(entry)
-        save()
+        for entry in (identity.generated_contacts(spark, settings, people),
+                      identity.typo_heavy_list(spark, settings, people)):
+            print(f"bench: {entry['kind']} contacts of {people} people, identity {json.dumps(entry)}", flush=True)
+            results["identity_lists"].append(entry)
+            save()
     for customers in transaction_sizes:
         entry = transaction_baselines(spark, settings, customers)
         print(f"bench: {customers} simulated customers {json.dumps(entry, default=str)}", flush=True)

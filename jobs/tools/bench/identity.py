@@ -79,4 +79,28 @@ def typo_heavy_list(spark: SparkSession, settings: Settings, people: int) -> dic
     records = match_records(contacts, settings.cleanse.default_phone_region, pii_keys(settings).hmac_key)
     truth = pd.read_csv(folder / "truth.csv", dtype=str)
     truth.index = "record:list:" + truth["source_record_id"]  # contact_list.record_node of each row
-    return {"people": people, **compare(spark, settings, records, truth["person_id"])}
+    return {"kind": "typo-heavy", "people": people, **compare(spark, settings, records, truth["person_id"])}
+
+
+def generated_contacts(spark: SparkSession, settings: Settings, customers: int) -> dict[str, Any]:
+    """The pipeline generator's CRM contacts of `customers` people (the landing files, latest version of each
+    contact, as silver keeps it) as a contact list, without running the pipeline to silver."""
+    from jobs.identity.contact_list import match_records
+    from jobs.platform.pii import pii_keys
+    from jobs.tools.generate import generate
+
+    folder = settings.paths.bench / f"contacts-{customers}"
+    if not (folder / "truth" / "params.json").exists():
+        generate(settings.generator, folder / "landing", folder / "truth", customers=customers, workers=2)
+    raw = spark.read.option("header", True).csv(str(folder / "landing" / "contacts" / "*" / "*.csv"))
+    latest = raw.dropDuplicates(["contact_id"])  # versions of one contact differ only in dates and consent
+    contacts = latest.select(F.lit("contacts").alias("source"), F.col("contact_id").alias("source_record_id"),
+                             "first_name", "last_name", "email", "phone", "street", F.lit(None).alias("address_line2"),
+                             "city", "postcode", F.lit(None).alias("region"), "country",
+                             F.col("birth_date").alias("dob"), "gender", F.col("loyalty_number").alias("loyalty_id"))
+    records = match_records(contacts, settings.cleanse.default_phone_region, pii_keys(settings).hmac_key)
+    truth = spark.read.option("header", True).csv(str(folder / "truth" / "records")) \
+        .where(F.col("source") == "contacts").select("record_id", "person_id").dropDuplicates(["record_id"]) \
+        .toPandas()
+    truth.index = "record:contacts:" + truth["record_id"]
+    return {"kind": "generator", "people": customers, **compare(spark, settings, records, truth["person_id"])}
