@@ -24,7 +24,16 @@ from jobs.delivery.report import build_report, report_path
 from jobs.platform.config import Settings
 from jobs.platform.tables import replace_slice, sql_literal
 from schemas import Table
-from schemas.gold import CUSTOMER_SEGMENTS, CUSTOMER_VALUE, KPI, LIFECYCLE_HISTORY, SEGMENT_MEMBERSHIP, VALUE_MATRIX
+from schemas.gold import (
+    CUSTOMER_SEGMENTS,
+    CUSTOMER_VALUE,
+    IDENTITY_GRAPH,
+    IDENTITY_LINKS,
+    KPI,
+    LIFECYCLE_HISTORY,
+    SEGMENT_MEMBERSHIP,
+    VALUE_MATRIX,
+)
 from schemas.ops import CLV_HOLDOUT, DQ_RESULTS, INGEST_ACCOUNTING, QUARANTINE
 from tests.factories import frame
 
@@ -128,6 +137,18 @@ TABLES: dict[Table, tuple[str, list[dict]]] = {
         [_quarantined(RUN, "orders", 2, "MALFORMED_ROW"), _quarantined(RUN, "orders", 3, "MALFORMED_ROW"),
          _quarantined(RUN, "orders", 9, "TYPE_MISMATCH"), _quarantined(RUN, "crm", 4, "MISSING_REQUIRED"),
          *(_quarantined(OTHER_RUN, "orders", line, "EMPTY_LINE") for line in range(2, 7))]),
+    IDENTITY_GRAPH: (
+        "true",
+        [*({"node": f"contact:C{i}", "node_type": "contact", "customer_id": f"CU-{i // 2}", "first_seen_date": AS_OF,
+            "assigned_date": AS_OF, "run_id": RUN} for i in range(1, 6)),   # CU-0: 1 record, CU-1, CU-2: 2 each
+         {"node": "email:x", "node_type": "email", "customer_id": "CU-0", "first_seen_date": AS_OF,
+          "assigned_date": AS_OF, "run_id": RUN}]),
+    IDENTITY_LINKS: (
+        "true",
+        [{"src": "contact:C2", "dst": "contact:C3", "customer_id": "CU-1", "match_probability": 0.999,
+          "match_weight": 11.2, "weights": {"given_name": 8.0}, "run_id": RUN},
+         {"src": "contact:C4", "dst": "contact:C5", "customer_id": "CU-2", "match_probability": 1.0,
+          "match_weight": 27.5, "weights": {"given_name": 8.0}, "run_id": RUN}]),
     INGEST_ACCOUNTING: (
         f"run_id IN ({sql_literal(RUN)}, {sql_literal(OTHER_RUN)})",
         [_accounting(RUN, "orders", "2031-03-14", (100, 95, 3, 2)),
@@ -180,6 +201,13 @@ def test_every_section_has_an_inline_chart_and_nothing_loads_from_elsewhere(page
     # Self-contained: every reference is inline data or an anchor of the page, and the policy says so.
     assert all(ref.startswith(("data:", "#")) for ref in re.findall(r'(?:src|href)="([^"]*)"', page))
     assert "default-src 'none'" in page and "<script" not in page
+
+
+def test_identity_section_counts_customers_by_records_and_links_by_weight(page: str) -> None:
+    tables = _tables(_section(page, "identity"))
+    assert tables[0] == [["1", "1"], ["2", "2"]]               # one customer of 1 contact record, two of 2
+    assert tables[1] == [["10", "1"], ["25", "1"]]             # links by match weight bins of 5
+    assert [row[1:3] for row in tables[-1]] == [["contact:C2", "contact:C3"], ["contact:C4", "contact:C5"]]
 
 
 def test_lifecycle_funnel_counts_every_stage_in_model_order(page: str) -> None:

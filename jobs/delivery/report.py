@@ -40,8 +40,17 @@ from jobs.platform.tables import table_exists
 from jobs.segments.lifecycle import LIFECYCLE_STAGES
 from jobs.value.clv import holdout_figure
 from schemas import Table
-from schemas.gold import CUSTOMER_SEGMENTS, CUSTOMER_VALUE, KPI, LIFECYCLE_HISTORY, SEGMENT_MEMBERSHIP, VALUE_MATRIX
-from schemas.ops import CLV_HOLDOUT, DQ_RESULTS, INGEST_ACCOUNTING, QUARANTINE, ROW_COUNTS
+from schemas.gold import (
+    CUSTOMER_SEGMENTS,
+    CUSTOMER_VALUE,
+    IDENTITY_GRAPH,
+    IDENTITY_LINKS,
+    KPI,
+    LIFECYCLE_HISTORY,
+    SEGMENT_MEMBERSHIP,
+    VALUE_MATRIX,
+)
+from schemas.ops import CLV_HOLDOUT, DQ_RESULTS, INGEST_ACCOUNTING, QUARANTINE, RESOLUTION_RUNS, ROW_COUNTS
 
 KPI_TRENDS = ("revenue", "active_customers", "new_customers", "retention_rate")
 KPI_GRAINS = ("week", "day")            # the first grain with rows is charted
@@ -63,6 +72,7 @@ def build_report(spark: SparkSession, settings: Settings, as_of: date, run_id: s
         clv_distribution_section(spark, as_of, quantile_error),
         holdout_section(spark, as_of),
         kpi_trends_section(spark, as_of),
+        identity_section(spark, as_of),
         dq_section(spark, run_id),
         ingest_section(spark, run_id),
     ]
@@ -258,6 +268,34 @@ def kpi_trends_section(spark: SparkSession, as_of: date) -> Section:
     return Section(key, title, kpi_chart(trends),
                    f"KPIs of all customers per {grain} as of {as_of} ({KPI.name}); the last {grain} is partial, "
                    "up to the as-of date.", ((f"Per {grain}", trends.reset_index()),))
+
+
+def identity_section(spark: SparkSession, as_of: date, borderline: int = 10) -> Section:
+    """How the published resolution holds together: customers by contact records, links by match weight,
+    what the guards and caps left out, and the weakest links (the first to check)."""
+    key, title = "identity", "Identity resolution"
+    sizes = small(spark, IDENTITY_GRAPH, F.col("node_type") == "contact", lambda df: df.groupBy("customer_id").agg(
+        F.count("*").alias("contact_records")).groupBy("contact_records").agg(F.count("*").alias("customers"))
+        .orderBy("contact_records"))
+    if sizes is None:
+        return no_data(key, title, IDENTITY_GRAPH, "of contact records")
+    weights = small(spark, IDENTITY_LINKS, F.lit(True), lambda df: df.groupBy(
+        (F.floor(F.col("match_weight") / 5) * 5).cast("int").alias("match_weight_from")).agg(
+        F.count("*").alias("links")).orderBy("match_weight_from"))
+    weakest = small(spark, IDENTITY_LINKS, F.lit(True), lambda df: df.orderBy("match_weight", "src").limit(
+        borderline).select("customer_id", "src", "dst", F.round("match_weight", 2).alias("match_weight"),
+                           F.round("match_probability", 4).alias("match_probability")))
+    run = small(spark, RESOLUTION_RUNS, F.col("as_of_date") <= F.lit(as_of), lambda df: df.orderBy(
+        F.col("resolved_at").desc()).limit(1).select(
+        "run_id", "candidate_pairs", "probabilistic_links", "links_cut", "skipped_rules", "shared_contact_points",
+        "shared_devices", "model_trained", "model_records"))
+    tables = [("Customers by number of contact records", sizes)]
+    tables += [("Probabilistic links by match weight (bins of 5)", weights)] if weights is not None else []
+    tables += [("What the caps and guards left out, and the model", run)] if run is not None else []
+    tables += [("Weakest links (borderline pairs): `cdp explain-customer` shows each", weakest)] \
+        if weakest is not None else []
+    return Section(key, title, None, f"The published identity graph ({IDENTITY_GRAPH.name}), its probabilistic links "
+                   f"({IDENTITY_LINKS.name}) and the latest resolution run ({RESOLUTION_RUNS.name}).", tuple(tables))
 
 
 def dq_section(spark: SparkSession, run_id: str) -> Section:
