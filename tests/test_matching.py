@@ -190,6 +190,13 @@ def test_contact_list_schema_names_the_documented_columns() -> None:
     assert CONTACT_LIST.required == ["source", "source_record_id"]
 
 
+def test_unknown_block_columns_and_evidence_comparisons_are_clear_errors(settings: Settings) -> None:
+    with pytest.raises(ValueError, match=r"blocking_rules/training_blocks: unknown column\(s\) \['surname'\]"):
+        matching.check_rules(settings.identity.model_copy(update={"training_blocks": (("surname",),)}))
+    with pytest.raises(ValueError, match=r"person_evidence: unknown comparison\(s\) \['dob'\]"):
+        matching.check_rules(settings.identity.model_copy(update={"person_evidence": ("dob",)}))
+
+
 def test_the_shipped_default_model_compares_what_the_code_compares() -> None:
     """jobs/identity/default_model.json is retrained (cdp identity-train) whenever a comparison changes."""
     model = matching.default_model()

@@ -168,10 +168,15 @@ def settings(conf: IdentityConfig, rules: list[tuple[str, ...]]) -> Any:
     )
 
 
-def check_rules(rules: tuple[tuple[str, ...], ...]) -> None:
-    unknown = sorted({c for rule in rules for c in rule} - set(BLOCK_COLUMNS))
+def check_rules(conf: IdentityConfig) -> None:
+    """Configuration names only columns and comparisons this code has (else a Spark error deep in Splink)."""
+    unknown = sorted({c for rule in (*conf.blocking_rules, *conf.training_blocks) for c in rule} - set(BLOCK_COLUMNS))
     if unknown:
-        raise ValueError(f"identity.blocking_rules: unknown column(s) {unknown}; known: {list(BLOCK_COLUMNS)}")
+        raise ValueError(f"identity.blocking_rules/training_blocks: unknown column(s) {unknown}; "
+                         f"known: {list(BLOCK_COLUMNS)}")
+    unknown = sorted(set(conf.person_evidence) - set(COMPARED))
+    if unknown:
+        raise ValueError(f"identity.person_evidence: unknown comparison(s) {unknown}; known: {list(COMPARED)}")
 
 
 def rule_pairs(frame: DataFrame, rules: tuple[tuple[str, ...], ...]) -> dict[tuple[str, ...], int]:
@@ -274,7 +279,7 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
     """Block, score with the model in force (or train one) and keep the links at or above the threshold."""
     from splink import Linker, SparkAPI
 
-    check_rules(conf.blocking_rules)
+    check_rules(conf)
     spark = records.sparkSession
     frame = splink_input(records).localCheckpoint()
     n_records = frame.count()
