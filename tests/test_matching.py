@@ -190,6 +190,18 @@ def test_contact_list_schema_names_the_documented_columns() -> None:
     assert CONTACT_LIST.required == ["source", "source_record_id"]
 
 
+def test_unreadable_birth_dates_are_counted_and_impossible_ones_kept_as_text(spark: SparkSession, settings: Settings,
+                                                                             tmp_path: Path) -> None:
+    (tmp_path / "dob.csv").write_text("source,source_record_id,first_name,dob\ncrm,1,Ann,yesterday\n"
+                                      "crm,2,Ann,1987-02-30\ncrm,3,Ann,19870228\ncrm,4,Ann,\n")
+    counts = resolve_contact_list(spark, tmp_path / "dob.csv", tmp_path / "out", "csv", "US",
+                                  pii_keys(settings).hmac_key, settings.identity)
+    assert counts["invalid_dob"] == 1 and counts["records"] == counts["rows"] == 4
+    records = match_records(read_contact_list(spark, tmp_path / "dob.csv"), "US", pii_keys(settings).hmac_key)
+    assert {r.record_id: r.birth_date for r in records.collect()} == {
+        "record:crm:1": None, "record:crm:2": "1987-02-30", "record:crm:3": "1987-02-28", "record:crm:4": None}
+
+
 def test_unknown_block_columns_and_evidence_comparisons_are_clear_errors(settings: Settings) -> None:
     with pytest.raises(ValueError, match=r"blocking_rules/training_blocks: unknown column\(s\) \['surname'\]"):
         matching.check_rules(settings.identity.model_copy(update={"training_blocks": (("surname",),)}))
