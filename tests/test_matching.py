@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
-from jobs.identity import matching
+from jobs.identity import blocking, matching
 from jobs.identity.contact_list import ContactListError, match_records, read_contact_list, resolve_contact_list
 from jobs.platform.config import Settings
 from jobs.platform.pii import pii_keys
@@ -148,20 +149,27 @@ def test_names_only_lists_resolve_without_email_or_phone(spark: SparkSession, se
     assert len({ids["1"], ids["4"], ids["7"]}) == 3
 
 
-def test_blocking_rules_over_the_pair_cap_are_skipped_and_pairs_come_from_equi_joins(
+def test_blocking_leaves_out_oversized_blocks_and_skips_rules_over_the_pair_cap(
         spark: SparkSession, settings: Settings) -> None:
     records = spark.createDataFrame(
         [(f"r{i}", "Ann", f"Fam{i % 7}", None, "F", None, None, f"{i % 10} Main St", f"0{i % 3}", "TOWN", None, None)
-         for i in range(60)], ",".join(f"{c.name} {c.type}" for c in MATCH_RECORD.columns))
-    conf = settings.identity.model_copy(update={"max_pairs_per_record": 3})
-    pairs = matching.rule_pairs(matching.splink_input(records), conf.blocking_rules)
-    # Every record is an Ann of seven families: 228 pairs on the full name, over 3 per record (180).
-    assert pairs[("given_name", "family_name")] == sum(n * (n - 1) // 2 for n in (9, 9, 9, 9, 8, 8, 8))
+         for i in range(60)] +
+        # Forty Bo Lees: one block of the full-name rule, over the size cap, so none of its 780 pairs.
+        [(f"b{i}", "Bo", "Lee", None, "M", None, None, None, None, None, None, None) for i in range(40)],
+        ",".join(f"{c.name} {c.type}" for c in MATCH_RECORD.columns))
+    conf = settings.identity.model_copy(update={"max_pairs_per_record": 2, "max_block_records": 30})
+    blocks = blocking.block(matching.splink_input(records), conf.blocking_rules, conf.max_block_records,
+                            conf.max_pairs_per_record)
+    full_name = "given_name+family_name"
+    # The Anns are seven families of 8 or 9: 228 pairs, over 2 per record (200); the Bo Lees are left out.
+    assert blocks.pairs[full_name] == sum(n * (n - 1) // 2 for n in (9, 9, 9, 9, 8, 8, 8))
+    assert blocks.oversized_blocks[full_name] == 1 and full_name in blocks.skipped_rules
+    assert "email_key" not in blocks.skipped_rules and blocks.pairs["email_key"] == 0  # no e-mails: no pairs
+    kept = blocks.records.where(F.col("unique_id").startswith("b")).select(*blocks.rules.values())
+    assert all(v is None for row in kept.collect() for v in row)  # no key left to pair the Bo Lees on
+    assert blocks.candidate_pairs == sum(blocks.pairs[r] for r in blocks.rules) > 0
     linkage = matching.link_records(records, conf)
-    assert "given_name+family_name" in linkage.skipped_rules
-    assert "email_key" not in linkage.skipped_rules     # no e-mails: no pairs, nothing to skip
-    kept = [r for r in conf.blocking_rules if "+".join(r) not in linkage.skipped_rules]
-    assert all(pairs[r] <= 3 * 60 for r in kept) and linkage.candidate_pairs == sum(pairs[r] for r in kept)
+    assert linkage.skipped_rules == blocks.skipped_rules and linkage.candidate_pairs == blocks.candidate_pairs
 
 
 def test_a_household_is_not_merged_and_a_typo_heavy_duplicate_is(spark: SparkSession, settings: Settings,

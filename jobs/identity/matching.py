@@ -7,10 +7,10 @@ compares strings with compiled Scala similarity functions instead of Python UDFs
 
 Records are in the match form of `schemas.silver.MATCH_RECORD`. The work is:
 
-1. Blocking: candidate pairs agree on every column of at least one rule (conf identity.blocking_rules,
-   columns of `splink_input`). Each rule's pairs are counted first; a rule that would compare more
-   than `max_pairs_per_record` pairs per record is dropped and reported, so work grows with the data,
-   never with its square.
+1. Blocking (`blocking.py`): candidate pairs agree on every column of at least one rule (conf
+   identity.blocking_rules, columns of `splink_input`), outside blocks too large to hold duplicates
+   worth their pairs, under rules that stay within a pair cap, so work grows with the data, never
+   with its square.
 2. Model: the model in force is reused (`model_json`); otherwise one is trained, when the list has
    at least `min_records_to_train` records, or the shipped default (`default_model.json`, trained
    on the generator's typo-heavy lists) is used for lists too small to learn from.
@@ -32,6 +32,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.identity import blocking
 from jobs.platform.settings import IdentityConfig
 
 log = logging.getLogger(__name__)
@@ -179,25 +180,21 @@ def check_rules(conf: IdentityConfig) -> None:
         raise ValueError(f"identity.person_evidence: unknown comparison(s) {unknown}; known: {list(COMPARED)}")
 
 
-def rule_pairs(frame: DataFrame, rules: tuple[tuple[str, ...], ...]) -> dict[tuple[str, ...], int]:
-    """Pairs each blocking rule would compare: the sum of n(n-1)/2 over its blocks (nulls never agree)."""
-    counts = {}
-    for rule in rules:
-        keyed = frame.where(reduce(lambda a, b: a & b, [F.col(c).isNotNull() for c in rule]))
-        n = F.col("n")
-        counts[rule] = int(keyed.groupBy(*rule).agg(F.count("*").alias("n"))
-                           .agg(F.sum(n * (n - 1) / 2)).first()[0] or 0)
-    return counts
-
-
 @dataclass(frozen=True)
 class Linkage:
     links: DataFrame                 # (src, dst, match_probability, match_weight, weights): at or above threshold
     model_json: str                  # the Splink model that scored them
     match_share: float               # its λ, at this list's size
     trained: bool                    # trained on this data (else the model in force or the default)
-    candidate_pairs: int
-    skipped_rules: list[str]         # blocking rules over the pair cap, not compared
+    blocking: blocking.Blocking      # the pairs compared, and what the caps left out
+
+    @property
+    def candidate_pairs(self) -> int:
+        return self.blocking.candidate_pairs
+
+    @property
+    def skipped_rules(self) -> list[str]:
+        return self.blocking.skipped_rules
 
     @property
     def model_records(self) -> int:
@@ -281,27 +278,26 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
 
     check_rules(conf)
     spark = records.sparkSession
-    frame = splink_input(records).localCheckpoint()
+    blocks = blocking.block(splink_input(records), conf.blocking_rules, conf.max_block_records,
+                            conf.max_pairs_per_record)
+    frame = blocks.records.localCheckpoint()
     n_records = frame.count()
-    pairs = rule_pairs(frame, conf.blocking_rules)
-    cap = conf.max_pairs_per_record * max(n_records, 1)
-    rules = [r for r in conf.blocking_rules if pairs[r] <= cap]
-    skipped = ["+".join(r) for r in conf.blocking_rules if pairs[r] > cap]
-    for rule in skipped:
-        log.warning("matching: blocking rule %s skipped: %d pairs over the cap of %d (%d per record)", rule,
-                    pairs[tuple(rule.split("+"))], cap, conf.max_pairs_per_record)
-    candidate_pairs = sum(pairs[r] for r in rules)  # an upper bound: rules overlap
+    for rule in blocks.skipped_rules:
+        log.warning("matching: blocking rule %s skipped: %d pairs over the cap of %d per record", rule,
+                    blocks.pairs[rule], conf.max_pairs_per_record)
+    rules = [(column,) for column in blocks.rules.values()]
     stored = json.loads(model_json) if model_json else None
     trained = refit or stored is None or not model_matches_code(stored)
     if trained and n_records < conf.min_records_to_train:
         stored, trained = {**default_model(), SHIPPED_DEFAULT: True}, False
-    model = train(training_sample(frame, n_records, conf.training_sample_records), conf) if trained else stored
+    model = train(training_sample(frame.drop(*blocks.rules.values()), n_records, conf.training_sample_records),
+                  conf) if trained else stored
     model_out = json.dumps(model)
     lam = match_share(model, n_records)
     if not rules:
         empty = spark.createDataFrame([], "src string, dst string, match_probability double, match_weight double, "
                                           "weights map<string,double>")
-        return Linkage(empty, model_out, lam, trained, 0, skipped)
+        return Linkage(empty, model_out, lam, trained, blocks)
     db = SparkAPI(spark_session=spark, break_lineage_method="persist")
     linker = Linker(db.register(frame), spark_settings(conf, rules, model, n_records), log_level=logging.WARNING)
     if n_records < conf.min_records_to_train:
@@ -314,9 +310,10 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
     own = reduce(lambda a, b: a + b, [weight_of(name, scored.columns) for name in conf.person_evidence])
     links = scored.where(own > 0).select(F.col("unique_id_l").alias("src"), F.col("unique_id_r").alias("dst"),
                           "match_probability", "match_weight", comparison_weights(scored.columns).alias("weights"))
-    log.info("matching: %d candidate pairs over %d rules, model %s", candidate_pairs, len(rules),
+    log.info("matching: %d candidate pairs over %d rules (%d oversized blocks left out), model %s",
+             blocks.candidate_pairs, len(rules), sum(blocks.oversized_blocks.values()),
              "trained" if trained else "in force")
-    return Linkage(links.localCheckpoint(), model_out, lam, trained, candidate_pairs, skipped)
+    return Linkage(links.localCheckpoint(), model_out, lam, trained, blocks)
 
 
 def weight_of(name: str, columns: list[str]) -> Column:

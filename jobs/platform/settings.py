@@ -145,6 +145,7 @@ class SurvivorshipConfig(Section):
 class IdentityConfig(Section):
     match_threshold: Share
     blocking_rules: tuple[Annotated[tuple[Name, ...], Field(min_length=1)], ...] = Field(min_length=1)
+    max_block_records: PositiveInt
     max_pairs_per_record: PositiveInt
     training_blocks: tuple[Annotated[tuple[Name, ...], Field(min_length=1)], ...] = Field(min_length=1)
     min_records_to_train: PositiveInt
