@@ -17,6 +17,8 @@ IDENTITY_GRAPH = Table(
         C("first_seen_date", "date", False, "logical date of the run that first resolved the node"),
         C("assigned_date", "date", False, "logical date of the run that gave the node its current customer_id"),
         C("run_id", "string", False, "run that last changed the row"),
+        C("match_fingerprint", "long", doc="contact records: hash of the match form the run scored (a record "
+                                            "whose fingerprint changed is scored again by an incremental run)"),
     ),
 )
 

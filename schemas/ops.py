@@ -97,6 +97,9 @@ RESOLUTION_RUNS = Table(
         C("probabilistic_links", "long", False, "pairs at or above the match threshold"),
         C("links_cut", "long", False, "probabilistic links dropped inside oversized clusters"),
         C("skipped_rules", "long", False, "blocking rules over the pair cap, not compared"),
+        C("oversized_blocks", "long", False, "blocks over identity.max_block_records, left out of their rule"),
+        C("records_scored", "long", False, "contact records scored against the rest: all of them, or in an "
+                                           "incremental run the new and changed ones"),
         C("shared_devices", "long", False, "devices linked to too many accounts, not used as links"),
         C("shared_contact_points", "long", False, "e-mails, phones and loyalty numbers on the contact records of "
                                                   "several persons, not used as links"),

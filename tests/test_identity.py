@@ -8,7 +8,14 @@ from datetime import date
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.identity.graph import GuardLimits, assign_customer_ids, components_of, connected_components, guard_checks
+from jobs.identity.graph import (
+    GuardLimits,
+    affected_nodes,
+    assign_customer_ids,
+    components_of,
+    connected_components,
+    guard_checks,
+)
 
 
 def union_find_components(nodes: set[str], edges: list[tuple[str, str]]) -> dict[str, str]:
@@ -133,3 +140,24 @@ def test_guards_name_the_worst_clusters_and_conflicts(spark: SparkSession) -> No
     assert checks["large_cluster_share"][1] is None             # 1 of 4 customers: within 0.5
     assert hub_id in checks["conflicting_share"][1] and "30 birth dates" in checks["conflicting_share"][1]
     assert checks["merged_share_drift"] == (None, None)          # no previous run to compare with
+
+
+def test_an_incremental_run_reclusters_only_the_customers_new_data_touches(spark: SparkSession) -> None:
+    previous = spark.createDataFrame([("contact:c1", "A"), ("email:e1", "A"), ("contact:c2", "B"), ("email:e2", "B"),
+                                      ("contact:c3", "C"), ("email:e3", "C"), ("contact:c4", "D"),
+                                      ("email:e4", "D"), ("contact:c5", "E")], EMPTY_GRAPH)
+    edges = [("contact:c1", "email:e1"), ("contact:c2", "email:e2"), ("contact:c3", "email:e3"),
+             ("contact:c4", "email:e4"),
+             ("contact:c6", "email:e2"),   # a new record on B's e-mail
+             ("contact:c1", "contact:c3")]  # a new link between A and C
+    nodes = spark.createDataFrame([(n,) for e in edges for n in e], "node string").distinct()  # E's c5 is gone
+    touched = spark.createDataFrame([("contact:c4",)], "node string")  # D's record changed
+    scope = {r.node for r in affected_nodes(previous, nodes, spark.createDataFrame(edges, "src string, dst string"),
+                                            touched).collect()}
+    # A and C (joined), B (a new node on its e-mail), D (changed), E (its node gone); c6 is new.
+    assert scope == {"contact:c1", "email:e1", "contact:c3", "email:e3", "contact:c2", "email:e2", "contact:c6",
+                     "contact:c4", "email:e4", "contact:c5"}
+    untouched = previous.where("customer_id = 'A'")
+    assert {r.node for r in affected_nodes(untouched, nodes.where("node IN ('contact:c1', 'email:e1')"),
+                                           spark.createDataFrame(edges[:1], "src string, dst string"),
+                                           touched.limit(0)).collect()} == set()

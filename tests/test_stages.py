@@ -106,6 +106,29 @@ def test_rerunning_resolution_changes_nothing(resolved: dict, settings: Settings
     assert runs.ids_merged == runs.ids_split == 0 and runs.customers == len(set(before.values()))
 
 
+def test_the_incremental_resolution_makes_the_customers_a_full_one_makes(
+    resolved: dict, settings: Settings, spark: SparkSession
+) -> None:
+    from jobs.identity.stage import resolve
+    from jobs.platform.context import RunContext
+    from jobs.platform.stages import stage
+
+    later = spark.table("ops.resolution_runs").where("run_id = 'run-resolve-later'").first()
+    # The later run reused the model in force: it scored only the records new or changed since.
+    assert 0 < later.records_scored < later.contact_records
+    ctx = RunContext.create(settings, AS_OF, "run-resolve-full").for_stage(stage("resolve"))
+    full = resolve(ctx, ctx.silver_sources(), settings.identity.model_copy(update={"incremental": False}), later)
+    assert full.linkage.scored_records == later.contact_records
+
+    def customers(graph: DataFrame) -> set[frozenset[str]]:
+        nodes = graph.groupBy("customer_id").agg(F.collect_set("node").alias("nodes")).collect()
+        return {frozenset(r.nodes) for r in nodes}
+
+    published = spark.table("gold.identity_graph")
+    assert customers(full.graph) == customers(published)
+    assert full.graph.count() == published.count() and full.links.count() == spark.table("gold.identity_links").count()
+
+
 def test_every_probabilistic_link_is_published_with_the_weights_that_made_it(
     resolved: dict, settings: Settings, spark: SparkSession
 ) -> None:

@@ -149,10 +149,34 @@ def connected_components(edges: DataFrame, max_rounds: int = 50) -> DataFrame:
 
 
 def components_of(nodes: DataFrame, edges: DataFrame) -> DataFrame:
-    """(node, component, cluster_size) for every node; a node without edges is a component of its own."""
-    loops = nodes.select(F.col("node").alias("src"), F.col("node").alias("dst"))
-    labels = connected_components(edges.select("src", "dst").unionByName(loops))
-    return labels.withColumn("cluster_size", F.count("*").over(Window.partitionBy("component")))
+    """(node, component, cluster_size) for every node; a node without edges is a component of its own
+    (and never enters the label propagation: most contact records have no link)."""
+    labels = connected_components(edges.select("src", "dst").where(F.col("src") != F.col("dst")))
+    alone = nodes.select("node").join(labels, "node", "left_anti").select("node", F.col("node").alias("component"))
+    return labels.unionByName(alone).withColumn("cluster_size", F.count("*").over(Window.partitionBy("component")))
+
+
+def affected_nodes(previous: DataFrame, nodes: DataFrame, edges: DataFrame, touched: DataFrame) -> DataFrame:
+    """(node) of every node whose customer new data may change, for an incremental run.
+
+    Those are the new nodes, and every node of a published customer (`previous`: node, customer_id) that
+    has a touched node (a new or changed record, a contact point or device no longer used as a link), a
+    node gone from the graph, or an edge (`edges`, links included) to another customer or a new node.
+    Every other customer is a component of the new graph as it was: same nodes, same edges.
+    """
+    owner = previous.select("node", "customer_id")
+    ends = edges.select("src", "dst") \
+        .join(owner.select(F.col("node").alias("src"), F.col("customer_id").alias("_src_customer")), "src", "left") \
+        .join(owner.select(F.col("node").alias("dst"), F.col("customer_id").alias("_dst_customer")), "dst", "left") \
+        .where(~F.col("_src_customer").eqNullSafe(F.col("_dst_customer")) | F.col("_src_customer").isNull())
+    customers = reduce(DataFrame.unionByName, [
+        ends.select(F.col("_src_customer").alias("customer_id")),
+        ends.select(F.col("_dst_customer").alias("customer_id")),
+        touched.select("node").join(owner, "node").select("customer_id"),
+        owner.join(nodes.select("node"), "node", "left_anti").select("customer_id"),
+    ]).where(F.col("customer_id").isNotNull()).distinct()
+    new = nodes.select("node").join(owner, "node", "left_anti")
+    return owner.join(customers, "customer_id", "left_semi").select("node").unionByName(new).distinct()
 
 
 @dataclass(frozen=True)

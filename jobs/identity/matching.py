@@ -154,6 +154,7 @@ def comparisons() -> list[Any]:
     ]
 
 
+LINK_COLUMNS = ("src", "dst", "match_probability", "match_weight", "weights")
 COMPARED = ("given_name", "family_name", "birth_date", "address", "email_key", "phone_key")
 TF_COLUMNS = ("given_name", "family_name", "email_key", "phone_key")   # exact matches adjusted by frequency
 
@@ -187,6 +188,7 @@ class Linkage:
     match_share: float               # its λ, at this list's size
     trained: bool                    # trained on this data (else the model in force or the default)
     blocking: blocking.Blocking      # the pairs compared, and what the caps left out
+    scored_records: int              # records scored against the rest: all of them, or the changed ones
 
     @property
     def candidate_pairs(self) -> int:
@@ -271,9 +273,14 @@ def training_sample(frame: DataFrame, records: int, size: int) -> pd.DataFrame:
     return sampled.toPandas()
 
 
-def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | None = None,
-                 refit: bool = False) -> Linkage:
-    """Block, score with the model in force (or train one) and keep the links at or above the threshold."""
+def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | None = None, refit: bool = False,
+                 changed: DataFrame | None = None, kept_links: DataFrame | None = None) -> Linkage:
+    """Block, score with the model in force (or train one) and keep the links at or above the threshold.
+
+    Incremental (`changed`: the record ids new or changed since the last run, `kept_links`: that run's
+    links between the other records): only pairs with a changed record are scored, and the kept links
+    carried over. Blocks and term frequencies are those of all the records, as in a full run.
+    """
     from splink import Linker, SparkAPI
 
     check_rules(conf)
@@ -290,30 +297,47 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
     trained = refit or stored is None or not model_matches_code(stored)
     if trained and n_records < conf.min_records_to_train:
         stored, trained = {**default_model(), SHIPPED_DEFAULT: True}, False
+    if trained:
+        changed = kept_links = None   # a new model scores every pair again
     model = train(training_sample(frame.drop(*blocks.rules.values()), n_records, conf.training_sample_records),
                   conf) if trained else stored
     model_out = json.dumps(model)
     lam = match_share(model, n_records)
-    if not rules:
-        empty = spark.createDataFrame([], "src string, dst string, match_probability double, match_weight double, "
-                                          "weights map<string,double>")
-        return Linkage(empty, model_out, lam, trained, blocks)
+    new = frame if changed is None else \
+        frame.join(changed.select(F.col("record_id").alias("unique_id")), "unique_id", "left_semi").localCheckpoint()
+    scored_records = n_records if changed is None else new.count()
+    kept = (kept_links.select(*LINK_COLUMNS) if kept_links is not None else
+            spark.createDataFrame([], "src string, dst string, match_probability double, match_weight double, "
+                                      "weights map<string,double>"))
+    if not rules or scored_records == 0:
+        return Linkage(kept, model_out, lam, trained, blocks, scored_records)
     db = SparkAPI(spark_session=spark, break_lineage_method="persist")
     linker = Linker(db.register(frame), spark_settings(conf, rules, model, n_records), log_level=logging.WARNING)
-    if n_records < conf.min_records_to_train:
-        for column in TF_COLUMNS:
+    for column in TF_COLUMNS:
+        if n_records < conf.min_records_to_train:
             linker.table_management.register_term_frequency_lookup(
                 db.register(short_list_frequencies(frame, column)), column)
-    scored = linker.inference.predict(threshold_match_probability=conf.match_threshold).as_spark_dataframe()
+        elif changed is not None:
+            linker.table_management.compute_tf_table(column)   # of all records, not only the changed
+    if changed is None:
+        scored = linker.inference.predict(threshold_match_probability=conf.match_threshold).as_spark_dataframe()
+    else:
+        rest = frame.join(new.select("unique_id"), "unique_id", "left_anti")
+        scored = linker.inference.predict_within(
+            db.register(new), threshold_match_probability=conf.match_threshold).as_spark_dataframe().unionByName(
+            linker.inference.predict_between(db.register(rest), db.register(new),
+                                             threshold_match_probability=conf.match_threshold).as_spark_dataframe())
     # Person evidence: what a household shares (family name, address, phone, e-mail) supports a match
     # but cannot make one; the weights of what is the person's own must add up to more than nothing.
     own = reduce(lambda a, b: a + b, [weight_of(name, scored.columns) for name in conf.person_evidence])
-    links = scored.where(own > 0).select(F.col("unique_id_l").alias("src"), F.col("unique_id_r").alias("dst"),
-                          "match_probability", "match_weight", comparison_weights(scored.columns).alias("weights"))
-    log.info("matching: %d candidate pairs over %d rules (%d oversized blocks left out), model %s",
-             blocks.candidate_pairs, len(rules), sum(blocks.oversized_blocks.values()),
-             "trained" if trained else "in force")
-    return Linkage(links.localCheckpoint(), model_out, lam, trained, blocks)
+    ids = F.col("unique_id_l"), F.col("unique_id_r")
+    links = scored.where(own > 0).select(F.least(*ids).alias("src"), F.greatest(*ids).alias("dst"),
+                                         "match_probability", "match_weight",
+                                         comparison_weights(scored.columns).alias("weights"))
+    log.info("matching: %d candidate pairs over %d rules (%d oversized blocks left out), %d of %d records "
+             "scored, model %s", blocks.candidate_pairs, len(rules), sum(blocks.oversized_blocks.values()),
+             scored_records, n_records, "trained" if trained else "in force")
+    return Linkage(kept.unionByName(links).localCheckpoint(), model_out, lam, trained, blocks, scored_records)
 
 
 def weight_of(name: str, columns: list[str]) -> Column:
@@ -327,6 +351,11 @@ def weight_of(name: str, columns: list[str]) -> Column:
 def comparison_weights(columns: list[str]) -> Column:
     """map<comparison, match weight (log2 Bayes factor)>: the data of a pair's waterfall chart."""
     return F.create_map(*[part for name in COMPARED for part in (F.lit(name), F.round(weight_of(name, columns), 3))])
+
+
+def fingerprint(records: DataFrame) -> Column:
+    """A hash of a match-form record's compared content: a record whose fingerprint changed is scored again."""
+    return F.xxhash64(F.to_json(F.struct(*[c for c in records.columns if c != "record_id"])))
 
 
 def contact_match_records(contacts: DataFrame) -> DataFrame:

@@ -159,6 +159,7 @@ class IdentityConfig(Section):
     max_persons_per_contact_point: PositiveInt
     person_evidence: tuple[Name, ...] = Field(min_length=1)
     refit: bool = False
+    incremental: bool = True
     max_accounts_per_device: PositiveInt
     guards: GuardsConfig
     survivorship: SurvivorshipConfig
