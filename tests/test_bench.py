@@ -114,16 +114,25 @@ def test_report_says_by_how_much_a_target_is_missed() -> None:
                                      "f1": 0.9838},
                             "splink": {"seconds": 10.0, "pairs_per_second": 900, "precision": 0.9, "recall": 0.99,
                                        "f1": 0.9429}}],
+        "identity_day_two": [{"people": 1000, "records": 1100, "new_records": 6, "first_day_seconds": 40.0,
+                              "incremental_seconds": 75.5, "full_seconds": 90.0, "same_customers_as_full": True,
+                              "ids_kept": 0.9995, "precision": 0.999, "recall": 0.998, "f1": 0.9985}],
     }
     targets = BenchTargets(pipeline_customers=1000, pipeline_seconds=1200, peak_memory_gib=16,
                            clv_speedup={1000: 2}, parameter_tolerance=0.01, identity_time_ratio=2.0,
-                           typo_heavy_f1=0.99, identity_precision=0.995)
+                           typo_heavy_f1=0.99, identity_precision=0.995, identity_day_two_seconds=60,
+                           identity_ids_kept=0.999)
     text = report.render(results, targets, "make bench")
     assert "typo-heavy contacts of 1,000 people, precision at least 0.995: **met** (0.9980)" in text
     assert "F1 at least 0.99 and Splink's: **missed** (0.9838 against Splink's 0.9429)" in text
     assert "time at most 2x Splink's: **missed** (3.00x (30.0 s against 10.0 s))" in text
     assert "**missed** (30.0 min, 1.50x the target; the time goes to ingest 1500.0 s (83%))" in text
     assert "peak memory under 16 GiB: **met** (10.0 GiB)" in text
+    assert ("day two of 1,000 people's contacts (6 new records) resolved in at most 60 s: **missed** (75.5 s (a full "
+            "recompute: 90.0 s))") in text
+    assert "the customers of a full recompute, and at least 99.9% of ids kept: **met** (the same customers, " \
+           "99.950% of ids kept)" in text
+    assert "| 1,000 | 1,100 | 6 | 40.0 | 75.5 | 90.0 | yes | 99.950% |" in text
     assert "CLV at 1,000 customers: not run in this benchmark" in text
     assert "Produced by `make bench`" in text
 

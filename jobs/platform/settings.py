@@ -381,6 +381,8 @@ class BenchTargets(Section):
     identity_time_ratio: PositiveFloat
     typo_heavy_f1: Share
     identity_precision: Share
+    identity_day_two_seconds: PositiveFloat
+    identity_ids_kept: Share
 
 
 class BenchConfig(Section):

@@ -209,7 +209,7 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
                                "profile": settings.profile, "as_of": as_of.isoformat(),
                                "spark_conf": dict(settings.bench.spark_conf), "pipeline": [],
-                               "transactions": [], "identity_lists": []}
+                               "transactions": [], "identity_lists": [], "identity_day_two": []}
     out = settings.paths.bench / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     # Sizes measured by an earlier run on this machine and profile and not rerun now are kept, so the
@@ -219,12 +219,14 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
         results["started"] = min(earlier["started"], results["started"])
         results["pipeline"] = [e for e in earlier["pipeline"] if e["customers"] not in pipeline_sizes]
         results["transactions"] = [e for e in earlier["transactions"] if e["customers"] not in transaction_sizes]
-        results["identity_lists"] = [e for e in earlier.get("identity_lists", []) if e["people"] not in identity_lists]
+        for key in ("identity_lists", "identity_day_two"):
+            results[key] = [e for e in earlier.get(key, []) if e["people"] not in identity_lists]
 
     def save() -> None:
         for key in ("pipeline", "transactions"):
             results[key].sort(key=lambda e: e["customers"])
         results["identity_lists"].sort(key=lambda e: (e["kind"], e["people"]))
+        results["identity_day_two"].sort(key=lambda e: e["people"])
         out.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     for customers in pipeline_sizes:
@@ -256,6 +258,10 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
             print(f"bench: {entry['kind']} contacts of {people} people, identity {json.dumps(entry)}", flush=True)
             results["identity_lists"].append(entry)
             save()
+        entry = identity.day_two(spark, settings, people)
+        print(f"bench: day two of the generator's contacts of {people} people {json.dumps(entry)}", flush=True)
+        results["identity_day_two"].append(entry)
+        save()
     for customers in transaction_sizes:
         entry = transaction_baselines(spark, settings, customers)
         print(f"bench: {customers} simulated customers {json.dumps(entry, default=str)}", flush=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,9 @@ def typo_heavy_list(spark: SparkSession, settings: Settings, people: int) -> dic
     return {"kind": "typo-heavy", "people": people, **compare(spark, settings, records, truth["person_id"])}
 
 
-def generated_contacts(spark: SparkSession, settings: Settings, customers: int) -> dict[str, Any]:
+def generator_records(spark: SparkSession, settings: Settings, customers: int) -> tuple[DataFrame, pd.Series]:
     """The pipeline generator's CRM contacts of `customers` people (the landing files, latest version of each
-    contact, as silver keeps it) as a contact list, without running the pipeline to silver."""
+    contact, as silver keeps it) in the match form, and their truth (record_id -> person)."""
     from jobs.identity.contact_list import match_records
     from jobs.platform.pii import pii_keys
     from jobs.tools.generate import generate
@@ -107,4 +108,60 @@ def generated_contacts(spark: SparkSession, settings: Settings, customers: int) 
         .where(F.col("source") == "contacts").select("record_id", "person_id").dropDuplicates(["record_id"]) \
         .toPandas()
     truth.index = "record:contacts:" + truth["record_id"]
-    return {"kind": "generator", "people": customers, **compare(spark, settings, records, truth["person_id"])}
+    return records, truth["person_id"]
+
+
+def generated_contacts(spark: SparkSession, settings: Settings, customers: int) -> dict[str, Any]:
+    """The generator's CRM contacts as a contact list, without running the pipeline to silver."""
+    records, truth = generator_records(spark, settings, customers)
+    return {"kind": "generator", "people": customers, **compare(spark, settings, records, truth)}
+
+
+def day_two(spark: SparkSession, settings: Settings, customers: int, new_share: float = 0.005) -> dict[str, Any]:
+    """A second day of the generator's contacts: `new_share` of the records arrive a day late. Day one is
+    resolved from nothing; day two incrementally (the model in force, only the new records scored, only
+    the customers they touch clustered again) and, for comparison, in full on the same model."""
+    from jobs.identity.resolution import resolution
+    from jobs.platform.stages import IDENTITY_SOURCES
+    from schemas import gold
+
+    conf = settings.identity
+    records, truth = generator_records(spark, settings, customers)
+    records = records.localCheckpoint()
+    late = (F.abs(F.xxhash64("record_id")) % 100_000) < int(100_000 * new_share)
+    sources = {name: spark.createDataFrame([], table.struct) for name, table in IDENTITY_SOURCES.items()}
+    nothing = spark.createDataFrame([], gold.IDENTITY_GRAPH.struct)
+    no_links = spark.createDataFrame([], gold.IDENTITY_LINKS.struct)
+    first_day, second_day = date(2026, 12, 1), date(2026, 12, 2)
+
+    started = time.monotonic()
+    first = resolution(records.where(~late), sources, nothing, no_links, nothing.select("customer_id"), conf, None,
+                       first_day, "day-1")
+    first_seconds = time.monotonic() - started
+    model = first.linkage.model_json
+
+    def day2(incremental: bool) -> tuple[float, Any]:
+        started = time.monotonic()
+        result = resolution(records, sources, first.graph, first.links, first.graph.select("customer_id"),
+                            conf.model_copy(update={"incremental": incremental}), model, second_day, "day-2")
+        return time.monotonic() - started, result
+
+    incremental_seconds, incremental = day2(True)
+    full_seconds, full = day2(False)
+
+    def customers_of(result: Any) -> pd.Series:
+        return result.graph.select(F.col("node").alias("record_id"), "customer_id").toPandas() \
+            .set_index("record_id")["customer_id"]
+
+    ours, recomputed, before = customers_of(incremental), customers_of(full), customers_of(first)
+    same = pd.DataFrame({"incremental": ours, "full": recomputed}).dropna()
+    partition = same.groupby("incremental")["full"].nunique().max() == 1 and \
+        same.groupby("full")["incremental"].nunique().max() == 1
+    kept = pd.DataFrame({"before": before, "after": ours}).dropna()
+    contacts = truth.index.intersection(ours.index)
+    return {"kind": "day-2", "people": customers, "records": len(contacts),
+            "new_records": incremental.linkage.scored_records,
+            "first_day_seconds": round(first_seconds, 1), "incremental_seconds": round(incremental_seconds, 1),
+            "full_seconds": round(full_seconds, 1), "same_customers_as_full": bool(partition),
+            "ids_kept": round(float((kept["before"] == kept["after"]).mean()), 5),
+            **asdict(baselines.PairwiseF1.of(ours.loc[contacts], truth.loc[contacts]))}
