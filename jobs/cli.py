@@ -236,7 +236,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
     else:
         results = run_benchmark(settings, [int(n) for n in pipeline], [int(n) for n in transactions],
                                 skip_identity=args.skip_identity, max_minutes=args.max_minutes,
-                                identity_lists=tuple(lists))
+                                identity_lists=tuple(lists), identity_kinds=tuple(args.identity_kinds))
     out = settings.root / args.report
     # The analysis written under the marker survives a regeneration of the figures above it.
     kept = out.read_text().split(ANALYSIS_MARKER, 1)[1] if out.exists() and ANALYSIS_MARKER in out.read_text() \
@@ -362,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "pipeline's contacts")
     bench.add_argument("--identity-lists", type=int, nargs="*", help="people in the typo-heavy contact lists "
                        "resolved by ours and by Splink (default: bench.identity_list_people)")
+    kinds = ("generator", "typo-heavy", "day-2")   # jobs.tools.bench.identity.RUNS
+    bench.add_argument("--identity-kinds", nargs="+", choices=kinds, default=list(kinds),
+                       help="which identity lists to run at those sizes (default: all)")
     bench.add_argument("--max-minutes", type=float, help="stop a pipeline run after this long and report the stages "
                        "it finished and the one it was in")
     bench.add_argument("--report", default="docs/BENCHMARKS.md", help="the report to (re)write")

@@ -144,3 +144,15 @@ def test_report_only_without_saved_results_is_a_clear_error(tmp_path: Path, monk
     with pytest.raises(SystemExit, match=r"no saved results at .*results\.json; run the benchmark first"):
         main(["bench", "--report-only", "--report", str(tmp_path / "B.md")])
     assert not (tmp_path / "B.md").exists()
+
+
+def test_the_identity_kinds_the_command_offers_are_those_the_bench_runs() -> None:
+    from jobs.cli import build_parser
+    from jobs.tools.bench.identity import RUNS
+
+    args = build_parser().parse_args(["bench", "--identity-kinds", "day-2"])
+    assert args.identity_kinds == ["day-2"]
+    defaults = build_parser().parse_args(["bench"]).identity_kinds
+    assert defaults == list(RUNS)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--identity-kinds", "typo"])

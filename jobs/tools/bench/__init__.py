@@ -201,7 +201,8 @@ def transaction_baselines(spark: Any, settings: Settings, customers: int) -> dic
 
 def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_sizes: list[int],
                   skip_identity: bool = False, max_minutes: float | None = None,
-                  identity_lists: tuple[int, ...] = ()) -> dict[str, Any]:
+                  identity_lists: tuple[int, ...] = (),
+                  identity_kinds: tuple[str, ...] = tuple(identity.RUNS)) -> dict[str, Any]:
     """Run everything, printing figures as they come; returns (and saves) the results."""
     from jobs.platform.runtime import spark_session
 
@@ -220,7 +221,8 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
         results["pipeline"] = [e for e in earlier["pipeline"] if e["customers"] not in pipeline_sizes]
         results["transactions"] = [e for e in earlier["transactions"] if e["customers"] not in transaction_sizes]
         for key in ("identity_lists", "identity_day_two"):
-            results[key] = [e for e in earlier.get(key, []) if e["people"] not in identity_lists]
+            results[key] = [e for e in earlier.get(key, [])
+                            if e["people"] not in identity_lists or e.get("kind", "day-2") not in identity_kinds]
 
     def save() -> None:
         for key in ("pipeline", "transactions"):
@@ -253,15 +255,11 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
             print(f"bench: {entry['customers']} identity {json.dumps(entry['identity'])}", flush=True)
             save()
     for people in identity_lists:
-        for entry in (identity.generated_contacts(spark, settings, people),
-                      identity.typo_heavy_list(spark, settings, people)):
-            print(f"bench: {entry['kind']} contacts of {people} people, identity {json.dumps(entry)}", flush=True)
-            results["identity_lists"].append(entry)
+        for kind in identity_kinds:
+            entry = identity.RUNS[kind](spark, settings, people)
+            print(f"bench: {kind} contacts of {people} people, identity {json.dumps(entry)}", flush=True)
+            results["identity_day_two" if kind == "day-2" else "identity_lists"].append(entry)
             save()
-        entry = identity.day_two(spark, settings, people)
-        print(f"bench: day two of the generator's contacts of {people} people {json.dumps(entry)}", flush=True)
-        results["identity_day_two"].append(entry)
-        save()
     for customers in transaction_sizes:
         entry = transaction_baselines(spark, settings, customers)
         print(f"bench: {customers} simulated customers {json.dumps(entry, default=str)}", flush=True)

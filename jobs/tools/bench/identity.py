@@ -165,3 +165,7 @@ def day_two(spark: SparkSession, settings: Settings, customers: int, new_share: 
             "full_seconds": round(full_seconds, 1), "same_customers_as_full": bool(partition),
             "ids_kept": round(float((kept["before"] == kept["after"]).mean()), 5),
             **asdict(baselines.PairwiseF1.of(ours.loc[contacts], truth.loc[contacts]))}
+
+
+# The identity lists `cdp bench --identity-kinds` can run, by the kind each entry reports.
+RUNS = {"generator": generated_contacts, "typo-heavy": typo_heavy_list, "day-2": day_two}
