@@ -15,6 +15,7 @@ from jobs.identity import blocking, matching
 from jobs.identity.contact_list import ContactListError, match_records, read_contact_list, resolve_contact_list
 from jobs.platform.config import Settings
 from jobs.platform.pii import pii_keys
+from jobs.platform.settings import IdentityConfig
 from jobs.tools.bench.baselines import PairwiseF1
 from jobs.tools.generate.contact_list import generate_contact_list
 from schemas.raw import CONTACT_LIST
@@ -181,14 +182,28 @@ def test_a_household_is_not_merged_and_a_typo_heavy_duplicate_is(spark: SparkSes
         ("crm", "h3", "Ruth", "Okafor", "", "+1 617 555 0142", "12 Elm Street", "Boston", "02110", "2012-06-30", "F"),
         # A duplicate of Daniel with three defects: first-letter typo, day/month swapped, postcode typo.
         ("pos", "d1", "Taniel", "Okafor", "", "", "12 Elm St", "Boston", "02101", "1985-03-02", "M"),
+        # Father and son of one name, address and phone: only their birth dates tell them apart.
+        ("crm", "s1", "Samuel", "Okafor", "", "+1 617 555 0142", "12 Elm Street", "Boston", "02110", "1958-04-09", "M"),
+        ("pos", "s2", "Samuel", "Okafor", "", "+1 617 555 0142", "12 Elm St", "Boston", "02110", "1990-10-17", "M"),
     ]
     _write_list(tmp_path / "list.csv", [(*r, "") for r in rows])
-    resolve_contact_list(spark, tmp_path / "list.csv", tmp_path / "out", "csv", "US", pii_keys(settings).hmac_key,
-                         settings.identity)
-    ids = {r.source_record_id: r.customer_id for r in spark.read.option("header", True).csv(str(tmp_path / "out"))
-           .collect()}
-    assert len({ids["h1"], ids["h2"], ids["h3"]}) == 3     # the shared phone is not a link
+
+    def resolved(conf: IdentityConfig, out: str) -> dict[str, str]:
+        resolve_contact_list(spark, tmp_path / "list.csv", tmp_path / out, "csv", "US", pii_keys(settings).hmac_key,
+                             conf)
+        return {r.source_record_id: r.customer_id for r in spark.read.option("header", True).csv(str(tmp_path / out))
+                .collect()}
+
+    ids = resolved(settings.identity, "out")
+    assert len({ids["h1"], ids["h2"], ids["h3"], ids["s1"], ids["s2"]}) == 5     # the shared phone is not a link
     assert ids["d1"] == ids["h2"]
+    # Two known birth dates with nothing alike contradict a link whatever else agrees: with the given name
+    # alone as person evidence, father and son are one customer without the contradiction, two with it.
+    name_only = settings.identity.model_copy(update={"person_evidence": ("given_name",)})
+    unguarded = resolved(name_only.model_copy(update={"person_contradiction": ()}), "unguarded")
+    assert unguarded["s1"] == unguarded["s2"]
+    guarded = resolved(name_only.model_copy(update={"person_contradiction": ("birth_date",)}), "guarded")
+    assert guarded["s1"] != guarded["s2"]
 
 
 def test_contact_list_schema_names_the_documented_columns() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from functools import reduce
 from importlib import resources
@@ -176,9 +177,10 @@ def check_rules(conf: IdentityConfig) -> None:
     if unknown:
         raise ValueError(f"identity.blocking_rules/training_blocks: unknown column(s) {unknown}; "
                          f"known: {list(BLOCK_COLUMNS)}")
-    unknown = sorted(set(conf.person_evidence) - set(COMPARED))
-    if unknown:
-        raise ValueError(f"identity.person_evidence: unknown comparison(s) {unknown}; known: {list(COMPARED)}")
+    for key in ("person_evidence", "person_contradiction"):
+        unknown = sorted(set(getattr(conf, key)) - set(COMPARED))
+        if unknown:
+            raise ValueError(f"identity.{key}: unknown comparison(s) {unknown}; known: {list(COMPARED)}")
 
 
 @dataclass(frozen=True)
@@ -312,7 +314,8 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
     if not rules or scored_records == 0:
         return Linkage(kept, model_out, lam, trained, blocks, scored_records)
     db = SparkAPI(spark_session=spark, break_lineage_method="persist")
-    linker = Linker(db.register(frame), spark_settings(conf, rules, model, n_records), log_level=logging.WARNING)
+    scoring = spark_settings(conf, rules, model, n_records)
+    linker = Linker(db.register(frame), scoring, log_level=logging.WARNING)
     for column in TF_COLUMNS:
         if n_records < conf.min_records_to_train:
             linker.table_management.register_term_frequency_lookup(
@@ -328,16 +331,29 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
             linker.inference.predict_between(db.register(rest), db.register(new),
                                              threshold_match_probability=conf.match_threshold).as_spark_dataframe())
     # Person evidence: what a household shares (family name, address, phone, e-mail) supports a match
-    # but cannot make one; the weights of what is the person's own must add up to more than nothing.
+    # but cannot make one; the weights of what is the person's own must add up to more than nothing,
+    # and none of it may disagree outright (both known, nothing alike: gamma 0, the 'else' level).
+    # Fellegi-Sunter takes the attributes as independent; in a household they are not, so a parent and
+    # a child of the same name at the same address and phone would outweigh two unrelated birth dates.
     own = reduce(lambda a, b: a + b, [weight_of(name, scored.columns) for name in conf.person_evidence])
+    contradicted = [F.abs(F.col(f"mw_{name}") - else_weight(scoring, name)) < 1e-9
+                    for name in conf.person_contradiction]
+    person = reduce(lambda a, b: a & ~b, contradicted, own > 0)
     ids = F.col("unique_id_l"), F.col("unique_id_r")
-    links = scored.where(own > 0).select(F.least(*ids).alias("src"), F.greatest(*ids).alias("dst"),
+    links = scored.where(person).select(F.least(*ids).alias("src"), F.greatest(*ids).alias("dst"),
                                          "match_probability", "match_weight",
                                          comparison_weights(scored.columns).alias("weights"))
     log.info("matching: %d candidate pairs over %d rules (%d oversized blocks left out), %d of %d records "
              "scored, model %s", blocks.candidate_pairs, len(rules), sum(blocks.oversized_blocks.values()),
              scored_records, n_records, "trained" if trained else "in force")
     return Linkage(kept.unionByName(links).localCheckpoint(), model_out, lam, trained, blocks, scored_records)
+
+
+def else_weight(model: dict[str, Any], name: str) -> float:
+    """A comparison's weight at its last level: both sides known and nothing alike."""
+    comparison = next(c for c in model["comparisons"] if c["output_column_name"] == name)
+    last = comparison["comparison_levels"][-1]
+    return math.log2(last["m_probability"] / last["u_probability"])
 
 
 def weight_of(name: str, columns: list[str]) -> Column:

@@ -158,6 +158,7 @@ class IdentityConfig(Section):
     em_max_iterations: PositiveInt
     max_persons_per_contact_point: PositiveInt
     person_evidence: tuple[Name, ...] = Field(min_length=1)
+    person_contradiction: tuple[Name, ...] = ()
     refit: bool = False
     incremental: bool = True
     max_accounts_per_device: PositiveInt
