@@ -54,6 +54,19 @@ def test_same_seed_gives_byte_identical_output_serial_or_parallel(settings: Sett
     assert _digest(out / "landing") != _digest(tmp_path / "other" / "landing")
 
 
+def test_contacts_only_writes_the_contacts_of_a_full_generation(settings: Settings, sample, tmp_path: Path) -> None:
+    out, _ = sample
+    generate(settings.generator, tmp_path / "landing", tmp_path / "truth", customers=PEOPLE, seed=42,
+             contacts_only=True)
+    contacts = _digest(out / "landing" / "contacts")
+    assert contacts and _digest(tmp_path / "landing" / "contacts") == contacts
+    assert not (tmp_path / "landing" / "events").exists()
+    truth = (tmp_path / "truth" / "records" / "part-00000.csv").read_text().splitlines()
+    full = [line for line in (out / "truth" / "records" / "part-00000.csv").read_text().splitlines()
+            if line.startswith("contacts,")]
+    assert truth[1:] == full
+
+
 def _parse_lines(source_name: str, path: Path) -> list[dict]:
     """The records of one landed file that can still be parsed, one line at a time."""
     source = SOURCES[source_name]

@@ -96,7 +96,8 @@ def generator_records(spark: SparkSession, settings: Settings, customers: int) -
 
     folder = settings.paths.bench / f"contacts-{customers}"
     if not (folder / "truth" / "params.json").exists():
-        generate(settings.generator, folder / "landing", folder / "truth", customers=customers, workers=2)
+        generate(settings.generator, folder / "landing", folder / "truth", customers=customers, workers=2,
+                 contacts_only=True)
     raw = spark.read.option("header", True).csv(str(folder / "landing" / "contacts" / "*" / "*.csv"))
     latest = raw.dropDuplicates(["contact_id"])  # versions of one contact differ only in dates and consent
     contacts = latest.select(F.lit("contacts").alias("source"), F.col("contact_id").alias("source_record_id"),

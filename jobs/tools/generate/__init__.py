@@ -49,6 +49,7 @@ class GeneratorPlan:
     customers: int
     landing: Path
     truth: Path
+    contacts_only: bool = False   # CRM contacts alone (the same ones a full generation writes), for identity benches
 
     @property
     def history_days(self) -> int:
@@ -190,7 +191,8 @@ def generate_chunk(plan: GeneratorPlan, chunk: int) -> dict[str, Counter]:
     }
     truth: list[list[str]] = []
     counts: dict[str, Counter] = {}
-    for name, recs in records.items():
+    # Contacts are batched first from the random stream: contacts_only writes the very contacts of a full run.
+    for name, recs in (list(records.items())[:1] if plan.contacts_only else records.items()):
         batches = _lines_by_batch(plan, rng, SOURCES[name], recs, truth)
         _write_batches(plan, SOURCES[name], chunk, batches)
         counts[name] = Counter(d.split(":")[0] for r in recs for d in r["_defects"])
@@ -238,12 +240,12 @@ def _write_global_sources(plan: GeneratorPlan) -> None:
 
 
 def generate(gen: GeneratorConfig, landing: Path, truth: Path, customers: int | None = None,
-             seed: int | None = None, workers: int = 1) -> dict[str, Any]:
+             seed: int | None = None, workers: int = 1, contacts_only: bool = False) -> dict[str, Any]:
     """Write a fresh sample dataset (conf `generator`; `customers` and `seed` override its own); returns
     the summary also saved as truth/params.json."""
     plan = GeneratorPlan(gen=gen, seed=gen.seed if seed is None else int(seed),
                          customers=gen.customers if customers is None else int(customers),
-                         landing=landing, truth=truth)
+                         landing=landing, truth=truth, contacts_only=contacts_only)
     for folder in (landing, truth):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
