@@ -91,20 +91,24 @@ def resolution(contacts: DataFrame, sources: dict[str, DataFrame], previous: Dat
     source_graph = identity.identifier_graph(
         contacts, points, sources["orders"], sources["pos"], sources["tickets"], sources["surveys"],
         sources["campaign_events"], sources["events"], sources["referrals"], conf.max_accounts_per_device)
-    # Computed once: the scope, the clusters and the untouched customers all read them.
+    # Computed once: the scope, the clusters, the untouched customers and the run's figures all read them
+    # (the shared devices come from a scan of every login event).
     all_nodes, edges = source_graph.nodes.localCheckpoint(), source_graph.edges.localCheckpoint()
+    shared_devices = source_graph.shared_devices.localCheckpoint()
+    shared_points = source_graph.shared_contact_points.localCheckpoint()
+    records = contacts.count()
     nodes, links, published = all_nodes, linkage.links, previous
-    if linkage.scored_records < contacts.count():
+    if linkage.scored_records < records:
         touched = reduce(DataFrame.unionByName, [
-            changed.select(F.col("record_id").alias("node")), source_graph.shared_contact_points.select("node"),
-            source_graph.shared_devices.select(identity.node("device", "device").alias("node"))])
+            changed.select(F.col("record_id").alias("node")), shared_points.select("node"),
+            shared_devices.select(identity.node("device", "device").alias("node"))])
         scope = identity.affected_nodes(previous, nodes, edges.unionByName(links.select("src", "dst")),
                                         touched).localCheckpoint()
         nodes, published = nodes.join(scope, "node", "left_semi"), previous.join(scope, "node", "left_semi")
         edges, links = (frame.join(scope.select(F.col("node").alias("src")), "src", "left_semi")
                         for frame in (edges, links))
         log.info("resolve: incremental, %d of %d records scored, %d nodes clustered again",
-                 linkage.scored_records, contacts.count(), scope.count())
+                 linkage.scored_records, records, scope.count())
     clusters = identity.cluster(nodes, edges, links, conf.guards.max_cluster_size)
     assignment = identity.assign_customer_ids(clusters.components, published, issued, as_of)
     untouched = previous.join(published.select("node"), "node", "left_anti") \
@@ -113,5 +117,5 @@ def resolution(contacts: DataFrame, sources: dict[str, DataFrame], previous: Dat
     graph = graph_rows(assignment.graph.unionByName(untouched), previous, fingerprints, as_of, run_id).localCheckpoint()
     return Resolution(graph, link_rows(linkage.links, graph, run_id).localCheckpoint(),
                       assignment.changes.localCheckpoint(), linkage, clusters.links_cut,
-                      source_graph.shared_devices.count(), source_graph.shared_contact_points.count(),
+                      shared_devices.count(), shared_points.count(),
                       previous.select("customer_id").distinct().count())
