@@ -12,7 +12,7 @@ METADATA = (
     C("_batch_id", "string", False, "landing folder name (the batch date)"),
     C("_run_id", "string", False),
     C("_ingested_at", "timestamp", False),
-    C("_content_hash", "string", False, "SHA-256 of the raw line; exact copies share it"),
+    C("_content_hash", "long", False, "xxhash64 of the raw line; exact copies share it"),
 )
 
 

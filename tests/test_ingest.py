@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from jobs.ingest.batches import (
     landed_batches,
     list_landed_files,
     parse_batches,
+    replay_window_hashes,
 )
 from jobs.platform.tables import ensure_table, replace_slice, sql_literal
 from schemas import RawSource
@@ -29,7 +31,7 @@ HEADER = ",".join(CONTACTS.column_names)
 
 
 def ingest_source(spark: SparkSession, landing: str, source: RawSource, as_of: str, run_id: str,
-                  now: datetime) -> list[BatchResult]:
+                  now: datetime, replay_from: str = "0000") -> list[BatchResult]:
     """Parse, split and write one source's pending batches: the ingest stage without its gate (whose
     write-audit-publish is tested in tests/test_stages_bronze_silver.py), accounting last as a crash would leave it."""
     for table in (INGEST_ACCOUNTING, BRONZE[source.name]):
@@ -40,7 +42,7 @@ def ingest_source(spark: SparkSession, landing: str, source: RawSource, as_of: s
     if not batches:
         return []
     ids = ", ".join(sql_literal(b) for b in batches)
-    earlier = spark.table(BRONZE[source.name].name).where(f"_batch_id NOT IN ({ids})").select("_content_hash")
+    earlier = replay_window_hashes(spark.table(BRONZE[source.name].name), list(batches), replay_from)
     parsed = parse_batches(spark, source, [f for files in batches.values() for f in files], earlier, run_id, now)
     try:
         batch_slice = f"source = {sql_literal(source.name)} AND batch_id IN ({ids})"
@@ -178,6 +180,46 @@ def test_rerun_is_a_no_op_and_a_crashed_batch_replays_to_the_same_result(
     assert spark.table("ops.quarantine").count() == 1
     assert accounting(spark, "contacts") == {
         "rows_read": 5, "rows_loaded": 3, "rows_quarantined": 1, "rows_deduplicated": 1}
+
+
+def test_copies_are_looked_for_in_the_replay_window_only(empty_warehouse: SparkSession, tmp_path: Path) -> None:
+    spark = empty_warehouse
+    land(tmp_path, "contacts", "2026-10-01", "a.csv", [HEADER, contact("c1")])
+    land(tmp_path, "contacts", "2026-11-18", "a.csv", [HEADER, contact("c2")])
+    ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-18", "run-1", NOW)
+    land(tmp_path, "contacts", "2026-11-19", "a.csv", [HEADER, contact("c1"), contact("c2"), contact("c3")])
+
+    [day] = ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-19", "run-2", NOW, replay_from="2026-11-01")
+
+    # c2's copy is within the window: deduplicated; c1's is older: loaded again, and every row is counted.
+    assert (day.rows_read, day.rows_loaded, day.rows_deduplicated) == (3, 2, 1)
+    assert sorted(r.contact_id for r in spark.table("bronze.contacts").where("_batch_id = '2026-11-19'").collect()) \
+        == ["c1", "c3"]
+
+
+def test_line_numbers_hold_across_file_splits_and_a_compressed_header_is_read(
+    empty_warehouse: SparkSession, tmp_path: Path
+) -> None:
+    spark = empty_warehouse
+    rows = [contact(f"c{i:04d}") for i in range(1, 401)]
+    land(tmp_path, "contacts", "2026-11-19", "a.csv", ["\ufeff" + HEADER, *rows[:200], "broken,row", *rows[200:]])
+    folder = tmp_path / "contacts" / "2026-11-19"
+    with gzip.open(folder / "b.csv.gz", "wt", encoding="utf-8") as out:
+        out.write("\n".join([HEADER, contact("z1"), "also,broken"]) + "\n")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "8k")   # a.csv (about 50 KiB) is read in several splits
+    try:
+        results = ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-20", "run-1", NOW)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+
+    assert [(r.rows_read, r.rows_loaded, r.rows_quarantined) for r in results] == [(403, 401, 2)]
+    lines = {r.contact_id: (r._source_file.rsplit("/", 1)[-1], r._line_number)
+             for r in spark.table("bronze.contacts").collect()}
+    assert lines["c0001"] == ("a.csv", 2) and lines["c0200"] == ("a.csv", 201) and lines["c0201"] == ("a.csv", 203)
+    assert lines["c0400"] == ("a.csv", 402) and lines["z1"] == ("b.csv.gz", 2)
+    assert sorted(l for f, l in lines.values() if f == "a.csv") == [*range(2, 202), *range(203, 403)]
+    quarantined = {(r.source_file.rsplit("/", 1)[-1], r.line_number) for r in spark.table("ops.quarantine").collect()}
+    assert quarantined == {("a.csv", 202), ("b.csv.gz", 3)}
 
 
 def test_batches_after_the_logical_date_wait(empty_warehouse: SparkSession, tmp_path: Path) -> None:

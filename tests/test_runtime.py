@@ -1,10 +1,11 @@
+import json
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
 from jobs.platform.jars import JarCacheError, require_jars
-from jobs.platform.tables import location, table_exists
+from jobs.platform.tables import location, overwrite, table_exists
 from schemas import Column, Table
 
 
@@ -28,6 +29,22 @@ def test_delta_round_trip_by_table_name_with_merge_and_time_travel(spark: SparkS
     assert table_exists(spark, "silver.roundtrip") and location(spark, roundtrip) == detail["location"]
     spark.sql("DROP TABLE silver.roundtrip")
     assert not table_exists(spark, "silver.roundtrip")
+
+
+def test_tables_keep_file_statistics_on_the_columns_queries_prune_by(spark: SparkSession) -> None:
+    table = Table("silver.stats_probe", (Column("order_id", "string", False), Column("note", "string"),
+                                         Column("amount", "double"), Column("order_ts", "timestamp"),
+                                         Column("customer_id", "string")), "a test table", keys=("order_id",))
+    spark.sql(f"DROP TABLE IF EXISTS {table.name}")
+    overwrite(spark.createDataFrame([("o1", "free text", 2.5, None, "c1")], table.struct), table)
+
+    stats = spark.sql(f"SHOW TBLPROPERTIES {table.name}").where("key = 'delta.dataSkippingStatsColumns'").first()
+    log = Path(location(spark, table).removeprefix("file:")) / "_delta_log"
+    adds = [json.loads(line)["add"] for f in sorted(log.glob("*.json")) for line in f.read_text().splitlines()
+            if '"add"' in line]
+    spark.sql(f"DROP TABLE {table.name}")
+    assert stats.value == "order_id,order_ts,customer_id"
+    assert set(json.loads(adds[-1]["stats"])["minValues"]) == {"order_id", "customer_id"}   # order_ts is null
 
 
 def test_missing_jar_cache_names_the_command_that_fixes_it(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def latest_version(df: DataFrame, *keys: str | Column) -> DataFrame:
 def with_email(df: DataFrame, raw: str, hmac_key: bytes, prefix: str = "") -> DataFrame:
     """Standardise an e-mail column into `_email` (raw, for the vault), `<prefix>email_key`, `<prefix>email_masked`."""
     return (
-        df.withColumn("_email", standardise.email(raw))
+        standardise.per_distinct(df, raw, standardise.email, "_email")
         .withColumn(f"{prefix}email_key", pii.keyed_hash(F.col("_email"), hmac_key))
         .withColumn(f"{prefix}email_masked", pii.mask_email(F.col("_email")))
     )
@@ -68,15 +68,15 @@ def cleanse_contacts(bronze_contacts: DataFrame, default_region: str, test_patte
                      hmac_key: bytes) -> DataFrame:
     """Standardised contacts, latest version per contact_id, test accounts removed."""
     latest = first_per_key(bronze_contacts, ["contact_id"], [F.col("updated_at").desc(), *latest_landed()])
+    for column, out in (("first_name", "given_name"), ("last_name", "family_name"), ("city", "_city")):
+        latest = standardise.per_distinct(latest, column, standardise.person_name, out)
+    latest = standardise.per_distinct(latest, "phone", lambda c: standardise.phone_e164(c, default_region), "_phone")
     standardised = with_email(latest, "email", hmac_key).select(
-        "contact_id",
-        standardise.person_name("first_name").alias("given_name"),
-        standardise.person_name("last_name").alias("family_name"),
-        "_email", "email_key", "email_masked",
-        standardise.phone_e164("phone", default_region).alias("_phone"),
+        "contact_id", "given_name", "family_name",
+        "_email", "email_key", "email_masked", "_phone",
         F.col("street").alias("_street"),
         standardise.address_tokens("street").alias("address_tokens"),
-        standardise.person_name("city").alias("city"),
+        F.col("_city").alias("city"),
         F.upper(F.regexp_replace("postcode", r"\s+", "")).alias("postcode"),
         F.upper(F.trim("country")).alias("country"),
         "birth_date",

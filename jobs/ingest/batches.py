@@ -67,19 +67,48 @@ def read_lines(spark: SparkSession, files: list[str]) -> DataFrame:
 
 
 def number_lines(raw: DataFrame) -> DataFrame:
-    """Line numbers from scan order: rows of one file split are contiguous and in order, and
-    the lines of earlier splits of the same file are counted and added."""
-    per_split = Window.partitionBy("source_file", "block_start")
-    local = raw.withColumn("line_in_split", F.col("row_id") - F.min("row_id").over(per_split) + 1)
-    splits = local.groupBy("source_file", "block_start").agg(F.count("*").alias("n"))
+    """Line numbers from scan order: the rows of one file split are contiguous and in order in one
+    partition, so a line's number is its row id less its split's first, plus the lines of the file's
+    earlier splits. The splits' table is small and broadcast: no line is shuffled or sorted."""
+    splits = raw.groupBy("source_file", "block_start").agg(F.min("row_id").alias("first_row"),
+                                                           F.count("*").alias("n"))
     earlier = Window.partitionBy("source_file").orderBy("block_start").rowsBetween(Window.unboundedPreceding, -1)
-    offsets = splits.withColumn("offset", F.coalesce(F.sum("n").over(earlier), F.lit(0))).drop("n")
-    return local.join(offsets, ["source_file", "block_start"]).select(
+    offsets = splits.select("source_file", "block_start",
+                            (F.coalesce(F.sum("n").over(earlier), F.lit(0)) - F.col("first_row") + 1).alias("offset"))
+    return raw.join(F.broadcast(offsets), ["source_file", "block_start"]).select(
         "source_file",
         F.element_at(F.split("source_file", "/"), -2).alias("batch_id"),
-        (F.col("offset") + F.col("line_in_split")).cast("long").alias("line_number"),
+        (F.col("row_id") + F.col("offset")).cast("long").alias("line_number"),
         "value",
     )
+
+
+def first_lines(spark: SparkSession, files: list[str]) -> dict[str, str]:
+    """Each file's first line (a CSV header), read through Hadoop's FS and codecs (a .gz too) without
+    scanning the files; a byte-order mark is dropped. Keyed by the file's URI, as `_metadata.file_path`
+    names it."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    codecs = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf)
+    firsts = {}
+    for file in files:
+        path = jvm.org.apache.hadoop.fs.Path(file)
+        stream = path.getFileSystem(conf).open(path)
+        codec = codecs.getCodec(path)
+        reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(
+            codec.createInputStream(stream) if codec else stream, "UTF-8"))
+        try:
+            firsts[path.toUri().toString()] = (reader.readLine() or "").removeprefix("\ufeff")
+        finally:
+            reader.close()
+    return firsts
+
+
+def replay_window_hashes(bronze: DataFrame, batch_ids: list[str], replay_from: str) -> DataFrame:
+    """The `_content_hash` of the rows other batches loaded from `replay_from` (a batch date) on: re-sent copies
+    are looked for in this replay window, so a day's dedup reads days of bronze, not all its history."""
+    return bronze.where((F.col("_batch_id") >= replay_from) & ~F.col("_batch_id").isin(batch_ids)) \
+        .select("_content_hash")
 
 
 # -- pure transformations ---------------------------------------------------------------------------
@@ -179,31 +208,35 @@ def type_changes(validated: DataFrame, min_rows: int = TYPE_CHANGE_MIN_ROWS,
     return [(r.source_file, r.reason_column, r.failed, r.rows) for r in stats.collect()]
 
 
-def split_batches(
-    validated: DataFrame, earlier_hashes: DataFrame, source: str, run_id: str, ingested_at: datetime
-) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """Bronze rows, quarantine rows and per-file accounting for a set of batches of one source.
+def with_outcome(validated: DataFrame, earlier_hashes: DataFrame) -> DataFrame:
+    """Validated lines with `_content_hash` and `outcome`: quarantined (a reason), deduplicated or loaded.
 
-    `earlier_hashes` holds `_content_hash` of rows loaded by other batches. Copies of those
-    (replays, re-sent files) and repeats of a line within these batches (the first copy, by
-    batch, file and line, is kept) count as deduplicated.
+    `earlier_hashes` holds the `_content_hash` of rows other batches loaded (`replay_window_hashes`). Copies of
+    those (replays, re-sent files) and repeats of a line within these batches (the first copy, by batch,
+    file and line, is kept) count as deduplicated.
     """
-    stamp = F.lit(ingested_at).cast("timestamp")
-    quarantine = validated.where(F.col("reason_code").isNotNull()).select(
-        F.lit(source).alias("source"), "batch_id", F.lit(run_id).alias("run_id"), stamp.alias("ingested_at"),
-        "source_file", "line_number", F.col("value").alias("raw_payload"), "reason_code", "reason_column",
-    )
     first_copy = Window.partitionBy("_content_hash").orderBy("batch_id", "source_file", "line_number")
-    outcome = (
-        validated.withColumn("_content_hash", F.sha2(F.col("value"), 256))
+    return (
+        validated.withColumn("_content_hash", F.xxhash64("value"))
         .withColumn("copy_no", F.when(F.col("reason_code").isNull(), F.row_number().over(first_copy)))
-        .join(earlier_hashes.withColumn("seen_before", F.lit(True)), "_content_hash", "left")
+        .join(earlier_hashes.distinct().withColumn("seen_before", F.lit(True)), "_content_hash", "left")
         .withColumn(
             "outcome",
             F.when(F.col("reason_code").isNotNull(), "quarantined")
             .when((F.col("copy_no") == 1) & F.col("seen_before").isNull(), "loaded")
             .otherwise("deduplicated"),
         )
+    )
+
+
+def split_batches(outcome: DataFrame, source: str, run_id: str, ingested_at: datetime
+                  ) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Bronze rows, quarantine rows and per-file accounting of lines `with_outcome`, for a set of batches
+    of one source: every line is counted once, under its outcome."""
+    stamp = F.lit(ingested_at).cast("timestamp")
+    quarantine = outcome.where(F.col("outcome") == "quarantined").select(
+        F.lit(source).alias("source"), "batch_id", F.lit(run_id).alias("run_id"), stamp.alias("ingested_at"),
+        "source_file", "line_number", F.col("value").alias("raw_payload"), "reason_code", "reason_column",
     )
     bronze = outcome.where(F.col("outcome") == "loaded").select(
         "*", F.col("source_file").alias("_source_file"), F.col("line_number").alias("_line_number"),
@@ -223,25 +256,26 @@ def split_batches(
 # -- a set of batches of one source ------------------------------------------------------------------
 def landed_batches(spark: SparkSession, landing: str, source: RawSource, as_of: str,
                    done_files: set[str]) -> dict[str, list[str]]:
-    """Batches up to `as_of` with at least one file not in `done_files` (those accounted for)."""
+    """Batches up to `as_of` with at least one file not in `done_files` (those accounted for, by URI)."""
+    uri = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
     return {
         batch: files
         for batch, files in list_landed_files(spark, landing, source.name).items()
-        if batch <= as_of and any(f not in done_files for f in files)
+        if batch <= as_of and any(uri(f).toUri().toString() not in done_files for f in files)
     }
 
 
 @dataclass(frozen=True)
 class ParsedBatches:
-    """The three outputs of a set of batches of one source, computed from one persisted parse."""
+    """The three outputs of a set of batches of one source, computed from one persisted outcome."""
 
     bronze: DataFrame
     quarantine: DataFrame
     accounting: DataFrame
-    validated: DataFrame
+    outcome: DataFrame
 
     def release(self) -> None:
-        self.validated.unpersist()
+        self.outcome.unpersist()
 
 
 def parse_batches(
@@ -252,23 +286,22 @@ def parse_batches(
     file that breaks the contract raises `ContractViolation` naming the file, the column and the type."""
     lines = read_lines(spark, files)
     if source.format == "csv":
-        headers = {r.source_file: r.value for r in lines.where("line_number = 1").select("source_file", "value")
-                   .collect()}
+        headers = first_lines(spark, files)
         _check_header_contract(source, headers)
         fields = csv_fields(lines, source, headers)
     else:
         fields = json_fields(lines, source)
-    validated = validate(fields, source).persist()
-    changes = type_changes(validated)
+    outcome = with_outcome(validate(fields, source), earlier_hashes).persist()
+    changes = type_changes(outcome)
     if changes:
-        validated.unpersist()
+        outcome.unpersist()
         file, column, failed, rows = changes[0]
         raise ContractViolation(
             f"{source.name}: column '{column}' in {file} no longer holds {source.column(column).type} "
             f"({failed} of {rows} rows fail to parse); the contract in schemas/raw.py expects "
             f"{source.column(column).type}"
         )
-    return ParsedBatches(*split_batches(validated, earlier_hashes, source.name, run_id, ingested_at), validated)
+    return ParsedBatches(*split_batches(outcome, source.name, run_id, ingested_at), outcome)
 
 
 def batch_results(accounting: DataFrame) -> list[BatchResult]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial, reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.ingest.accounting import accounting_frame
-from jobs.ingest.batches import BatchResult, batch_results, landed_batches, parse_batches
+from jobs.ingest.batches import BatchResult, batch_results, landed_batches, parse_batches, replay_window_hashes
 from jobs.platform.context import RunContext
 from jobs.platform.tables import concurrently, sql_literal
 from schemas import Table
@@ -67,7 +68,8 @@ class StagedSource:
 
 def _stage_source(ctx: RunContext, name: str, batches: dict[str, list[str]]) -> StagedSource:
     ids = _ids(batches)
-    earlier = ctx.read(BRONZE[name]).where(f"_batch_id NOT IN ({ids})").select("_content_hash")
+    replay_from = (ctx.as_of - timedelta(days=ctx.settings.ingest.replay_window_days)).isoformat()
+    earlier = replay_window_hashes(ctx.read(BRONZE[name]), list(batches), replay_from)
     parsed = parse_batches(ctx.spark, SOURCES[name], [f for files in batches.values() for f in files], earlier,
                            ctx.run_id, ctx.started_at)
     try:

@@ -32,6 +32,7 @@ from jobs.platform.settings import (
     ExportConfig,
     GeneratorConfig,
     IdentityConfig,
+    IngestConfig,
     InsightsConfig,
     LifecycleConfig,
     Paths,
@@ -62,6 +63,7 @@ class Settings:
     delta: DeltaConfig
     spark: SparkConfig
     generator: GeneratorConfig
+    ingest: IngestConfig
     cleanse: CleanseConfig
     identity: IdentityConfig
     clv: ClvConfig

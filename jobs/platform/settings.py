@@ -120,6 +120,10 @@ class GeneratorConfig(Section):
     dirt: DirtConfig
 
 
+class IngestConfig(Section):
+    replay_window_days: PositiveInt
+
+
 class CleanseConfig(Section):
     default_phone_region: Annotated[str, Strict(), Field(pattern=r"^[A-Z]{2}$")]   # ISO 3166 alpha-2
     reporting_currency: Annotated[str, Strict(), Field(pattern=r"^[A-Z]{3}$")]     # ISO 4217
@@ -392,6 +396,7 @@ class BenchConfig(Section):
     identity_list_people: tuple[PositiveInt, ...]
     spark_conf: dict[str, SparkValue] = {}
     identity_threads: PositiveInt
+    identity_memory: Annotated[str, Strict(), Field(pattern=r"^\d+[KMGT]?B$")]   # DuckDB's size syntax, e.g. 8GB
     simulation: SimulationConfig
     targets: BenchTargets
 

@@ -56,10 +56,13 @@ def table_names(spark: SparkSession, database: str) -> list[str]:
 
 
 def ensure_table(spark: SparkSession, table: Table) -> None:
-    """Create the Delta table from its schema if it does not exist yet (never inferred)."""
+    """Create the Delta table from its schema if it does not exist yet (never inferred), with file
+    statistics on its `stats_columns` only."""
     if table_exists(spark, table.name):
         return
     builder = spark.createDataFrame([], table.struct).write.format("delta").mode("ignore")
+    builder = builder.option("delta.dataSkippingStatsColumns", ",".join(table.stats_columns)) \
+        if table.stats_columns else builder.option("delta.dataSkippingNumIndexedCols", "0")
     if table.partition_by:
         builder = builder.partitionBy(*table.partition_by)
     builder.saveAsTable(table.name)

@@ -43,8 +43,9 @@ def compare(spark: SparkSession, settings: Settings, records: DataFrame, truth: 
     splink_pairs = blocking.block(frame, conf.blocking_rules, 2**31, 2**31).candidate_pairs
 
     splink_input = baselines.splink_records(records)
-    splink_seconds, splink_clusters = baselines.splink_clusters(
-        splink_input, [list(r) for r in conf.blocking_rules], conf.match_threshold, settings.bench.identity_threads)
+    splink_seconds, splink_clusters = baselines.splink_clusters_apart(
+        splink_input, [list(r) for r in conf.blocking_rules], conf.match_threshold, settings.bench.identity_threads,
+        settings.bench.identity_memory, settings.paths.bench / "scratch" / "duckdb")
     return {"records": n, "persons": int(truth.nunique()), "candidate_pairs": pairs.candidate_pairs,
             "splink_pairs": splink_pairs, "oversized_blocks": sum(pairs.oversized_blocks.values()),
             "ours": {"seconds": round(ours_seconds, 1), "pairs_per_second": round(pairs.candidate_pairs / ours_seconds),
