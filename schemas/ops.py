@@ -191,6 +191,7 @@ PIPELINE_RUNS = Table(
         C("rows_in", "long"),
         C("rows_out", "long"),
         C("seconds", "double", False),
+        C("gate_seconds", "double", False, "of `seconds`, the time the stage's quality gates took"),
         C("started_at", "timestamp", False),
         C("finished_at", "timestamp", False),
         C("input_versions", "map<string,bigint>", False,

@@ -99,15 +99,16 @@ def test_memory_sampler_sees_a_child_process_grow() -> None:
 
 
 def test_report_says_by_how_much_a_target_is_missed() -> None:
-    stage = {"stage": "ingest", "seconds": 1500.0, "rows_in": 3_000_000, "rows_out": 2_900_000,
+    stage = {"stage": "ingest", "seconds": 1500.0, "gate_seconds": 450.0, "rows_in": 3_000_000, "rows_out": 2_900_000,
              "rows_in_per_second": 2000, "peak_driver_gib": 9.5, "peak_executors_gib": 0.5, "longest": ["1 s X (t)"]}
     results = {
         "started": "s", "finished": "f", "profile": "local", "as_of": "2026-11-20", "spark_conf": {"a": "b"},
         "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 24, "os": "linux", "python": "3.11", "java": "17",
                     "spark": "4.2"},
         "pipeline": [{"customers": 1000, "generate": {"seconds": None, "counts": {"orders": {"records": 10}}},
-                      "run": {"seconds": 1800.0, "peak_total_gib": 10.0, "peak_driver_gib": 9.5,
-                              "peak_executors_gib": 0.5, "stages": [stage]}}],
+                      "run": {"seconds": 1800.0, "stage_seconds": 1500.0, "gate_seconds": 450.0,
+                              "peak_total_gib": 10.0, "peak_driver_gib": 9.5, "peak_executors_gib": 0.5,
+                              "stages": [stage]}}],
         "transactions": [],
         "identity_lists": [{"kind": "typo-heavy", "people": 1000, "records": 1800, "candidate_pairs": 9000,
                             "ours": {"seconds": 30.0, "pairs_per_second": 300, "precision": 0.998, "recall": 0.97,
@@ -119,15 +120,16 @@ def test_report_says_by_how_much_a_target_is_missed() -> None:
                               "ids_kept": 0.9995, "precision": 0.999, "recall": 0.998, "f1": 0.9985}],
     }
     targets = BenchTargets(pipeline_customers=1000, pipeline_seconds=1200, peak_memory_gib=16,
-                           clv_speedup={1000: 2}, parameter_tolerance=0.01, identity_time_ratio=2.0,
+                           clv_speedup={1000: 2}, parameter_tolerance=0.01, identity_time_ratio={1000: 2.0},
                            typo_heavy_f1=0.99, identity_precision=0.995, identity_day_two_seconds=60,
-                           identity_ids_kept=0.999)
+                           identity_ids_kept=0.999, gate_share=0.25)
     text = report.render(results, targets, "make bench")
     assert "typo-heavy contacts of 1,000 people, precision at least 0.995: **met** (0.9980)" in text
     assert "F1 at least 0.99 and Splink's: **missed** (0.9838 against Splink's 0.9429)" in text
     assert "time at most 2x Splink's: **missed** (3.00x (30.0 s against 10.0 s))" in text
     assert "**missed** (30.0 min, 1.50x the target; the time goes to ingest 1500.0 s (83%))" in text
     assert "peak memory under 16 GiB: **met** (10.0 GiB)" in text
+    assert "quality gates at most 25% of the stages' time: **missed** (30%, 450.0 s)" in text
     assert ("day two of 1,000 people's contacts (6 new records) resolved in at most 60 s: **missed** (75.5 s (a full "
             "recompute: 90.0 s))") in text
     assert "the customers of a full recompute, and at least 99.9% of ids kept: **met** (the same customers, " \

@@ -217,7 +217,7 @@ def test_line_numbers_hold_across_file_splits_and_a_compressed_header_is_read(
              for r in spark.table("bronze.contacts").collect()}
     assert lines["c0001"] == ("a.csv", 2) and lines["c0200"] == ("a.csv", 201) and lines["c0201"] == ("a.csv", 203)
     assert lines["c0400"] == ("a.csv", 402) and lines["z1"] == ("b.csv.gz", 2)
-    assert sorted(l for f, l in lines.values() if f == "a.csv") == [*range(2, 202), *range(203, 403)]
+    assert sorted(n for f, n in lines.values() if f == "a.csv") == [*range(2, 202), *range(203, 403)]
     quarantined = {(r.source_file.rsplit("/", 1)[-1], r.line_number) for r in spark.table("ops.quarantine").collect()}
     assert quarantined == {("a.csv", 202), ("b.csv.gz", 3)}
 

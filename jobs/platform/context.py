@@ -13,6 +13,7 @@ before `publish`, so every published table stays as it was, and readers (the nex
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -51,6 +52,7 @@ class RunContext:
     started_at: datetime
     stage: Stage | None = None
     _pending: list[tuple[Table, Callable[[], None]]] = field(default_factory=list, repr=False, compare=False)
+    _gate_seconds: list[float] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def create(cls, settings: Settings, as_of: date, run_id: str | None = None) -> RunContext:
@@ -59,7 +61,7 @@ class RunContext:
 
     def for_stage(self, stage: Stage) -> RunContext:
         """This run, for one stage: its declaration bounds what it may read and write."""
-        ctx = replace(self, stage=stage, _pending=[])
+        ctx = replace(self, stage=stage, _pending=[], _gate_seconds=[])
         if "spark" in self.__dict__:
             ctx.__dict__["spark"] = self.__dict__["spark"]
         return ctx
@@ -124,8 +126,18 @@ class RunContext:
         name = stage_name or self.stage.name
         # One Data Docs site per gate: a site is rebuilt from the validations of one gate call.
         docs = self.settings.paths.gx / "data_docs" / name if self.settings.quality.build_data_docs else None
-        return quality.gate(self.spark, name, {t.name: df for t, df in frames.items()},
-                            self.settings.root / "expectations", self.run_id, self.started_at, docs, enforce=enforce)
+        clock = time.monotonic()
+        try:
+            return quality.gate(self.spark, name, {t.name: df for t, df in frames.items()},
+                                self.settings.root / "expectations", self.run_id, self.started_at, docs,
+                                enforce=enforce)
+        finally:
+            self._gate_seconds.append(time.monotonic() - clock)
+
+    @property
+    def gate_seconds(self) -> float:
+        """The time this stage's gates took so far (the run log reports their share of the stage)."""
+        return sum(self._gate_seconds)
 
     def publish(self, *, last: tuple[Table, ...] = ()) -> None:
         """Write every staged output (after the gate passed). Each table is a Delta commit of its own, so

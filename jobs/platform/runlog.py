@@ -93,7 +93,8 @@ def run_logged(ctx: RunContext, name: str) -> object:
             rows_in = spark.table(INGEST_ACCOUNTING.name).where(F.col("run_id") == ctx.run_id) \
                 .agg(F.sum("rows_read")).first()[0] or 0
         record = (ctx.run_id, ctx.as_of, step.name, "failed" if error else "success", rows_in,
-                  _rows_out(spark, step, started), round(time.monotonic() - clock, 3), started,
+                  _rows_out(spark, step, started), round(time.monotonic() - clock, 3), round(ctx.gate_seconds, 3),
+                  started,
                   datetime.now(UTC), input_versions, _versions(spark, step.writes),
                   None if error else json.dumps(result, default=str), str(error) if error else None)
         replace_slice(spark.createDataFrame([record], PIPELINE_RUNS.struct), PIPELINE_RUNS,

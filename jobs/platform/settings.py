@@ -383,11 +383,17 @@ class BenchTargets(Section):
     # Customers -> speed-up; keys are lax so that they may come from an environment override as text.
     clv_speedup: dict[Annotated[int, Field(gt=0)], PositiveFloat]
     parameter_tolerance: NonNegativeFloat
-    identity_time_ratio: PositiveFloat
+    # Records' people -> our identity time over Splink's, at most (the largest size at or under a list's).
+    identity_time_ratio: dict[Annotated[int, Field(gt=0)], PositiveFloat]
     typo_heavy_f1: Share
     identity_precision: Share
     identity_day_two_seconds: PositiveFloat
     identity_ids_kept: Share
+    gate_share: Share
+
+    def time_ratio(self, people: int) -> float:
+        return self.identity_time_ratio[max((n for n in self.identity_time_ratio if n <= people),
+                                            default=min(self.identity_time_ratio))]
 
 
 class BenchConfig(Section):

@@ -140,7 +140,8 @@ def run_pipeline(folder: Path, env: dict[str, str], as_of: date, max_minutes: fl
         end = begin + run.seconds
         peak = memory.peak(begin, end)
         stages.append({
-            "stage": run.stage, "seconds": round(run.seconds, 1), "rows_in": int(run.rows_in or 0),
+            "stage": run.stage, "seconds": round(run.seconds, 1), "gate_seconds": round(run.gate_seconds, 1),
+            "rows_in": int(run.rows_in or 0),
             "rows_out": int(run.rows_out or 0),
             "rows_in_per_second": round((run.rows_in or 0) / run.seconds) if run.seconds else None,
             "peak_driver_gib": round(peak["driver"] / GIB, 2), "peak_executors_gib": round(peak["executors"] / GIB, 2),
@@ -148,6 +149,7 @@ def run_pipeline(folder: Path, env: dict[str, str], as_of: date, max_minutes: fl
         })
     overall = memory.peak()
     return {"seconds": round(seconds, 1), "stage_seconds": round(float(runs["seconds"].sum()), 1),
+            "gate_seconds": round(float(runs["gate_seconds"].sum()), 1),
             "peak_total_gib": round(overall["total"] / GIB, 2), "peak_driver_gib": round(overall["driver"] / GIB, 2),
             "peak_executors_gib": round(overall["executors"] / GIB, 2), "stages": stages,
             "stopped_after_minutes": max_minutes if stopped else None,
