@@ -197,7 +197,7 @@ def test_copies_are_looked_for_in_the_replay_window_only(empty_warehouse: SparkS
         == ["c1", "c3"]
 
 
-def test_line_numbers_hold_across_file_splits_and_a_compressed_header_is_read(
+def test_line_numbers_hold_across_file_splits_and_a_compressed_header_is_read_alone(
     empty_warehouse: SparkSession, tmp_path: Path
 ) -> None:
     spark = empty_warehouse
@@ -206,6 +206,7 @@ def test_line_numbers_hold_across_file_splits_and_a_compressed_header_is_read(
     folder = tmp_path / "contacts" / "2026-11-19"
     with gzip.open(folder / "b.csv.gz", "wt", encoding="utf-8") as out:
         out.write("\n".join([HEADER, contact("z1"), "also,broken"]) + "\n")
+    (folder / "c.csv").write_text("")   # no header, no lines: nothing to load, no contract broken
     spark.conf.set("spark.sql.files.maxPartitionBytes", "8k")   # a.csv (about 50 KiB) is read in several splits
     try:
         results = ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-20", "run-1", NOW)

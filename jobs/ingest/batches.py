@@ -98,9 +98,11 @@ def first_lines(spark: SparkSession, files: list[str]) -> dict[str, str]:
         reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(
             codec.createInputStream(stream) if codec else stream, "UTF-8"))
         try:
-            firsts[path.toUri().toString()] = (reader.readLine() or "").removeprefix("\ufeff")
+            first = reader.readLine()
         finally:
             reader.close()
+        if first is not None:     # an empty file has no header and no lines
+            firsts[path.toUri().toString()] = first.removeprefix("\ufeff")
     return firsts
 
 

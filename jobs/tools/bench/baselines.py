@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import shutil
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from itertools import pairwise
@@ -217,13 +219,19 @@ def splink_records(records: DataFrame) -> pd.DataFrame:
 def splink_clusters_apart(records: pd.DataFrame, blocking_rules: list[list[str]], threshold: float,
                           threads: int, memory: str, spill: Path) -> tuple[float, pd.Series]:
     """`splink_clusters` in a child process: at 1M records DuckDB's memory beside the Spark driver's heap
-    got the Spark JVM killed. The child is the one the kernel kills first, DuckDB spills past `memory`
-    to `spill`, and a kill is raised here as BrokenProcessPool rather than taking the bench down."""
+    got the Spark JVM killed. The child is the one the kernel kills first, and DuckDB spills past
+    `memory` to `spill`."""
     spill.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_first_to_kill) as child:
-        return child.submit(splink_clusters, records, blocking_rules, threshold, threads, memory,
-                            str(spill)).result()
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_first_to_kill) as child:
+            return child.submit(splink_clusters, records, blocking_rules, threshold, threads, memory,
+                                str(spill)).result()
+    except BrokenProcessPool as exc:
+        raise RuntimeError(f"the Splink baseline's process was killed (out of memory?) on {len(records):,} "
+                           f"records; lower bench.identity_memory (now {memory})") from exc
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _first_to_kill() -> None:
