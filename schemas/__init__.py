@@ -57,9 +57,12 @@ class Table:
     def stats_columns(self) -> tuple[str, ...]:
         """The columns Delta keeps file statistics on: those queries prune by (the grain, customer ids,
         dates and times). Statistics on every column (free text, payloads) cost about half a write's CPU."""
-        prunable = {"date", "timestamp", "timestamp_ntz"}
-        return tuple(c.name for c in self.columns if c.name not in self.partition_by and (
-            c.name in self.keys or c.name == "customer_id" or c.type in prunable))
+        dated = {"date", "timestamp", "timestamp_ntz"}
+        # Delta keeps min/max statistics on atomic types only (not arrays, maps, structs, binary, booleans).
+        atomic = dated | {"string", "int", "bigint", "long", "smallint", "tinyint", "double", "float"}
+        return tuple(c.name for c in self.columns if c.name not in self.partition_by
+                     and (c.type in atomic or c.type.startswith("decimal"))
+                     and (c.name in self.keys or c.name == "customer_id" or c.type in dated))
 
     @property
     def database(self) -> str:

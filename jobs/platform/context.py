@@ -137,7 +137,7 @@ class RunContext:
     @property
     def gate_seconds(self) -> float:
         """The time this stage's gates took so far (the run log reports their share of the stage)."""
-        return sum(self._gate_seconds)
+        return sum(self._gate_seconds, 0.0)
 
     def publish(self, *, last: tuple[Table, ...] = ()) -> None:
         """Write every staged output (after the gate passed). Each table is a Delta commit of its own, so
