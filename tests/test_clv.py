@@ -83,23 +83,29 @@ def test_gamma_gamma_recovers_the_parameters_it_was_simulated_from() -> None:
         assert getattr(fitted, name) == pytest.approx(getattr(TRUE_GG, name), rel=0.04), name
 
 
-def test_analytic_gradients_match_finite_differences() -> None:
-    from scipy import optimize
+def _central_differences(f, at: np.ndarray, step: float = 1e-5) -> np.ndarray:
+    return np.array([(f(at + step * e) - f(at - step * e)) / (2 * step) for e in np.eye(len(at))])
 
+
+def test_analytic_gradients_match_finite_differences() -> None:
     rng = np.random.default_rng(11)
     x, t_x, T = simulate_bgnbd(rng, TRUE_BG, 3_000)
     (px, pt, pT), counts = _points(x, t_x, T)
+    data = btyd.PurchaseData.of(px, pt, pT, counts)
     for log_params in (np.log([0.7, 30.0, 0.9, 5.0]), np.log([2.0, 3.0, 0.3, 0.8])):
-        value, gradient = btyd.bgnbd_gradient(log_params, px, pt, pT, counts.astype(float))
-        assert value == pytest.approx(np.sum(counts * btyd.bgnbd_log_likelihood(log_params, px, pt, pT)))
-        numeric = optimize.approx_fprime(log_params, lambda v: btyd.bgnbd_gradient(v, px, pt, pT, counts)[0], 1e-6)
-        np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-3)
+        value, gradient = btyd.bgnbd_gradient(log_params, data)
+        # The factored sum is the per-point likelihood, summed.
+        assert value == pytest.approx(np.sum(counts * btyd.bgnbd_log_likelihood(log_params, px, pt, pT)), rel=1e-12)
+        numeric = _central_differences(lambda v: btyd.bgnbd_gradient(v, data)[0], log_params)
+        np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-4)
     gx, means = simulate_gamma_gamma(rng, TRUE_GG, 3_000)
-    weights = np.ones_like(gx)
-    log_params = np.log([4.0, 3.0, 10.0])
-    _, gradient = btyd.gamma_gamma_gradient(log_params, gx, means, weights)
-    numeric = optimize.approx_fprime(log_params, lambda v: btyd.gamma_gamma_gradient(v, gx, means, weights)[0], 1e-6)
-    np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-3)
+    weights = rng.integers(1, 4, len(gx)).astype(float)
+    spend = btyd.SpendData.of(gx, means, weights)
+    for log_params in (np.log([4.0, 3.0, 10.0]), np.log([6.0, 4.0, 15.0])):
+        value, gradient = btyd.gamma_gamma_gradient(log_params, spend)
+        assert value == pytest.approx(weights @ btyd.gamma_gamma_log_likelihood(log_params, gx, means), rel=1e-12)
+        numeric = _central_differences(lambda v: btyd.gamma_gamma_gradient(v, spend)[0], log_params)
+        np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-4)
 
 
 def test_fits_and_predictions_agree_with_lifetimes() -> None:
@@ -176,6 +182,30 @@ def test_scores_follow_from_the_model(spark: SparkSession) -> None:
     # Discounting: current value is below undiscounted expected margin over the horizon.
     undiscounted = scored["expected_purchases"] * scored["expected_spend"] * 0.3
     assert (scored["current_value"] < undiscounted).all() and (scored["current_value"] > 0.9 * undiscounted).all()
+
+
+def test_spark_scores_equal_the_point_by_point_numpy_ones(spark: SparkSession) -> None:
+    # Weeks on whole days, as the pipeline's summary has them; many customers share (x, T).
+    x, t_x, T = simulate_bgnbd(np.random.default_rng(12), TRUE_BG, 3_000)
+    rng = np.random.default_rng(13)
+    spend = np.where(x > 0, rng.gamma(6.0, 5.0, len(x)), 0.0)
+    summary = pd.DataFrame({"customer_id": [f"c{i}" for i in range(len(x))], "frequency": x.astype("int64"),
+                            "recency": t_x, "T": T, "monetary_value": spend})
+    value = clv.ValueSettings("week", (30, 90, 365), 365, 30, 0.1, 0.3)
+    frame = spark.createDataFrame(summary)
+
+    scored = clv.score(frame, TRUE_BG, TRUE_GG, value).toPandas().set_index("customer_id").loc[summary["customer_id"]]
+    reference = clv.score_frame(summary, TRUE_BG, TRUE_GG, value).set_index("customer_id")
+    assert len(scored) == len(summary) and (summary["frequency"] > 0).any() and (summary["frequency"] == 0).any()
+    for column in reference.columns:
+        np.testing.assert_allclose(scored[column].to_numpy(), reference[column].to_numpy(), rtol=1e-9, err_msg=column)
+
+    actual = spark.createDataFrame([("c0", 2), ("c1", 1)], "customer_id string, holdout_frequency long")
+    predictions = clv.holdout_predictions(frame, actual, TRUE_BG, 13.0).toPandas().set_index("customer_id") \
+        .loc[summary["customer_id"]]
+    np.testing.assert_allclose(predictions["predicted"].to_numpy(), TRUE_BG.expected_purchases(13.0, x, t_x, T),
+                               rtol=1e-9)
+    assert predictions["actual"].sum() == 3.0 and predictions.loc["c0", "actual"] == 2.0
 
 
 def test_a_refit_that_validates_worse_is_refused() -> None:

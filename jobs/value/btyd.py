@@ -1,8 +1,9 @@
 """Buy-till-you-die models: BG/NBD (purchases, P(alive)) and Gamma-Gamma (spend per order).
 
-Maximum likelihood over *distinct* data points weighted by how many customers share them:
-the likelihood of a million customers costs what that of their few thousand distinct
-(frequency, recency, T) combinations costs. Everything is in log space (gammaln, betaln,
+Maximum likelihood over *distinct* data points weighted by how many customers share them,
+and within those over distinct values: every gamma-family function of the likelihoods depends
+on the frequency alone (a few hundred values), every logarithm of an age on T or t_x alone, so
+an optimiser step costs a few vector operations per point. Everything is in log space (gammaln, betaln,
 logaddexp), parameters are optimised on the log scale (they must be positive), and a fit
 that does not converge raises instead of returning numbers.
 
@@ -60,10 +61,15 @@ class BetaGeo:
 
     def expected_purchases(self, t: float | np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
         """E[purchases in (T, T + t] | x, t_x, T] (equation 10 of Fader, Hardie & Lee 2005)."""
+        return self.purchases_if_alive(t, x, T) * self.p_alive(x, t_x, T)
+
+    def purchases_if_alive(self, t: float | np.ndarray, x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """Equation 10 without its P(alive) factor: the expected purchases in (T, T + t] of a customer
+        still alive at T. It depends on (x, T) only, so it can be tabled per distinct pair."""
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t))
         growth = 1.0 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t))) * hyp
-        return (a + b + x - 1) / (a - 1) * growth * self.p_alive(x, t_x, T)
+        return (a + b + x - 1) / (a - 1) * growth
 
     def expected_purchases_new_customer(self, t: float | np.ndarray) -> np.ndarray:
         """E[X(t)] for a customer just acquired (equation 9)."""
@@ -73,40 +79,92 @@ class BetaGeo:
 
 
 def bgnbd_log_likelihood(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """Per-point BG/NBD log-likelihood at log-parameters (log r, log alpha, log a, log b)."""
-    return _bgnbd_terms(log_params, x, t_x, T)[0]
-
-
-def bgnbd_gradient(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray,
-                   weights: np.ndarray) -> tuple[float, np.ndarray]:
-    """The weighted sum of per-point log-likelihoods and its gradient in the log-parameters (analytic:
-    one evaluation per optimiser step instead of five for finite differences)."""
-    ll, survived, dropped = _bgnbd_terms(log_params, x, t_x, T)
-    r, alpha, a, b = np.exp(log_params)
-    # Shares of the two ways to have seen the data: still alive at T, or dropped out after the last purchase.
-    ws = np.exp(survived - np.logaddexp(survived, dropped))
-    wd = 1.0 - ws
-    psi = special.digamma
-    psi_ab, psi_abx = psi(a + b), psi(a + b + x)
-    with np.errstate(invalid="ignore"):
-        psi_bx1 = np.where(x > 0, psi(np.maximum(b + x - 1, 1e-300)), 0.0)
-    log_at, log_atx = np.log(alpha + T), np.log(alpha + t_x)
-    d_r = psi(r + x) - psi(r) + np.log(alpha) - ws * log_at - wd * log_atx
-    d_alpha = r / alpha - (r + x) * (ws / (alpha + T) + wd / (alpha + t_x))
-    d_a = ws * (psi_ab - psi_abx) + wd * (psi(a + 1) - psi(a) + psi_ab - psi_abx)
-    d_b = ws * (psi(b + x) - psi(b) + psi_ab - psi_abx) + wd * (psi_bx1 - psi(b) + psi_ab - psi_abx)
-    gradient = np.array([weights @ d for d in (d_r, d_alpha, d_a, d_b)])
-    return float(weights @ ll), gradient * np.array([r, alpha, a, b])
-
-
-def _bgnbd_terms(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray):
+    """Per-point BG/NBD log-likelihood at log-parameters (log r, log alpha, log a, log b), as equation 6
+    of Fader, Hardie & Lee (2005) writes it; `bgnbd_gradient` sums the same over factored points."""
     r, alpha, a, b = np.exp(log_params)
     common = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
     survived = special.betaln(a, b + x) - special.betaln(a, b) - (r + x) * np.log(alpha + T)
     with np.errstate(divide="ignore", invalid="ignore"):
         dropped = special.betaln(a + 1, b + x - 1) - special.betaln(a, b) - (r + x) * np.log(alpha + t_x)
-    dropped = np.where(x > 0, dropped, -np.inf)
-    return common + np.logaddexp(survived, dropped), survived, dropped
+    return common + np.logaddexp(survived, np.where(x > 0, dropped, -np.inf))
+
+
+@dataclass(frozen=True)
+class Distinct:
+    """The distinct values of an array and each element's index into them: a function of the value runs
+    once per distinct value and is gathered back (`take`), and per-element weights are summed per
+    value (`total`)."""
+
+    values: np.ndarray
+    index: np.ndarray
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> Distinct:
+        values, index = np.unique(array, return_inverse=True)
+        return cls(values, index)
+
+    def take(self, table: np.ndarray) -> np.ndarray:
+        return table[self.index]
+
+    def total(self, weights: np.ndarray) -> np.ndarray:
+        return np.bincount(self.index, weights=weights, minlength=len(self.values))
+
+
+@dataclass(frozen=True)
+class PurchaseData:
+    """BG/NBD input, factored once before a fit: the special functions of the likelihood depend on x
+    alone and the logarithms on T or t_x alone, so each runs over a few hundred distinct values per
+    optimiser step instead of once per point."""
+
+    x: np.ndarray
+    t_x: np.ndarray
+    T: np.ndarray
+    weights: np.ndarray
+    xs: Distinct
+    t_xs: Distinct
+    Ts: Distinct
+    weight_per_x: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray | None = None) -> PurchaseData:
+        x, t_x, T = (np.asarray(v, dtype="float64") for v in (x, t_x, T))
+        w = np.ones_like(x) if weights is None else np.asarray(weights, dtype="float64")
+        xs = Distinct.of(x)
+        return cls(x, t_x, T, w, xs, Distinct.of(t_x), Distinct.of(T), xs.total(w))
+
+
+def bgnbd_gradient(log_params: np.ndarray, data: PurchaseData) -> tuple[float, np.ndarray]:
+    """The weighted sum of per-point log-likelihoods (`bgnbd_log_likelihood`) and its gradient in the
+    log-parameters (analytic: one evaluation per optimiser step instead of five for finite differences)."""
+    r, alpha, a, b = np.exp(log_params)
+    xs, w, n = data.xs.values, data.weights, float(np.sum(data.weights))
+    psi = special.digamma
+    # Per distinct x: the two ways to have seen the data, still alive at T or dropped out after the last
+    # purchase, less their shared factors.
+    beta_ab = special.betaln(a, b)
+    survived_x = special.betaln(a, b + xs) - beta_ab
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dropped_x = np.where(xs > 0, special.betaln(a + 1, np.maximum(b + xs - 1, 1e-300)) - beta_ab, -np.inf)
+        psi_bx1 = np.where(xs > 0, psi(np.maximum(b + xs - 1, 1e-300)), 0.0)
+    log_at_T, log_at_tx = np.log(alpha + data.Ts.values), np.log(alpha + data.t_xs.values)
+    rx = r + data.x
+    survived = data.xs.take(survived_x) - rx * data.Ts.take(log_at_T)
+    dropped = data.xs.take(dropped_x) - rx * data.t_xs.take(log_at_tx)
+    either = np.logaddexp(survived, dropped)
+    common_x = special.gammaln(r + xs) - special.gammaln(r) + r * np.log(alpha)
+    value = float(data.weight_per_x @ common_x + w @ either)
+    # Each point's share of the two ways, by weight.
+    w_survived = w * np.exp(survived - either)
+    w_dropped = w - w_survived
+    psi_ab_x = psi(a + b) - psi(a + b + xs)
+    d_r = (data.weight_per_x @ psi(r + xs) - n * psi(r) + n * np.log(alpha)
+           - data.Ts.total(w_survived) @ log_at_T - data.t_xs.total(w_dropped) @ log_at_tx)
+    d_alpha = (n * r / alpha - data.Ts.total(w_survived * rx) @ (1 / (alpha + data.Ts.values))
+               - data.t_xs.total(w_dropped * rx) @ (1 / (alpha + data.t_xs.values)))
+    d_a = data.weight_per_x @ psi_ab_x + np.sum(w_dropped) / a
+    d_b = (data.xs.total(w_survived) @ psi(b + xs) + data.xs.total(w_dropped) @ psi_bx1 - n * psi(b)
+           + data.weight_per_x @ psi_ab_x)
+    return value, np.array([d_r, d_alpha, d_a, d_b]) * np.array([r, alpha, a, b])
 
 
 @dataclass(frozen=True)
@@ -133,17 +191,44 @@ def gamma_gamma_log_likelihood(log_params: np.ndarray, x: np.ndarray, m: np.ndar
             + (px - 1) * np.log(m) + px * np.log(x) - (px + q) * np.log(g + x * m))
 
 
-def gamma_gamma_gradient(log_params: np.ndarray, x: np.ndarray, m: np.ndarray,
-                         weights: np.ndarray) -> tuple[float, np.ndarray]:
-    """The weighted sum of Gamma-Gamma log-likelihoods and its analytic gradient in the log-parameters."""
+@dataclass(frozen=True)
+class SpendData:
+    """Gamma-Gamma input, factored once before a fit: the gamma functions depend on p x, so on x alone,
+    and the sums over log m do not change between optimiser steps."""
+
+    x: np.ndarray
+    m: np.ndarray
+    weights: np.ndarray
+    xs: Distinct
+    weight_per_x: np.ndarray
+    log_m_total: float          # sum of w log m
+    x_log_m_total: float        # sum of w x log m
+
+    @classmethod
+    def of(cls, x: np.ndarray, m: np.ndarray, weights: np.ndarray | None = None) -> SpendData:
+        x, m = np.asarray(x, dtype="float64"), np.asarray(m, dtype="float64")
+        w = np.ones_like(x) if weights is None else np.asarray(weights, dtype="float64")
+        xs, log_m = Distinct.of(x), np.log(m)
+        return cls(x, m, w, xs, xs.total(w), float(w @ log_m), float((w * x) @ log_m))
+
+
+def gamma_gamma_gradient(log_params: np.ndarray, data: SpendData) -> tuple[float, np.ndarray]:
+    """The weighted sum of Gamma-Gamma log-likelihoods (`gamma_gamma_log_likelihood`) and its analytic
+    gradient in the log-parameters."""
     p, q, g = np.exp(log_params)
-    px, log_gxm = p * x, np.log(g + x * m)
-    psi_pxq = special.digamma(px + q)
-    d_p = x * (psi_pxq - special.digamma(px) + np.log(m) + np.log(x) - log_gxm)
-    d_q = psi_pxq - special.digamma(q) + np.log(g) - log_gxm
-    d_g = q / g - (px + q) / (g + x * m)
-    gradient = np.array([weights @ d_p, weights @ d_q, weights @ d_g]) * np.array([p, q, g])
-    return float(weights @ gamma_gamma_log_likelihood(log_params, x, m)), gradient
+    xs, w, n = data.xs.values, data.weights, float(np.sum(data.weights))
+    pxs = p * xs
+    log_gxm = np.log(g + data.x * data.m)                      # the one per-point logarithm
+    w_shape = w * (p * data.x + q)
+    value = (data.weight_per_x @ (special.gammaln(pxs + q) - special.gammaln(pxs) + pxs * np.log(xs))
+             - n * special.gammaln(q) + n * q * np.log(g) + p * data.x_log_m_total - data.log_m_total
+             - w_shape @ log_gxm)
+    psi_pxq = special.digamma(pxs + q)
+    d_p = (data.weight_per_x @ (xs * (psi_pxq - special.digamma(pxs) + np.log(xs))) + data.x_log_m_total
+           - (w * data.x) @ log_gxm)
+    d_q = data.weight_per_x @ psi_pxq - n * special.digamma(q) + n * np.log(g) - w @ log_gxm
+    d_g = n * q / g - w_shape @ (1 / (g + data.x * data.m))
+    return float(value), np.array([d_p, d_q, d_g]) * np.array([p, q, g])
 
 
 # Parameters beyond e^±15 mean the likelihood kept rising towards the edge of the parameter space:
@@ -176,21 +261,21 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray
               start: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
               max_iterations: int = 2000) -> tuple[BetaGeo, FitReport]:
     """Maximum-likelihood BG/NBD over points (x, t_x, T), each standing for `weights` customers."""
-    x, t_x, T = (np.asarray(v, dtype="float64") for v in (x, t_x, T))
-    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype="float64")
+    started = time.monotonic()
+    data = PurchaseData.of(x, t_x, T, weights)
+    x, t_x, T = data.x, data.t_x, data.T
     _check(np.all(x >= 0) and np.all(t_x >= 0) and np.all(t_x <= T) and np.all(T > 0),
            "BG/NBD needs x >= 0 and 0 <= t_x <= T, T > 0")
     _check(bool(np.any(x > 0)), "BG/NBD needs some repeat purchases: with none, dropout cannot be estimated")
-    scale = float(np.sum(w))
-    started = time.monotonic()
+    scale = float(np.sum(data.weights))
     # Scaled by the customer count so the optimiser's tolerances mean the same at any size.
     def objective(lp: np.ndarray) -> tuple[float, np.ndarray]:
-        value, gradient = bgnbd_gradient(lp, x, t_x, T, w)
+        value, gradient = bgnbd_gradient(lp, data)
         return -value / scale, -gradient / scale
 
     log_params, iterations, method = _maximise(objective, np.log(start), "BG/NBD", max_iterations)
     model = BetaGeo(*(float(v) for v in np.exp(log_params)))
-    return model, FitReport(float(-objective(log_params)[0] * scale), int(scale), len(x), iterations,
+    return model, FitReport(float(-objective(log_params)[0] * scale), int(scale), len(data.x), iterations,
                             time.monotonic() - started, method)
 
 
@@ -198,18 +283,18 @@ def fit_gamma_gamma(x: np.ndarray, mean_value: np.ndarray, weights: np.ndarray |
                     start: tuple[float, float, float] = (1.0, 1.0, 1.0),
                     max_iterations: int = 2000) -> tuple[GammaGamma, FitReport]:
     """Maximum-likelihood Gamma-Gamma over customers with x >= 1 repeat transactions of mean value m > 0."""
-    x, m = np.asarray(x, dtype="float64"), np.asarray(mean_value, dtype="float64")
-    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype="float64")
-    _check(np.all(x >= 1) and np.all(m > 0), "Gamma-Gamma needs x >= 1 and a positive mean value")
-    scale = float(np.sum(w))
     started = time.monotonic()
+    x, m = np.asarray(x, dtype="float64"), np.asarray(mean_value, dtype="float64")
+    _check(np.all(x >= 1) and np.all(m > 0), "Gamma-Gamma needs x >= 1 and a positive mean value")
+    data = SpendData.of(x, m, weights)
+    scale = float(np.sum(data.weights))
     def objective(lp: np.ndarray) -> tuple[float, np.ndarray]:
-        value, gradient = gamma_gamma_gradient(lp, x, m, w)
+        value, gradient = gamma_gamma_gradient(lp, data)
         return -value / scale, -gradient / scale
 
     log_params, iterations, method = _maximise(objective, np.log(start), "Gamma-Gamma", max_iterations)
     model = GammaGamma(*(float(v) for v in np.exp(log_params)))
-    return model, FitReport(float(-objective(log_params)[0] * scale), int(scale), len(x), iterations,
+    return model, FitReport(float(-objective(log_params)[0] * scale), int(scale), len(data.x), iterations,
                             time.monotonic() - started, method)
 
 

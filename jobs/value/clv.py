@@ -2,9 +2,10 @@
 
 Spark reduces transactions to one row per customer (frequency, recency, T, mean repeat
 value) in one aggregation, then to the distinct points the likelihoods need, with counts; only
-those rows reach the driver (through Arrow), where `jobs.value.btyd` fits the models. Purchase
-predictions depend on (frequency, recency, T) alone, so they are computed once per distinct point
-in numpy and joined back in Spark, where the expected spend is a column expression.
+those rows reach the driver (through Arrow), where `jobs.value.btyd` fits the models. The costly
+part of a purchase prediction (a hypergeometric function) depends on (frequency, T) alone, so it
+is tabled once per distinct pair in numpy and broadcast back; P(alive), the expected spend and the
+current value are column expressions.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ MONEY_DECIMALS = 6
 
 
 def daily_transactions(transactions: DataFrame) -> DataFrame:
-    """(customer_id, txn_date, value): several orders of a customer on one day are one transaction."""
-    return transactions.groupBy("customer_id", F.to_date("ts").alias("txn_date")).agg(
+    """(customer_id, txn_date, value): several orders of a customer on one day are one transaction.
+    Partitioned by customer, so that a per-customer aggregation after it needs no second shuffle."""
+    return transactions.repartition("customer_id").groupBy("customer_id", F.to_date("ts").alias("txn_date")).agg(
         F.round(F.sum("amount"), MONEY_DECIMALS).alias("value"))
 
 
@@ -86,7 +88,8 @@ def purchase_points(summary: DataFrame) -> pd.DataFrame:
     """The distinct (frequency, recency, T) of `summary` with their customer counts: what BG/NBD is fitted
     on and scored at. Sorted, so that a rerun sums the likelihood in the same order and lands on the same
     optimum."""
-    return summary.groupBy("frequency", "recency", "T").count().orderBy("frequency", "recency", "T").toPandas()
+    keys = ["frequency", "recency", "T"]
+    return summary.groupBy(*keys).count().toPandas().sort_values(keys, ignore_index=True)
 
 
 def fit_models(summary: DataFrame, points: pd.DataFrame | None = None) -> FittedModels:
@@ -98,7 +101,8 @@ def fit_models(summary: DataFrame, points: pd.DataFrame | None = None) -> Fitted
         raise ValueError("no customer has a first transaction before the calibration end: nothing to fit")
     purchases, purchases_fit = btyd.fit_bgnbd(points["frequency"], points["recency"], points["T"], points["count"])
     spend_points = summary.where((F.col("frequency") > 0) & (F.col("monetary_value") > 0)) \
-        .groupBy("frequency", "monetary_value").count().orderBy("frequency", "monetary_value").toPandas()
+        .groupBy("frequency", "monetary_value").count().toPandas() \
+        .sort_values(["frequency", "monetary_value"], ignore_index=True)
     if spend_points.empty:
         raise ValueError("no customer has a repeat transaction: Gamma-Gamma cannot be fitted")
     spend, spend_fit = btyd.fit_gamma_gamma(spend_points["frequency"], spend_points["monetary_value"],
@@ -141,6 +145,34 @@ def score_points(points: pd.DataFrame, bg: btyd.BetaGeo, value: ValueSettings) -
     return out
 
 
+def purchase_tables(points: pd.DataFrame, bg: btyd.BetaGeo, value: ValueSettings) -> pd.DataFrame:
+    """Per distinct (frequency, T) of `points`, the purchases expected of a customer still alive
+    (`BetaGeo.purchases_if_alive`): over each horizon (`if_alive_<h>d`), over the CLV horizon
+    (`if_alive`), and per period of the CLV horizon discounted to today (`discounted_if_alive`).
+    Times P(alive) they are the customer's predictions; P(alive) needs recency too, and is a column
+    expression (`p_alive`), so the hypergeometric functions run once per pair, not per customer."""
+    days = time_unit_days(value.unit)
+    out = points[["frequency", "T"]].drop_duplicates().reset_index(drop=True)
+    x, T = out["frequency"].to_numpy(dtype="float64"), out["T"].to_numpy(dtype="float64")
+    for h in value.horizons_days:
+        out[f"if_alive_{h}d"] = bg.purchases_if_alive(h / days, x, T)
+    # CLP: expected profit per period, discounted to today (Fader-Hardie "discounted expected transactions").
+    periods = np.arange(1, int(np.ceil(value.clv_horizon_days / value.period_days)) + 1)
+    ends = np.minimum(periods * value.period_days, value.clv_horizon_days)
+    cumulative = np.column_stack([np.zeros_like(x)] + [bg.purchases_if_alive(e / days, x, T) for e in ends])
+    discount = (1 + value.annual_discount_rate) ** (-ends / 365.0)
+    out["if_alive"] = cumulative[:, -1]
+    out["discounted_if_alive"] = (np.diff(cumulative, axis=1) * discount).sum(axis=1)
+    return out
+
+
+def p_alive(bg: btyd.BetaGeo, frequency: Column, recency: Column, T: Column) -> Column:
+    """`btyd.BetaGeo.p_alive` as a Spark column: 1 / (1 + odds of having dropped out)."""
+    log_odds_dead = (F.lit(float(np.log(bg.a))) - F.log(F.lit(bg.b) + frequency - 1)
+                     + (F.lit(bg.r) + frequency) * (F.log(F.lit(bg.alpha) + T) - F.log(F.lit(bg.alpha) + recency)))
+    return F.when(frequency > 0, 1 / (1 + F.exp(log_odds_dead))).otherwise(F.lit(1.0))
+
+
 def expected_spend(gg: btyd.GammaGamma, frequency: Column, mean_value: Column) -> Column:
     """`btyd.GammaGamma.expected_spend` as a Spark column."""
     population = gg.p * gg.gamma / (gg.q - 1)
@@ -149,7 +181,8 @@ def expected_spend(gg: btyd.GammaGamma, frequency: Column, mean_value: Column) -
 
 
 def score_frame(summary: pd.DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, value: ValueSettings) -> pd.DataFrame:
-    """Per-customer predictions for a pandas frame of `customer_summary` rows (what `score` gives in Spark)."""
+    """Per-customer predictions for a pandas frame of `customer_summary` rows, point by point in numpy:
+    what `score` gives in Spark, computed the plain way."""
     out = summary[["customer_id"]].join(score_points(summary, bg, value).drop(columns=["frequency", "recency", "T"]))
     out["expected_spend"] = gg.expected_spend(summary["frequency"].to_numpy(dtype="float64"),
                                               summary["monetary_value"].to_numpy(dtype="float64"))
@@ -159,27 +192,35 @@ def score_frame(summary: pd.DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, va
 
 def score(summary: DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, value: ValueSettings,
           points: pd.DataFrame | None = None) -> DataFrame:
-    """`summary` with its predictions: purchases scored once per distinct point (`purchase_points`,
-    computed here unless given) and broadcast back; spend and current value as column expressions."""
+    """`summary` with its predictions: the purchases of a customer alive tabled once per distinct
+    (frequency, T) (`purchase_tables` over `purchase_points`, computed here unless given) and broadcast
+    back; P(alive), spend and current value as column expressions."""
     points = purchase_points(summary) if points is None else points
-    scored = summary.sparkSession.createDataFrame(score_points(points, bg, value))
-    return summary.join(F.broadcast(scored), ["frequency", "recency", "T"]) \
-        .withColumn("expected_spend", expected_spend(gg, F.col("frequency"), F.col("monetary_value"))) \
+    tables = summary.sparkSession.createDataFrame(purchase_tables(points, bg, value))
+    alive = F.col("p_alive")
+    return summary.join(F.broadcast(tables), ["frequency", "T"]) \
+        .withColumn("p_alive", p_alive(bg, F.col("frequency"), F.col("recency"), F.col("T"))) \
+        .select(*summary.columns, "p_alive",
+                *[(F.col(f"if_alive_{h}d") * alive).alias(f"expected_purchases_{h}d") for h in value.horizons_days],
+                (F.col("if_alive") * alive).alias("expected_purchases"),
+                expected_spend(gg, F.col("frequency"), F.col("monetary_value")).alias("expected_spend"),
+                (F.col("discounted_if_alive") * alive).alias("discounted_purchases")) \
         .withColumn("current_value", F.col("discounted_purchases") * F.col("expected_spend") * F.lit(value.margin)) \
         .drop("discounted_purchases")
 
 
 def holdout_predictions(calibration: DataFrame, actual: DataFrame, bg: btyd.BetaGeo, holdout_units: float,
                         points: pd.DataFrame | None = None) -> DataFrame:
-    """(customer_id, frequency, predicted, actual): holdout purchases of every calibration customer, predicted
-    once per distinct point (`purchase_points` of `calibration`, computed here unless given)."""
-    points = (purchase_points(calibration) if points is None else points)[["frequency", "recency", "T"]].copy()
-    x, t_x, T = (points[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T"))
-    points["predicted"] = bg.expected_purchases(holdout_units, x, t_x, T)
-    predicted = calibration.sparkSession.createDataFrame(points)
-    return calibration.join(F.broadcast(predicted), ["frequency", "recency", "T"]).join(
-        actual, "customer_id", "left").select(
-        "customer_id", "frequency", "predicted",
+    """(customer_id, frequency, predicted, actual): holdout purchases of every calibration customer, the
+    purchases if alive tabled once per distinct (frequency, T) of `purchase_points` (computed here unless
+    given) and times P(alive)."""
+    table = (purchase_points(calibration) if points is None else points)[["frequency", "T"]].drop_duplicates()
+    table["if_alive"] = bg.purchases_if_alive(holdout_units, table["frequency"].to_numpy(dtype="float64"),
+                                              table["T"].to_numpy(dtype="float64"))
+    predicted = F.col("if_alive") * p_alive(bg, F.col("frequency"), F.col("recency"), F.col("T"))
+    return calibration.join(F.broadcast(calibration.sparkSession.createDataFrame(table)), ["frequency", "T"]) \
+        .join(actual, "customer_id", "left").select(
+        "customer_id", "frequency", predicted.alias("predicted"),
         F.coalesce(F.col("holdout_frequency"), F.lit(0)).cast("double").alias("actual"))
 
 
