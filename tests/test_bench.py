@@ -120,7 +120,8 @@ def test_report_says_by_how_much_a_target_is_missed() -> None:
                               "ids_kept": 0.9995, "precision": 0.999, "recall": 0.998, "f1": 0.9985}],
     }
     targets = BenchTargets(pipeline_customers=1000, pipeline_seconds=1200, peak_memory_gib=16,
-                           clv_speedup={1000: 2}, parameter_tolerance=0.01, identity_time_ratio={1000: 2.0},
+                           clv_speedup={1000: 2}, parameter_tolerance=0.01, rfm_speedup={1000: 1},
+                           identity_time_ratio={1000: 2.0},
                            typo_heavy_f1=0.99, identity_precision=0.995, identity_day_two_seconds=60,
                            identity_ids_kept=0.999, gate_share=0.25)
     text = report.render(results, targets, "make bench")
@@ -136,6 +137,7 @@ def test_report_says_by_how_much_a_target_is_missed() -> None:
            "99.950% of ids kept)" in text
     assert "| 1,000 | 1,100 | 6 | 40.0 | 75.5 | 90.0 | yes | 99.950% |" in text
     assert "CLV at 1,000 customers: not run in this benchmark" in text
+    assert "RFM at 1,000 customers at least 1x pandas' speed: not run in this benchmark" in text
     assert "Produced by `make bench`" in text
 
 

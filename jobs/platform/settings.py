@@ -383,6 +383,7 @@ class BenchTargets(Section):
     # Customers -> speed-up; keys are lax so that they may come from an environment override as text.
     clv_speedup: dict[Annotated[int, Field(gt=0)], PositiveFloat]
     parameter_tolerance: NonNegativeFloat
+    rfm_speedup: dict[Annotated[int, Field(gt=0)], PositiveFloat]
     # Records' people -> our identity time over Splink's, at most (the largest size at or under a list's).
     identity_time_ratio: dict[Annotated[int, Field(gt=0)], PositiveFloat]
     typo_heavy_f1: Share

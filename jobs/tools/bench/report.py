@@ -237,6 +237,11 @@ def targets_section(results: dict[str, Any], targets: BenchTargets) -> list[str]
         tolerance = targets.parameter_tolerance
         lines.append(f"- CLV parameters at {customers:,} customers within {tolerance:.0%} of lifetimes': " + _verdict(
             worst[1] <= tolerance, f"largest difference {worst[1]:.3%}, {worst[0]}"))
+    for customers, speedup in sorted(targets.rfm_speedup.items()):
+        entry = next((e for e in results["transactions"] if e["customers"] == customers), None)
+        lines.append(f"- RFM at {customers:,} customers at least {speedup:g}x pandas' speed: " + (
+            "not run in this benchmark" if entry is None else
+            _verdict(entry["rfm"]["speedup"] >= speedup, f"x{entry['rfm']['speedup']}")))
     return [*lines, ""]
 
 
