@@ -45,6 +45,26 @@ def test_standardisers_use_their_libraries(spark: SparkSession) -> None:
     ]
 
 
+def test_standardising_per_distinct_value_keeps_every_row_and_gives_the_row_by_row_result(
+    spark: SparkSession
+) -> None:
+    # Repeats, case variants of one address, invalid values (one repeated), blanks and nulls.
+    emails = ["Ann@Example.com", "ann@example.com ", "Ann@Example.com", "not-an-email", "not-an-email", "",
+              None, None, "=cmd|' /C calc'!A0", "bob@example.org"]
+    df = spark.createDataFrame([(i, e) for i, e in enumerate(emails)], "row long, email string")
+
+    looked_up = standardise.per_distinct(df, "email", standardise.email, "_email")
+    row_by_row = df.select("row", standardise.email("email").alias("_email"))
+
+    assert looked_up.columns == ["row", "email", "_email"]
+    assert sorted(looked_up.select("row", "_email").collect()) == sorted(row_by_row.collect())
+    result = dict(looked_up.select("row", "_email").collect())
+    assert len(result) == len(emails)                             # no row lost or doubled by the lookup join
+    assert result[0] == result[1] == result[2] == "ann@example.com"
+    assert [result[i] for i in (3, 4, 5, 6, 7, 8)] == [None] * 6  # invalid, blank, null: null, never dropped
+    assert result[9] == "bob@example.org"
+
+
 def _bronze_orders(spark: SparkSession, rows: list[tuple]) -> object:
     schema = ", ".join(f"{c.name} {c.type}" for c in ORDERS.columns) + ", _batch_id string, _line_number long"
     return spark.createDataFrame(rows, schema)
