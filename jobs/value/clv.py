@@ -84,29 +84,43 @@ class FittedModels:
                 "gamma_gamma": btyd.as_dict(self.spend, self.spend_fit)}
 
 
+PURCHASE_KEYS = ["frequency", "recency", "T"]
+SPEND_KEYS = ["frequency", "monetary_value"]
+
+
 def purchase_points(summary: DataFrame) -> pd.DataFrame:
     """The distinct (frequency, recency, T) of `summary` with their customer counts: what BG/NBD is fitted
     on and scored at. Sorted, so that a rerun sums the likelihood in the same order and lands on the same
     optimum."""
-    keys = ["frequency", "recency", "T"]
-    return summary.groupBy(*keys).count().toPandas().sort_values(keys, ignore_index=True)
+    return summary.groupBy(*PURCHASE_KEYS).count().toPandas().sort_values(PURCHASE_KEYS, ignore_index=True)
 
 
-def fit_models(summary: DataFrame, points: pd.DataFrame | None = None) -> FittedModels:
-    """Fit BG/NBD on the distinct (x, t_x, T) with counts (`purchase_points`, computed here unless given)
-    and Gamma-Gamma on repeat buyers' distinct (x, m)."""
-    points = purchase_points(summary) if points is None else points
-    points = points[points["T"] > 0]
-    if points.empty:
+@dataclass(frozen=True)
+class FitPoints:
+    purchases: pd.DataFrame     # distinct (frequency, recency, T) with counts (`purchase_points`)
+    spend: pd.DataFrame         # repeat buyers' distinct (frequency, monetary_value) with counts
+
+
+def fit_points(summary: DataFrame) -> FitPoints:
+    """What both models are fitted on, sorted. (Two aggregations: grouping sets in one job were slower, as
+    they double the rows they shuffle, and so were the two side by side.)"""
+    repeat = summary.where((F.col("frequency") > 0) & (F.col("monetary_value") > 0))
+    return FitPoints(purchase_points(summary),
+                     repeat.groupBy(*SPEND_KEYS).count().toPandas().sort_values(SPEND_KEYS, ignore_index=True))
+
+
+def fit_models(points: FitPoints) -> FittedModels:
+    """Fit BG/NBD on the distinct (x, t_x, T) with counts and Gamma-Gamma on repeat buyers' distinct (x, m)
+    (`fit_points`)."""
+    purchase = points.purchases[points.purchases["T"] > 0]
+    if purchase.empty:
         raise ValueError("no customer has a first transaction before the calibration end: nothing to fit")
-    purchases, purchases_fit = btyd.fit_bgnbd(points["frequency"], points["recency"], points["T"], points["count"])
-    spend_points = summary.where((F.col("frequency") > 0) & (F.col("monetary_value") > 0)) \
-        .groupBy("frequency", "monetary_value").count().toPandas() \
-        .sort_values(["frequency", "monetary_value"], ignore_index=True)
-    if spend_points.empty:
+    purchases, purchases_fit = btyd.fit_bgnbd(purchase["frequency"], purchase["recency"], purchase["T"],
+                                              purchase["count"])
+    if points.spend.empty:
         raise ValueError("no customer has a repeat transaction: Gamma-Gamma cannot be fitted")
-    spend, spend_fit = btyd.fit_gamma_gamma(spend_points["frequency"], spend_points["monetary_value"],
-                                            spend_points["count"])
+    spend, spend_fit = btyd.fit_gamma_gamma(points.spend["frequency"], points.spend["monetary_value"],
+                                            points.spend["count"])
     return FittedModels(purchases, purchases_fit, spend, spend_fit)
 
 
@@ -347,10 +361,10 @@ def fit_and_score_file(spark, transactions: DataFrame, calibration_end: date, ho
     daily = daily_transactions(transactions)
     daily = daily if holdout_end is None else daily.localCheckpoint()   # read again for the holdout
     summary = customer_summary(daily, calibration_end, value.unit).localCheckpoint()
-    points = purchase_points(summary)
-    models = fit_models(summary, points)
-    score(summary, models.purchases, models.spend, value, points).withColumn("churn_risk", 1 - F.col("p_alive")) \
-        .write.mode("overwrite").parquet(str(out / "customers"))
+    points = fit_points(summary)
+    models = fit_models(points)
+    score(summary, models.purchases, models.spend, value, points.purchases) \
+        .withColumn("churn_risk", 1 - F.col("p_alive")).write.mode("overwrite").parquet(str(out / "customers"))
     parameters = models.parameters()
     model = {
         "time_unit": value.unit, "calibration_end": calibration_end.isoformat(),
@@ -363,7 +377,7 @@ def fit_and_score_file(spark, transactions: DataFrame, calibration_end: date, ho
     if holdout_end is not None:
         units = (holdout_end - calibration_end).days / time_unit_days(value.unit)
         predictions = holdout_predictions(summary, holdout_purchases(daily, calibration_end, holdout_end),
-                                          models.purchases, units, points)
+                                          models.purchases, units, points.purchases)
         table, mae, correlation = holdout_report(predictions)
         table.to_csv(out / "holdout.csv", index=False)
         plot_holdout(table, f"holdout {calibration_end} to {holdout_end}", out / "holdout.png")

@@ -52,13 +52,13 @@ def fit_model(daily: DataFrame, models: DataFrame, as_of: date, fitted_at: datet
     # Validation: fit up to the calibration end, predict the holdout that follows.
     calibration_end = as_of - timedelta(days=conf.holdout_days)
     calibration = clv.customer_summary(daily, calibration_end, value.unit).localCheckpoint()
-    points = clv.purchase_points(calibration)
-    validation = clv.fit_models(calibration, points)
+    points = clv.fit_points(calibration)
+    validation = clv.fit_models(points)
     predictions = clv.holdout_predictions(calibration, clv.holdout_purchases(daily, calibration_end, as_of),
-                                          validation.purchases, conf.holdout_days / unit_days, points)
+                                          validation.purchases, conf.holdout_days / unit_days, points.purchases)
     holdout_table, mae, correlation = clv.holdout_report(predictions)
 
-    fitted = clv.fit_models(clv.customer_summary(daily, as_of, value.unit))
+    fitted = clv.fit_models(clv.fit_points(clv.customer_summary(daily, as_of, value.unit)))
     # Six significant digits: Spark may sum a customer's order values in another order on a rerun.
     rounded = {k: float(f"{v:.6g}") for k, v in {**asdict(fitted.purchases), **asdict(fitted.spend)}.items()}
     fingerprint = json.dumps([rounded, value.unit, as_of.isoformat()], sort_keys=True, default=str)

@@ -97,10 +97,10 @@ def clv_spark(spark: SparkSession, path: Path, as_of: date, value: clv.ValueSett
     summary = clv.customer_summary(clv.daily_transactions(_transactions(spark, path)), as_of,
                                    value.unit).localCheckpoint()
     lap()
-    points = clv.purchase_points(summary)
-    models = clv.fit_models(summary, points)
+    points = clv.fit_points(summary)
+    models = clv.fit_models(points)
     lap()
-    clv.score(summary, models.purchases, models.spend, value, points).write.mode("overwrite") \
+    clv.score(summary, models.purchases, models.spend, value, points.purchases).write.mode("overwrite") \
         .parquet(str(out / "customers"))
     lap()
     phases = dict(zip(("summary", "fits", "score and write"),
