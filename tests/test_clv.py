@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 from datetime import date, datetime
 
 import numpy as np
@@ -209,11 +210,26 @@ def test_spark_scores_equal_the_point_by_point_numpy_ones(spark: SparkSession) -
 
 
 def test_a_refit_that_validates_worse_is_refused() -> None:
-    current = {"model_version": "clv-old", "holdout_mae": 1.0}
-    assert promotion(1.05, current, 0.1)[0] is True
-    promoted, decision = promotion(1.2, current, 0.1)
-    assert promoted is False and "clv-old keeps scoring" in decision
-    assert promotion(5.0, None, 0.1) == (True, "first model")
+    # The in-force model's MAE on the candidate's window decides, not the one recorded when it was fitted.
+    current = {"model_version": "clv-old", "holdout_mae": 9.0}
+    assert promotion(1.0, current, 1.0, 0.0)[0] is True                 # as good: promoted
+    promoted, decision = promotion(1.0001, current, 1.0, 0.0)          # any worse, with zero tolerance: refused
+    assert promoted is False and "clv-old keeps scoring" in decision and "1.0000 on the same holdout" in decision
+    assert promotion(1.05, current, 1.0, 0.1)[0] is True
+    assert promotion(1.2, current, 1.0, 0.1)[0] is False
+    assert promotion(5.0, None, None, 0.0) == (True, "first model")
+
+
+def test_a_model_in_force_is_evaluated_in_the_refits_time_unit() -> None:
+    from jobs.value.registry import in_unit
+
+    weekly = {"time_unit": "week", **asdict(TRUE_BG)}
+    daily = in_unit(weekly, "day")
+    x, t_x, T = simulate_bgnbd(np.random.default_rng(14), TRUE_BG, 500)
+    # The same customers in days: the same P(alive) and the same purchases over the same 13 weeks.
+    np.testing.assert_allclose(daily.p_alive(x, t_x * 7, T * 7), TRUE_BG.p_alive(x, t_x, T), rtol=1e-12)
+    np.testing.assert_allclose(daily.expected_purchases(91.0, x, t_x * 7, T * 7),
+                               TRUE_BG.expected_purchases(13.0, x, t_x, T), rtol=1e-9)
 
 
 def _transactions_csv(path, rng: np.random.Generator, customers: int = 400) -> None:

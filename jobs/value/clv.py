@@ -238,6 +238,11 @@ def holdout_predictions(calibration: DataFrame, actual: DataFrame, bg: btyd.Beta
         F.coalesce(F.col("holdout_frequency"), F.lit(0)).cast("double").alias("actual"))
 
 
+def holdout_mae(predictions: DataFrame) -> float:
+    """The mean absolute error of `holdout_predictions` per customer."""
+    return float(predictions.agg(F.avg(F.abs(F.col("predicted") - F.col("actual")))).first()[0])
+
+
 def holdout_report(predictions: DataFrame, max_bucket: int = 7) -> tuple[pd.DataFrame, float, float | None]:
     """Mean predicted vs actual holdout purchases by calibration frequency (capped), the per-customer
     MAE and the correlation of predicted and actual."""
