@@ -310,3 +310,9 @@ def test_cdp_clv_reads_parquet_with_nanosecond_timestamps(spark: SparkSession, t
     rows = clv.read_transactions(spark, tmp_path / "tx.parquet").orderBy("ts").collect()
     assert [(r.customer_id, r.ts.isoformat(), r.amount) for r in rows] == [
         ("a", "2026-01-01T10:00:00.123456", 10.0), ("b", "2026-01-02T00:00:00", 7.0), ("a", "2026-01-05T00:00:00", 5.5)]
+    # Integer customer ids stay integers; any other type is read as text.
+    frame.assign(customer_id=[7, 7, 9]).to_parquet(tmp_path / "ids.parquet")
+    frame.assign(customer_id=[1.5, 1.5, 2.0]).to_parquet(tmp_path / "odd.parquet")
+    assert sorted({r.customer_id for r in clv.read_transactions(spark, tmp_path / "ids.parquet").collect()}) == [7, 9]
+    assert sorted({r.customer_id for r in clv.read_transactions(spark, tmp_path / "odd.parquet").collect()}) == \
+        ["1.5", "2.0"]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegralType
 
 from jobs.platform.settings import ClvConfig
 from jobs.value import btyd
@@ -284,7 +285,8 @@ class TransactionsError(ValueError):
 
 def read_transactions(spark, path, customer_column: str = "customer_id", date_column: str | None = None,
                       amount_column: str = "amount") -> DataFrame:
-    """(customer_id, ts, amount) from a CSV (with header) or Parquet file (timestamps in any unit);
+    """(customer_id, ts, amount) from a CSV (with header) or Parquet file (timestamps in any unit; integer
+    customer ids kept as integers, any other as text);
     `date_column` defaults to order_ts, else order_date. Missing columns, unparseable dates and negative
     amounts are errors."""
     import tempfile
@@ -330,7 +332,10 @@ def _typed_transactions(raw: DataFrame, path, customer_column: str, date_column:
                                 "name yours with --customer-column/--date-column/--amount-column")
     text = F.col(date_column).cast("string")
     ts = F.coalesce(F.try_to_timestamp(text), F.try_to_timestamp(text, F.lit("yyyy-MM-dd")))
-    typed = raw.select(F.col(customer_column).cast("string").alias("customer_id"), ts.alias("ts"),
+    # Integer ids stay integers (they come back as they were, and group faster than their text); others are text.
+    integral = isinstance(raw.schema[customer_column].dataType, IntegralType)
+    customer = F.col(customer_column) if integral else F.col(customer_column).cast("string")
+    typed = raw.select(customer.alias("customer_id"), ts.alias("ts"),
                        F.col(amount_column).cast("string").alias("_amount_text"),
                        F.col(amount_column).cast("double").alias("amount"), text.alias("_date_text")).localCheckpoint()
     problems = typed.agg(

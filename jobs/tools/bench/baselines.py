@@ -27,7 +27,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from jobs.segments import segmentation as segments
 from jobs.value import btyd, clv
@@ -73,8 +72,8 @@ def simulate_transactions(path: Path, customers: int, bg: btyd.BetaGeo, gg: btyd
 
 
 def _transactions(spark: SparkSession, path: Path) -> DataFrame:
-    """The simulated file as the pipeline's transactions: customer ids are strings there."""
-    return spark.read.parquet(str(path)).withColumn("customer_id", F.col("customer_id").cast("string"))
+    """The simulated file as `cdp clv` reads it: integer customer ids stay integers, as in the baselines."""
+    return spark.read.parquet(str(path))
 
 
 # -- CLV ---------------------------------------------------------------------------------------------
