@@ -235,7 +235,7 @@ def targets_section(results: dict[str, Any], targets: BenchTargets) -> list[str]
         lines.append(f"- CLV at {customers:,} customers at least {speedup:g}x faster than lifetimes: " + _verdict(
             clv["speedup"] >= speedup, f"x{clv['speedup']}"))
         tolerance = targets.parameter_tolerance
-        lines.append(f"- CLV parameters at {customers:,} customers within {tolerance:.0%} of lifetimes': " + _verdict(
+        lines.append(f"- CLV parameters at {customers:,} customers within {tolerance:.1%} of lifetimes': " + _verdict(
             worst[1] <= tolerance, f"largest difference {worst[1]:.3%}, {worst[0]}"))
     for customers, speedup in sorted(targets.rfm_speedup.items()):
         entry = next((e for e in results["transactions"] if e["customers"] == customers), None)
