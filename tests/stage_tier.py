@@ -10,7 +10,7 @@ import csv
 import dataclasses
 import json
 import shutil
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -101,3 +101,41 @@ def assert_a_failing_gate_publishes_nothing(spark: SparkSession, settings: Setti
     assert {name: table_state(spark, name) for name in published} == before
     failed = spark.table("ops.pipeline_runs").where(F.col("run_id") == f"run-strict-{stage}").first()
     assert failed.status == "failed" and table in failed.message
+
+
+def plant_a_better_model_in_force(spark: SparkSession, settings: Settings, day: date) -> str:
+    """Append to ops.clv_models a promoted model, in force the day before `day`, that predicts the holdout
+    window of a refit on `day` better than that refit will: the refit's candidate is the maximum-likelihood
+    fit, which does not minimise the holdout error, so its alpha rescaled to minimise that error predicts
+    better (checked here, in numpy). Returns its version."""
+    import numpy as np
+    from scipy import optimize
+
+    from jobs.platform.stages import stage
+    from jobs.value import btyd, clv
+    from jobs.value.stage import daily_transactions
+
+    conf = settings.clv
+    daily = daily_transactions(RunContext.create(settings, day, "probe").for_stage(stage("refit")))
+    calibration_end = day - timedelta(days=conf.holdout_days)
+    units = conf.holdout_days / clv.time_unit_days(conf.time_unit)
+    calibration = clv.customer_summary(daily, calibration_end, conf.time_unit)
+    summary = calibration.toPandas()
+    actual = summary[["customer_id"]].merge(clv.holdout_purchases(daily, calibration_end, day).toPandas(),
+                                            how="left").fillna(0)["holdout_frequency"].to_numpy(dtype=float)
+    x, t_x, T = (summary[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T"))
+    candidate = clv.fit_models(clv.fit_points(calibration)).purchases
+
+    def mae(log_scale: float) -> float:
+        scaled = btyd.BetaGeo(candidate.r, candidate.alpha * np.exp(log_scale), candidate.a, candidate.b)
+        return float(np.mean(np.abs(scaled.expected_purchases(units, x, t_x, T) - actual)))
+
+    best = optimize.minimize_scalar(mae, bounds=(-1.0, 1.0), method="bounded")
+    assert best.fun < mae(0.0) * (1 - 1e-4), "no better model to plant"
+    latest = spark.table(CLV_MODELS.name).where("promoted").orderBy(F.col("as_of_date").desc()).first().asDict()
+    planted = {**latest, "model_version": "clv-planted-in-force", "as_of_date": day - timedelta(days=1),
+               "time_unit": conf.time_unit, "r": candidate.r, "alpha": float(candidate.alpha * np.exp(best.x)),
+               "a": candidate.a, "b": candidate.b, "promoted": True, "decision": "planted by a test"}
+    spark.createDataFrame([tuple(planted[c] for c in CLV_MODELS.column_names)], CLV_MODELS.struct) \
+        .write.format("delta").mode("append").saveAsTable(CLV_MODELS.name)
+    return planted["model_version"]

@@ -13,7 +13,6 @@ from datetime import timedelta
 from functools import reduce
 from pathlib import Path
 
-import numpy as np
 import pytest
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
@@ -29,6 +28,7 @@ from tests.stage_tier import (
     EARLIER,
     assert_a_failing_gate_publishes_nothing,
     clv_model_in_force,
+    plant_a_better_model_in_force,
     run,
     silver_by_source,
     table_state,
@@ -214,52 +214,17 @@ def test_a_refit_scores_only_from_its_date_on(valued: dict, settings: Settings, 
 def test_a_refit_that_predicts_the_same_window_worse_than_the_model_in_force_does_not_score(
     valued: dict, settings: Settings, spark: SparkSession
 ) -> None:
-    from scipy import optimize
-
-    from jobs.platform.context import RunContext
-    from jobs.platform.stages import stage
-    from jobs.value import btyd, clv
-    from jobs.value.stage import daily_transactions
-    from schemas.ops import CLV_MODELS
-
-    day, conf = AS_OF - timedelta(days=3), settings.clv
-    # The window the refit validates on, computed as the stage does: its candidate is the maximum-likelihood
-    # fit, which does not minimise the holdout error, so a model in force tuned on that error predicts better.
-    ctx = RunContext.create(settings, day, "probe").for_stage(stage("refit"))
-    calibration_end, units = day - timedelta(days=conf.holdout_days), conf.holdout_days / clv.time_unit_days(
-        conf.time_unit)
-    daily = daily_transactions(ctx)
-    summary = clv.customer_summary(daily, calibration_end, conf.time_unit).toPandas()
-    actual = summary[["customer_id"]].merge(clv.holdout_purchases(daily, calibration_end, day).toPandas(),
-                                            how="left").fillna(0)["holdout_frequency"].to_numpy(dtype=float)
-    x, t_x, T = (summary[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T"))
-    candidate = clv.fit_models(clv.fit_points(clv.customer_summary(daily, calibration_end, conf.time_unit))).purchases
-
-    def mae(log_scale: float) -> float:
-        scaled = btyd.BetaGeo(candidate.r, candidate.alpha * np.exp(log_scale), candidate.a, candidate.b)
-        return float(np.mean(np.abs(scaled.expected_purchases(units, x, t_x, T) - actual)))
-
-    best = optimize.minimize_scalar(mae, bounds=(-1.0, 1.0), method="bounded")
-    assert best.fun < mae(0.0) * (1 - 1e-4)
-    in_force = {**valued_model_row(spark), "model_version": "clv-test-in-force", "as_of_date": day - timedelta(days=1),
-                "time_unit": conf.time_unit, "r": candidate.r, "alpha": float(candidate.alpha * np.exp(best.x)),
-                "a": candidate.a, "b": candidate.b, "promoted": True, "decision": "inserted by the test"}
-    spark.createDataFrame([tuple(in_force[c] for c in CLV_MODELS.column_names)], CLV_MODELS.struct) \
-        .write.format("delta").mode("append").saveAsTable(CLV_MODELS.name)
+    day = AS_OF - timedelta(days=3)
+    in_force = plant_a_better_model_in_force(spark, settings, day)
     try:
         refit = run(settings, day, "run-refit-refused", "refit")
         assert refit["promoted"] is False
-        assert refit["decision"].startswith("refused: holdout MAE") and "clv-test-in-force keeps scoring" in \
-            refit["decision"]
-        assert clv_model_in_force(spark, day)["model_version"] == "clv-test-in-force"
-        recorded = spark.table(CLV_MODELS.name).where(F.col("model_version") == refit["model_version"]).first()
+        assert refit["decision"].startswith("refused: holdout MAE") and f"{in_force} keeps scoring" in refit["decision"]
+        assert clv_model_in_force(spark, day)["model_version"] == in_force
+        recorded = spark.table("ops.clv_models").where(F.col("model_version") == refit["model_version"]).first()
         assert recorded.promoted is False and recorded.holdout_mae == pytest.approx(refit["holdout_mae"])
     finally:
-        spark.sql(f"DELETE FROM {CLV_MODELS.name} WHERE model_version = 'clv-test-in-force'")
-
-
-def valued_model_row(spark: SparkSession) -> dict:
-    return spark.table("ops.clv_models").where("promoted").orderBy(F.col("as_of_date").desc()).first().asDict()
+        spark.sql(f"DELETE FROM ops.clv_models WHERE model_version = '{in_force}'")
 
 
 def test_segments_stage_gives_every_customer_a_stage_and_keeps_history_once(
