@@ -139,6 +139,13 @@ class ValueSettings:
         return cls(conf.time_unit, conf.horizons_days, conf.clv_horizon_days, conf.period_days,
                    conf.annual_discount_rate, conf.margin)
 
+    def clp_periods(self) -> tuple[np.ndarray, np.ndarray]:
+        """CLP's periods: the end of each (days from today) and its discount factor. Current value is the
+        expected profit per period, discounted to today (Fader-Hardie "discounted expected transactions")."""
+        periods = np.arange(1, int(np.ceil(self.clv_horizon_days / self.period_days)) + 1)
+        ends = np.minimum(periods * self.period_days, self.clv_horizon_days)
+        return ends, (1 + self.annual_discount_rate) ** (-ends / 365.0)
+
 
 def score_points(points: pd.DataFrame, bg: btyd.BetaGeo, value: ValueSettings) -> pd.DataFrame:
     """Purchase predictions at each (frequency, recency, T) of `points`: P(alive), expected purchases over
@@ -150,11 +157,8 @@ def score_points(points: pd.DataFrame, bg: btyd.BetaGeo, value: ValueSettings) -
     out["p_alive"] = bg.p_alive(x, t_x, T)
     for h in value.horizons_days:
         out[f"expected_purchases_{h}d"] = bg.expected_purchases(h / days, x, t_x, T)
-    # CLP: expected profit per period, discounted to today (Fader-Hardie "discounted expected transactions").
-    periods = np.arange(1, int(np.ceil(value.clv_horizon_days / value.period_days)) + 1)
-    ends = np.minimum(periods * value.period_days, value.clv_horizon_days)
+    ends, discount = value.clp_periods()
     cumulative = np.column_stack([np.zeros_like(x)] + [bg.expected_purchases(e / days, x, t_x, T) for e in ends])
-    discount = (1 + value.annual_discount_rate) ** (-ends / 365.0)
     out["expected_purchases"] = cumulative[:, -1]
     out["discounted_purchases"] = (np.diff(cumulative, axis=1) * discount).sum(axis=1)
     return out
@@ -171,11 +175,8 @@ def purchase_tables(points: pd.DataFrame, bg: btyd.BetaGeo, value: ValueSettings
     x, T = out["frequency"].to_numpy(dtype="float64"), out["T"].to_numpy(dtype="float64")
     for h in value.horizons_days:
         out[f"if_alive_{h}d"] = bg.purchases_if_alive(h / days, x, T)
-    # CLP: expected profit per period, discounted to today (Fader-Hardie "discounted expected transactions").
-    periods = np.arange(1, int(np.ceil(value.clv_horizon_days / value.period_days)) + 1)
-    ends = np.minimum(periods * value.period_days, value.clv_horizon_days)
+    ends, discount = value.clp_periods()
     cumulative = np.column_stack([np.zeros_like(x)] + [bg.purchases_if_alive(e / days, x, T) for e in ends])
-    discount = (1 + value.annual_discount_rate) ** (-ends / 365.0)
     out["if_alive"] = cumulative[:, -1]
     out["discounted_if_alive"] = (np.diff(cumulative, axis=1) * discount).sum(axis=1)
     return out
