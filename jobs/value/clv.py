@@ -164,14 +164,22 @@ def score_points(points: pd.DataFrame, bg: btyd.BetaGeo, value: ValueSettings) -
     return out
 
 
-def purchase_tables(points: pd.DataFrame, bg: btyd.BetaGeo, value: ValueSettings) -> pd.DataFrame:
-    """Per distinct (frequency, T) of `points`, the purchases expected of a customer still alive
+def frequency_ages(summary: DataFrame, points: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The distinct (frequency, T) of `summary`: from its `purchase_points` when they are at hand, else by
+    one small aggregation (not the distinct (frequency, recency, T), which are many more)."""
+    if points is None:
+        return summary.select("frequency", "T").distinct().toPandas()
+    return points[["frequency", "T"]].drop_duplicates(ignore_index=True)
+
+
+def purchase_tables(pairs: pd.DataFrame, bg: btyd.BetaGeo, value: ValueSettings) -> pd.DataFrame:
+    """Per distinct (frequency, T) (`frequency_ages`), the purchases expected of a customer still alive
     (`BetaGeo.purchases_if_alive`): over each horizon (`if_alive_<h>d`), over the CLV horizon
     (`if_alive`), and per period of the CLV horizon discounted to today (`discounted_if_alive`).
     Times P(alive) they are the customer's predictions; P(alive) needs recency too, and is a column
     expression (`p_alive`), so the hypergeometric functions run once per pair, not per customer."""
     days = time_unit_days(value.unit)
-    out = points[["frequency", "T"]].drop_duplicates().reset_index(drop=True)
+    out = pairs[["frequency", "T"]].copy()
     x, T = out["frequency"].to_numpy(dtype="float64"), out["T"].to_numpy(dtype="float64")
     for h in value.horizons_days:
         out[f"if_alive_{h}d"] = bg.purchases_if_alive(h / days, x, T)
@@ -209,10 +217,9 @@ def score_frame(summary: pd.DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, va
 def score(summary: DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, value: ValueSettings,
           points: pd.DataFrame | None = None) -> DataFrame:
     """`summary` with its predictions: the purchases of a customer alive tabled once per distinct
-    (frequency, T) (`purchase_tables` over `purchase_points`, computed here unless given) and broadcast
-    back; P(alive), spend and current value as column expressions."""
-    points = purchase_points(summary) if points is None else points
-    tables = summary.sparkSession.createDataFrame(purchase_tables(points, bg, value))
+    (frequency, T) (`purchase_tables`; the pairs from `points`, the `purchase_points` of `summary`, when
+    given) and broadcast back; P(alive), spend and current value as column expressions."""
+    tables = summary.sparkSession.createDataFrame(purchase_tables(frequency_ages(summary, points), bg, value))
     alive = F.col("p_alive")
     return summary.join(F.broadcast(tables), ["frequency", "T"]) \
         .withColumn("p_alive", p_alive(bg, F.col("frequency"), F.col("recency"), F.col("T"))) \
@@ -228,9 +235,9 @@ def score(summary: DataFrame, bg: btyd.BetaGeo, gg: btyd.GammaGamma, value: Valu
 def holdout_predictions(calibration: DataFrame, actual: DataFrame, bg: btyd.BetaGeo, holdout_units: float,
                         points: pd.DataFrame | None = None) -> DataFrame:
     """(customer_id, frequency, predicted, actual): holdout purchases of every calibration customer, the
-    purchases if alive tabled once per distinct (frequency, T) of `purchase_points` (computed here unless
-    given) and times P(alive)."""
-    table = (purchase_points(calibration) if points is None else points)[["frequency", "T"]].drop_duplicates()
+    purchases if alive tabled once per distinct (frequency, T) (`frequency_ages`, from `points`, the
+    `purchase_points` of `calibration`, when given) and times P(alive)."""
+    table = frequency_ages(calibration, points)
     table["if_alive"] = bg.purchases_if_alive(holdout_units, table["frequency"].to_numpy(dtype="float64"),
                                               table["T"].to_numpy(dtype="float64"))
     predicted = F.col("if_alive") * p_alive(bg, F.col("frequency"), F.col("recency"), F.col("T"))
@@ -240,9 +247,13 @@ def holdout_predictions(calibration: DataFrame, actual: DataFrame, bg: btyd.Beta
         F.coalesce(F.col("holdout_frequency"), F.lit(0)).cast("double").alias("actual"))
 
 
+def _mean_absolute_error() -> Column:
+    return F.avg(F.abs(F.col("predicted") - F.col("actual")))
+
+
 def holdout_mae(predictions: DataFrame) -> float:
     """The mean absolute error of `holdout_predictions` per customer."""
-    return float(predictions.agg(F.avg(F.abs(F.col("predicted") - F.col("actual")))).first()[0])
+    return float(predictions.agg(_mean_absolute_error()).first()[0])
 
 
 def holdout_report(predictions: DataFrame, max_bucket: int = 7) -> tuple[pd.DataFrame, float, float | None]:
@@ -252,7 +263,7 @@ def holdout_report(predictions: DataFrame, max_bucket: int = 7) -> tuple[pd.Data
     table = predictions.groupBy(bucket.alias("frequency_bucket")).agg(
         F.count("*").alias("customers"), F.avg("actual").alias("actual_purchases"),
         F.avg("predicted").alias("predicted_purchases")).orderBy("frequency_bucket").toPandas()
-    stats = predictions.agg(F.avg(F.abs(F.col("predicted") - F.col("actual"))).alias("mae"),
+    stats = predictions.agg(_mean_absolute_error().alias("mae"),
                             F.corr("predicted", "actual").alias("corr")).first()
     return table, float(stats["mae"]), None if stats["corr"] is None else float(stats["corr"])
 
