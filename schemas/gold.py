@@ -123,11 +123,21 @@ CUSTOMER_VALUE = Table(
         C("churn_risk", "double", False, "1 - p_alive"),
         C("churn_probability", "double", doc="MLlib classifier (engagement, service, surveys): P(no purchase in "
                                             "the next clv.churn_window_days)"),
+        C("purchase_probability", "double", doc="purchase intent, MLlib logistic regression on the churn features: "
+                                               "P(a purchase in the next clv.intent_window_days)"),
         C("expected_purchases", "double", False, "expected transactions over clv_horizon_days"),
         C("expected_spend", "double", False, "Gamma-Gamma expected value per transaction"),
         C("historical_value", "double", False, "margin realised so far (net revenue x margin)"),
         C("current_value", "double", False, "CLP: expected margin over the horizon, discounted per period"),
-        C("potential_value", "double", False, "referral value: referral_credit x value of the customers referred"),
+        C("peer_value", "double", False, "clv.growth.peer_quantile of current value among customers of the same "
+                                         "market segment (clv.growth.peer_columns)"),
+        C("growth_value", "double", False, "share-of-wallet gap: p_alive x (peer_value - current_value), at least 0"),
+        C("referrals_made", "long", False, "referrals this customer made so far"),
+        C("expected_referrals", "double", False, "referrals expected over the CLV horizon: p_alive x the customer's "
+                                                 "referral rate (shrunk towards everyone's) x the horizon"),
+        C("word_of_mouth_value", "double", False, "referral_credit x (value of the customers referred so far + "
+                                                  "expected_referrals x a referred customer's mean value)"),
+        C("potential_value", "double", False, "growth_value + word_of_mouth_value"),
         C("clv", "double", False, "historical + current + potential value"),
         C("clv_horizon_days", "int", False),
         C("model_version", "string", False, "the ops.clv_models row that scored this"),

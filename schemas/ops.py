@@ -176,6 +176,27 @@ CHURN_MODELS = Table(
     ),
 )
 
+INTENT_MODELS = Table(
+    name="ops.intent_models",
+    doc="The purchase-intent classifier of each value run (logistic regression on the churn features): trained "
+        "two windows before the as-of date, evaluated on the window that follows (AUC, Brier score, calibration "
+        "by tenths of predicted probability), then refitted on that window to score the date.",
+    keys=("as_of_date",),
+    partition_by=(),
+    columns=(
+        C("as_of_date", "date", False),
+        C("run_id", "string", False),
+        C("window_days", "int", False, "the question: a purchase within this many days"),
+        C("validation_auc", "double", False),
+        C("brier_score", "double", False, "mean squared error of the predicted probabilities on the next window"),
+        C("calibration", "array<struct<bin:int,customers:long,mean_predicted:double,observed_rate:double>>", False,
+          "per tenth of predicted probability: customers, mean predicted and observed purchase rate"),
+        C("train_rows", "long", False),
+        C("validation_rows", "long", False),
+        C("trained_at", "timestamp", False),
+    ),
+)
+
 PIPELINE_RUNS = Table(
     name="ops.pipeline_runs",
     doc="The run log: one row per stage run (a retry replaces its attempt's row), whatever its outcome. "
@@ -238,4 +259,4 @@ BATCH_RELEASES = Table(
 )
 
 TABLES = (INGEST_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS, CLV_MODELS, CLV_HOLDOUT,
-          CHURN_MODELS, PIPELINE_RUNS, ERASURES, BATCH_RELEASES)
+          CHURN_MODELS, INTENT_MODELS, PIPELINE_RUNS, ERASURES, BATCH_RELEASES)

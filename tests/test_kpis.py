@@ -2,7 +2,8 @@
 
 As of Tuesday 2026-02-10, months Jan and Feb 2026 reported (Dec 2025 is the period before Jan).
 Customers and signup channels: a search, b social, c web, d search, e social (a prospect whose only
-purchase is after as_of). Current value tiers: a, d high; b, c low.
+purchase is after as_of). Current value tiers: a, d high; b, c low. First seen: a Nov 1, e Dec 1, b Dec 20,
+d Jan 5, c Jan 20 (the day of its first purchase).
 
 Purchases (12:00):       Dec 5   Jan 10  Jan 15  Jan 20  Feb 3  Feb 5  Feb 8    after as_of
   a                      100     50                      30
@@ -44,8 +45,9 @@ def result(spark: SparkSession) -> dict:
         ("d", "t8", noon(2, 8), 80.0), ("d", "t9", noon(2, 8), 20.0), ("d", "t10", noon(2, 15), 999.0),
         ("e", "t11", noon(2, 12), 500.0),
     ], "customer_id string, transaction_id string, ts timestamp, amount double")
-    customers = frame([("a", "search"), ("b", "social"), ("c", "web"), ("d", "search"), ("e", "social")],
-                      "customer_id string, signup_channel string")
+    customers = frame([("a", "search", noon(11, 1, 2025)), ("b", "social", noon(12, 20, 2025)),
+                       ("c", "web", noon(1, 20)), ("d", "search", noon(1, 5)), ("e", "social", noon(12, 1, 2025))],
+                      "customer_id string, signup_channel string, first_seen timestamp")
     membership = frame([("a", "value_tier", "high"), ("d", "value_tier", "high"), ("b", "value_tier", "low"),
                         ("c", "value_tier", "low")], "customer_id string, segment_type string, segment string")
     spend = frame([
@@ -61,6 +63,11 @@ def result(spark: SparkSession) -> dict:
         ("c", "c2", "click", datetime(2026, 2, 1, 10)),     # c buys Feb 5: converts
         ("d", "c2", "click", datetime(2026, 2, 9, 10)),     # d buys Feb 15, after as_of: not yet
         ("a", "c2", "click", datetime(2026, 2, 11, 10)),    # after as_of
+        # Sends (campaign response, by send day): c1 to a, b and e in Jan; c2 to c on Jan 31, to d in Feb.
+        ("a", "c1", "sent", datetime(2026, 1, 4, 10)), ("b", "c1", "sent", datetime(2026, 1, 1, 8)),
+        ("e", "c1", "sent", datetime(2026, 1, 2, 10)),      # never clicked
+        ("c", "c2", "sent", datetime(2026, 1, 31, 10)), ("d", "c2", "sent", datetime(2026, 2, 9, 9)),
+        ("a", "c2", "sent", datetime(2026, 2, 11, 9)),      # after as_of
     ], "customer_id string, campaign_id string, event_type string, event_ts timestamp")
     tickets = frame([
         ("a", datetime(2026, 1, 10, 9), 30.0, 4.0), ("b", datetime(2026, 1, 12, 9), 90.0, None),
@@ -74,13 +81,18 @@ def result(spark: SparkSession) -> dict:
     ], "customer_id string, survey_type string, score int, responded_at timestamp")
     referrals = frame([("a", noon(1, 20)), ("a", noon(2, 2)), ("b", noon(2, 5))],
                       "referrer_customer_id string, referred_at timestamp")
-    feedback = frame([("a", noon(1, 11), 0.5), ("b", noon(1, 16), -0.25), ("c", noon(2, 6), 0.75),
-                      (None, noon(2, 6), -1.0),                               # unresolved writer
-                      ("d", noon(2, 11), -0.9)],                              # after as_of
-                     "customer_id string, ts timestamp, sentiment double")
+    feedback = frame([("a", "survey", noon(1, 11), 0.5), ("b", "ticket", noon(1, 16), -0.25),   # a complaint
+                      ("c", "survey", noon(2, 6), 0.75),
+                      (None, "ticket", noon(2, 6), -1.0),                     # unresolved writer
+                      ("d", "ticket", noon(2, 11), -0.9)],                    # after as_of
+                     "customer_id string, source string, ts timestamp, sentiment double")
+    values = frame([("a", date(2026, 1, 31), 100.0), ("a", AS_OF, 120.0), ("b", AS_OF, 40.0),
+                    ("c", date(2026, 1, 15), 30.0), ("d", date(2026, 2, 11), 999.0)],       # d's is after as_of
+                   "customer_id string, as_of_date date, clv double")
 
     out = kpis.kpis(purchases, customers, membership, spend, campaign, tickets, surveys, referrals, feedback,
-                    as_of=AS_OF, periods={"month": 2, "week": 2, "day": 3}, attribution_days=7)
+                    values, as_of=AS_OF, periods={"month": 2, "week": 2, "day": 3}, attribution_days=7,
+                    complaint_at_most=-0.05)
     collected = out.collect()
     rows = {(r.grain, r.period_start, r.segment_type, r.segment, r.kpi): (r.value, r.numerator, r.denominator)
             for r in collected}
@@ -146,6 +158,34 @@ def test_campaign_survey_service_and_referral_kpis(result: dict) -> None:
     assert result["rows"][("month", FEB, "all", "all", "feedback_sentiment")] == pytest.approx((0.75, 0.75, 1.0))
     assert value(result, JAN, "feedback_sentiment", ("value_tier", "low")) == pytest.approx(-0.25)   # b
     assert ("month", FEB, "value_tier", "high", "feedback_sentiment") not in result["rows"]  # d's is too late
+
+
+def test_complaints_prospect_conversion_campaign_response_and_clv(result: dict) -> None:
+    high, low = ("value_tier", "high"), ("value_tier", "low")
+    # b's negative ticket is Jan's one complaint, of 3 active customers; none in Feb.
+    assert result["rows"][("month", JAN, "all", "all", "complaint_rate")] == pytest.approx((1 / 3, 1.0, 3.0))
+    assert value(result, FEB, "complaint_rate") == 0.0
+    assert value(result, JAN, "complaint_rate", low) == pytest.approx(1 / 2)
+    # Prospects when Jan starts: b and e (a had bought, c and d not yet seen); b converts. Feb: d and e; d converts.
+    assert result["rows"][("month", JAN, "all", "all", "prospect_conversion_rate")] == pytest.approx((0.5, 1.0, 2.0))
+    assert result["rows"][("month", FEB, "all", "all", "prospect_conversion_rate")] == pytest.approx((0.5, 1.0, 2.0))
+    assert value(result, FEB, "prospect_conversion_rate", high) == 1.0       # d, of d
+    assert ("month", JAN, *high, "prospect_conversion_rate") not in result["rows"]   # no prospect: a had bought
+    assert value(result, date(2026, 2, 2), "prospect_conversion_rate", grain="week") == pytest.approx(1 / 2)
+    assert result["rows"][("week", date(2026, 2, 9), "all", "all", "prospect_conversion_rate")] == \
+        pytest.approx((0.0, 0.0, 1.0))                                       # e, still a prospect
+    # Sends in Jan: a, b, e (c1) and c (c2), three answered by a click; Feb: d (c2), answered.
+    assert result["rows"][("month", JAN, "all", "all", "campaign_response_rate")] == pytest.approx((0.75, 3.0, 4.0))
+    assert value(result, FEB, "campaign_response_rate") == 1.0
+    assert value(result, JAN, "campaign_response_rate", ("campaign", "c1")) == pytest.approx(2 / 3)
+    assert value(result, JAN, "campaign_response_rate", ("campaign", "c2")) == 1.0
+    assert {k[4] for k in result["rows"] if k[2] == "campaign"} == {"campaign_response_rate"}
+    # CLV as last scored in the period: Jan a 100 and c 30; Feb a 120 and b 40 (d's score is after as_of).
+    assert result["rows"][("month", JAN, "all", "all", "clv_total")] == (130.0, 130.0, None)
+    assert result["rows"][("month", JAN, "all", "all", "clv_mean")] == (65.0, 130.0, 2.0)
+    assert value(result, FEB, "clv_mean") == pytest.approx(80.0)
+    assert value(result, FEB, "clv_total", high) == pytest.approx(120.0)
+    assert value(result, AS_OF, "clv_total", grain="day") == pytest.approx(160.0)
 
 
 def test_cac_and_roas_overall_and_per_channel(result: dict) -> None:

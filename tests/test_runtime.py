@@ -1,11 +1,12 @@
 import json
+from datetime import date
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
 from jobs.platform.jars import JarCacheError, require_jars
-from jobs.platform.tables import location, overwrite, table_exists
+from jobs.platform.tables import location, overwrite, replace_slice, table_exists
 from schemas import Column, Table
 
 
@@ -45,6 +46,23 @@ def test_tables_keep_file_statistics_on_the_columns_queries_prune_by(spark: Spar
     spark.sql(f"DROP TABLE {table.name}")
     assert stats.value == "order_id,order_ts,customer_id"
     assert set(json.loads(adds[-1]["stats"])["minValues"]) == {"order_id", "customer_id"}   # order_ts is null
+
+
+def test_a_column_added_to_a_table_schema_is_added_to_the_existing_table(spark: SparkSession) -> None:
+    """An upgrade that declares a new column writes on: earlier rows read null, the new rows carry it."""
+    before = Table("gold.evolving", (Column("as_of_date", "date", False), Column("customer_id", "string", False)),
+                   "a test table", keys=("as_of_date", "customer_id"), partition_by=("as_of_date",))
+    after = Table(before.name, (*before.columns, Column("growth_value", "double", False)), before.doc,
+                  keys=before.keys, partition_by=before.partition_by)
+    spark.sql(f"DROP TABLE IF EXISTS {before.name}")
+    replace_slice(spark.createDataFrame([(date(2026, 1, 1), "c1")], before.struct), before,
+                  "as_of_date = '2026-01-01'")
+    replace_slice(spark.createDataFrame([(date(2026, 1, 2), "c1", 4.5)], after.struct), after,
+                  "as_of_date = '2026-01-02'")
+
+    rows = sorted(spark.table(before.name).collect())
+    spark.sql(f"DROP TABLE {before.name}")
+    assert [tuple(r) for r in rows] == [(date(2026, 1, 1), "c1", None), (date(2026, 1, 2), "c1", 4.5)]
 
 
 def test_missing_jar_cache_names_the_command_that_fixes_it(tmp_path: Path) -> None:

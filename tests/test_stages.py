@@ -186,7 +186,10 @@ def test_value_stage_scores_every_buying_customer_with_a_validated_model(
     assert parts.where(F.abs(F.col("clv") - F.col("historical_value") - F.col("current_value")
                              - F.col("potential_value")) > 1e-9).count() == 0
     assert parts.where(F.abs(F.col("historical_value") - F.col("net_revenue") * margin) > 1e-6).count() == 0
-    assert values.where("potential_value > 0").count() > 0            # referrers get credit
+    # Potential is growth plus word of mouth: customers below their peers grow, referrers get credit.
+    assert values.where(F.abs(F.col("potential_value") - F.col("growth_value") - F.col("word_of_mouth_value"))
+                        > 1e-9).count() == 0
+    assert values.where("growth_value > 0").count() > 0 and values.where("referrals_made > 0").count() > 0
     model = spark.table("ops.clv_models").where(F.col("model_version") == summary["model_version"]).first()
     # Customers whose first purchase is on the as-of day have T = 0: scored, but nothing to fit.
     assert model.promoted and 0.9 * buyers <= model.customers <= buyers and model.distinct_points <= model.customers
@@ -245,8 +248,10 @@ def test_segments_stage_gives_every_customer_a_stage_and_keeps_history_once(
     assert history.count() == history.where("valid_to IS NULL").count() == 2 * customers
     membership = spark.table("gold.segment_membership").where(F.col("as_of_date") == AS_OF)
     assert membership.where("segment_type = 'lifecycle_stage'").count() == customers
-    assert spark.table("gold.value_matrix").where(F.col("as_of_date") == AS_OF).agg(
-        F.sum("customers")).first()[0] == buyers.count()
+    matrix = spark.table("gold.value_matrix").where(F.col("as_of_date") == AS_OF)
+    assert matrix.agg(F.sum("customers")).first()[0] == buyers.count()
+    # Both axes discriminate: every quadrant holds at least 5 % of the buyers.
+    assert matrix.where("customer_share < 0.05").count() == 0 and matrix.count() == 4
 
 
 def test_insights_stage_reports_kpis_rules_and_sentiment_that_agree_with_the_other_tables(

@@ -63,8 +63,9 @@ _PROFILE_COLUMNS = (
     "average_order_value", "returned_orders", "tickets", "open_tickets", "latest_nps", "latest_csat",
     "referrals_made",
 )
-_VALUE_COLUMNS = ("p_alive", "churn_risk", "churn_probability", "expected_purchases", "expected_spend",
-                  "historical_value", "current_value", "potential_value", "clv", "model_version")
+_VALUE_COLUMNS = ("p_alive", "churn_risk", "churn_probability", "purchase_probability", "expected_purchases",
+                  "expected_spend", "historical_value", "current_value", "growth_value", "word_of_mouth_value",
+                  "potential_value", "clv", "model_version")
 _SEGMENT_COLUMNS = ("rfm_segment", "r_score", "f_score", "m_score", "cluster_label", "value_tier", "value_quadrant",
                     "preferred_channel", "consent_status", "lifecycle_stage", "relationship_stage")
 

@@ -8,7 +8,8 @@ ticket answered or resolved after as_of counts as not yet answered or resolved).
 dated in the Spark session time zone.
 
 Segments. Every KPI except CAC and ROAS is computed for segment_type 'all' / segment 'all' and for
-every (segment_type, segment) of `membership`. Membership is *current* membership applied to past
+every (segment_type, segment) of `membership`; campaign_response_rate also per segment_type 'campaign',
+segment = campaign id. Membership is *current* membership applied to past
 periods: a segment's history is the history of the customers in it today, not of those who were
 in it then. CAC and ROAS are computed for 'all' and for segment_type 'channel', segment = each
 marketing spend channel (up to as_of), whose customers are those whose signup_channel equals it.
@@ -20,7 +21,9 @@ segments of one segment_type, or over periods; not repeat_purchase_rate, a runni
 (period, segment, KPI) row exists only where the segment has the KPI's input data in the period:
 purchases for the purchase KPIs, purchases in this or the previous period for retention and churn,
 clicks, NPS responses, CSAT responses, tickets created, feedback texts, purchases or referrals for referral_rate,
-spend or purchases for CAC and ROAS; repeat_purchase_rate wherever the segment has any of these in
+purchases or complaints for complaint_rate, prospects at the period start for prospect_conversion_rate,
+campaign sends for campaign_response_rate, CLV scores for clv_total and clv_mean, spend or purchases for CAC
+and ROAS; repeat_purchase_rate wherever the segment has any of these in
 the period (or its first purchase days, which for days before the window are counted in the first
 reported period) and someone bought by the period's end. Periods are not densified.
 
@@ -44,6 +47,15 @@ KPIs (P = the period, E = its end, as_of in the current period):
   referral_rate             referrals made in P by the segment's customers / active_customers
   feedback_sentiment        sum / count of the sentiment scores (VADER compound, -1..1) of feedback texts
                             (ticket text, survey comments) written in P
+  complaint_rate            complaints (tickets created in P whose text scores negative, compound <= -0.05)
+                            / active_customers
+  prospect_conversion_rate  prospects at the start of P (first seen, by gold.customer_profile.first_seen,
+                            before P, no purchase before P) who made their first purchase in P / those prospects
+  campaign_response_rate    (customer, campaign) sends dated in P (first 'sent') answered by a click up to
+                            as_of / those sends
+  clv_total, clv_mean       sum / count of the CLV of each customer's latest gold.customer_value score dated in
+                            P (past periods: as scored then, where the pipeline ran in them)
+  (free-to-paid conversion is not reported: no source carries a plan or a subscription)
   cac                       marketing spend in P / new_customers ('channel': that channel's spend / new
                             customers whose signup_channel is the channel)
   roas                      revenue / marketing spend in P ('channel': revenue from customers whose
@@ -78,9 +90,13 @@ MEASURES: dict[str, Callable[[str], Column]] = {
     "buyer": F.max, "repeater": F.max, "clicked": F.max, "converted": F.max,
     "promoters": F.sum, "detractors": F.sum, "nps_responses": F.sum, "satisfied": F.sum, "csat_responses": F.sum,
     "tickets": F.sum, "response_minutes": F.sum, "responded": F.sum, "resolution_hours": F.sum, "resolved": F.sum,
-    "referrals": F.sum, "sentiment": F.sum, "feedback_texts": F.sum,
+    "referrals": F.sum, "sentiment": F.sum, "feedback_texts": F.sum, "complaints": F.sum,
+    "seen": F.max, "newly_seen": F.max, "campaigns_sent": F.sum, "campaigns_responded": F.sum,
+    "clv": F.sum, "valued": F.max,
 }
-SEGMENT_MEASURES = (*MEASURES, "retained", "lost", "spend")
+SEGMENT_MEASURES = (*MEASURES, "retained", "lost", "converted_prospect", "spend")
+# Segment types whose rows are not groups of customers: KPIs of customers skip them.
+NOT_CUSTOMER_GROUPS = ("channel", "campaign")
 
 
 @dataclass(frozen=True)
@@ -218,10 +234,50 @@ def _referral_facts(referrals: DataFrame, cal: _Calendar) -> DataFrame:
     return _periodise(made, "day", cal).select(*CUSTOMER_PERIOD, F.lit(1).alias("referrals"))
 
 
-def _feedback_facts(feedback: DataFrame, cal: _Calendar) -> DataFrame:
-    """Sentiment scores of feedback texts and their count, per writer and period."""
+def _feedback_facts(feedback: DataFrame, cal: _Calendar, complaint_at_most: float) -> DataFrame:
+    """Sentiment scores of feedback texts and their count, and complaints (negative ticket texts), per writer
+    and period."""
     dated = feedback.where(F.col("customer_id").isNotNull()).withColumn("day", F.to_date("ts"))
-    return _periodise(dated, "day", cal).select(*CUSTOMER_PERIOD, "sentiment", F.lit(1).alias("feedback_texts"))
+    complaint = (F.col("source") == "ticket") & (F.col("sentiment") <= complaint_at_most)
+    return _periodise(dated, "day", cal).select(*CUSTOMER_PERIOD, "sentiment", F.lit(1).alias("feedback_texts"),
+                                                F.when(complaint, 1).alias("complaints"))
+
+
+def _first_seen_facts(customers: DataFrame, cal: _Calendar) -> DataFrame:
+    """seen in the period a customer was first seen (earlier days counted in the first reported period, for
+    running totals), newly_seen only when that period is reported."""
+    seen = customers.select("customer_id", F.to_date("first_seen").alias("day"))
+    return _periodise(seen, "day", cal, clamp=True).select(
+        *CUSTOMER_PERIOD, F.lit(1).alias("seen"), F.when(~F.col("early"), 1).alias("newly_seen"))
+
+
+def _campaign_sends(campaign_events: DataFrame, as_of: date) -> DataFrame:
+    """(customer_id, campaign_id, day, responded) per campaign sent to a customer: the day of its first send
+    and whether a click answered it by as_of."""
+    known = campaign_events.where(F.col("customer_id").isNotNull() & (F.to_date("event_ts") <= F.lit(as_of)))
+    return known.groupBy("customer_id", "campaign_id").agg(
+        F.min(F.when(F.col("event_type") == "sent", F.to_date("event_ts"))).alias("day"),
+        F.max(F.when(F.col("event_type") == "click", 1).otherwise(0)).alias("responded")) \
+        .where(F.col("day").isNotNull())
+
+
+def _campaign_response_facts(sends: DataFrame, cal: _Calendar) -> tuple[DataFrame, DataFrame]:
+    """Sends and responses per customer and send period, and the same totalled per campaign (segment type
+    'campaign')."""
+    dated = _periodise(sends, "day", cal)
+    per_customer = dated.select(*CUSTOMER_PERIOD, F.lit(1).alias("campaigns_sent"),
+                                F.col("responded").alias("campaigns_responded"))
+    per_campaign = dated.groupBy("grain", "period_start", F.lit("campaign").alias("segment_type"),
+                                 F.col("campaign_id").alias("segment")).agg(
+        F.count("*").alias("campaigns_sent"), F.sum("responded").alias("campaigns_responded"))
+    return per_customer, per_campaign
+
+
+def _clv_facts(values: DataFrame, cal: _Calendar) -> DataFrame:
+    """Each customer's CLV as last scored in the period (gold.customer_value slices dated in it)."""
+    scored = _periodise(values.select("customer_id", "as_of_date", "clv"), "as_of_date", cal)
+    return scored.groupBy(*CUSTOMER_PERIOD).agg(F.max_by("clv", "as_of_date").alias("clv"),
+                                                F.lit(1).alias("valued"))
 
 
 def _customer_facts(parts: list[DataFrame], cal: _Calendar) -> DataFrame:
@@ -231,8 +287,10 @@ def _customer_facts(parts: list[DataFrame], cal: _Calendar) -> DataFrame:
     reported = F.col("period_start").between(cal.per_grain(cal.start), cal.per_grain(cal.current))
     facts = rows.where(reported).groupBy(*CUSTOMER_PERIOD).agg(
         *[F.coalesce(combine(name), F.lit(0)).alias(name) for name, combine in MEASURES.items()])
+    # A first purchase in P by someone first seen before P converts a prospect.
     return facts.withColumns({"retained": F.col("prev_active") * F.col("active"),
-                              "lost": F.col("prev_active") * (1 - F.col("active"))})
+                              "lost": F.col("prev_active") * (1 - F.col("active")),
+                              "converted_prospect": F.col("new_customer") * (1 - F.col("newly_seen"))})
 
 
 def _segment(segment_type: Column, segment: Column) -> Column:
@@ -256,21 +314,27 @@ def _spend_facts(spend: DataFrame, cal: _Calendar) -> DataFrame:
                         F.col("amount_reporting").alias("spend")).select("grain", "period_start", "_segment.*", "spend")
 
 
-def _segment_totals(facts: DataFrame, groups: DataFrame, spend: DataFrame) -> DataFrame:
-    """Measures summed per (grain, period_start, segment_type, segment), with spend, and running totals
-    of buyers and repeaters per segment (up to the period end)."""
+def _segment_totals(facts: DataFrame, groups: DataFrame, *segment_rows: DataFrame) -> DataFrame:
+    """Measures summed per (grain, period_start, segment_type, segment), with rows already per segment (spend,
+    campaigns), and running totals of buyers, repeaters and customers seen per segment (up to the period
+    end)."""
     # One join, then each fact row once per segment of its customer, 'all' included (an explode, so the
     # facts are computed once and never double counted).
     no_groups = F.array().cast("array<struct<segment_type:string,segment:string>>")
     segments = F.concat(F.array(_segment(F.lit("all"), F.lit("all"))), F.coalesce(F.col("segments"), no_groups))
     rows = facts.join(groups, "customer_id", "left").withColumn("_segment", F.explode(segments)) \
-        .select("*", "_segment.*").drop("customer_id", "segments", "_segment") \
-        .unionByName(spend, allowMissingColumns=True)
+        .select("*", "_segment.*").drop("customer_id", "segments", "_segment")
+    rows = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), segment_rows, rows)
     totals = rows.groupBy(*SEGMENT_PERIOD).agg(*[F.coalesce(F.sum(m), F.lit(0)).alias(m) for m in SEGMENT_MEASURES])
     to_end = Window.partitionBy("grain", "segment_type", "segment").orderBy("period_start") \
         .rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    return totals.withColumns({"buyers_to_date": F.sum("buyer").over(to_end),
-                               "repeaters_to_date": F.sum("repeater").over(to_end)})
+    totals = totals.withColumns({"buyers_to_date": F.sum("buyer").over(to_end),
+                                 "repeaters_to_date": F.sum("repeater").over(to_end),
+                                 "seen_to_date": F.sum("seen").over(to_end)})
+    # Prospects when P starts: seen before it, less those who had bought before it (the running totals hold
+    # the days before the window in the first period, so P's own share is its newly seen and new customers).
+    return totals.withColumn("prospects_at_start", (F.col("seen_to_date") - F.col("newly_seen"))
+                             - (F.col("buyers_to_date") - F.col("new_customer")))
 
 
 def _row(name: str, present: Column, numerator: Column, denominator: Column | None = None) -> Column:
@@ -285,7 +349,7 @@ def _row(name: str, present: Column, numerator: Column, denominator: Column | No
 def _kpi_rows(totals: DataFrame) -> DataFrame:
     """Segment totals reshaped to one row per KPI (long form)."""
     c = F.col
-    customer_kpi = c("segment_type") != "channel"       # every segment but the spend channels
+    customer_kpi = ~c("segment_type").isin(*NOT_CUSTOMER_GROUPS)
     spend_kpi = c("segment_type").isin("all", "channel")
     bought = customer_kpi & (c("active") > 0)
     rows = [
@@ -307,6 +371,14 @@ def _kpi_rows(totals: DataFrame) -> DataFrame:
         _row("resolution_hours", customer_kpi & (c("tickets") > 0), c("resolution_hours"), c("resolved")),
         _row("referral_rate", customer_kpi & ((c("referrals") > 0) | (c("active") > 0)), c("referrals"), c("active")),
         _row("feedback_sentiment", customer_kpi & (c("feedback_texts") > 0), c("sentiment"), c("feedback_texts")),
+        _row("complaint_rate", customer_kpi & ((c("complaints") > 0) | (c("active") > 0)), c("complaints"),
+             c("active")),
+        _row("prospect_conversion_rate", customer_kpi & (c("prospects_at_start") > 0), c("converted_prospect"),
+             c("prospects_at_start")),
+        _row("campaign_response_rate", (customer_kpi | (c("segment_type") == "campaign")) & (c("campaigns_sent") > 0),
+             c("campaigns_responded"), c("campaigns_sent")),
+        _row("clv_total", customer_kpi & (c("valued") > 0), c("clv")),
+        _row("clv_mean", customer_kpi & (c("valued") > 0), c("clv"), c("valued")),
         _row("cac", spend_kpi & ((c("spend") > 0) | (c("active") > 0)), c("spend"), c("new_customer")),
         _row("roas", spend_kpi & ((c("spend") > 0) | (c("active") > 0)), c("revenue"), c("spend")),
     ]
@@ -316,22 +388,28 @@ def _kpi_rows(totals: DataFrame) -> DataFrame:
 
 def kpis(purchases: DataFrame, customers: DataFrame, membership: DataFrame, spend: DataFrame,
          campaign_events: DataFrame, tickets: DataFrame, surveys: DataFrame, referrals: DataFrame,
-         feedback: DataFrame, as_of: date, periods: Mapping[str, int], attribution_days: int) -> DataFrame:
+         feedback: DataFrame, values: DataFrame, as_of: date, periods: Mapping[str, int], attribution_days: int,
+         complaint_at_most: float) -> DataFrame:
     """gold.kpi rows as of `as_of`: every KPI of the module docstring per grain in `periods` (grain ->
     number of periods reported, the current partial one included) and per segment ('all', each
-    (segment_type, segment) of current `membership`, and 'channel' for CAC and ROAS)."""
+    (segment_type, segment) of current `membership`, 'channel' for CAC and ROAS, 'campaign' for campaign response).
+    `customers`: (customer_id, signup_channel, first_seen); `values`: gold.customer_value's (customer_id,
+    as_of_date, clv)."""
     unknown = sorted(set(periods) - set(GRAINS))
     if unknown or not periods:
         raise ValueError(f"kpi periods: grains must be some of {list(GRAINS)}, not {sorted(periods)}")
     if any(n < 1 for n in periods.values()) or attribution_days < 0:
         raise ValueError(f"kpi periods must be >= 1 ({dict(periods)}) and attribution_days >= 0 ({attribution_days})")
     cal = _Calendar(as_of, dict(periods))
+    sends, per_campaign = _campaign_response_facts(_campaign_sends(campaign_events, as_of), cal)
     facts = _customer_facts([
-        _purchase_facts(purchases, cal), _first_purchase_facts(purchases, cal),
-        _campaign_facts(campaign_events, purchases, cal, attribution_days), _survey_facts(surveys, cal),
-        _ticket_facts(tickets, cal), _referral_facts(referrals, cal), _feedback_facts(feedback, cal)], cal)
+        _purchase_facts(purchases, cal), _first_purchase_facts(purchases, cal), _first_seen_facts(customers, cal),
+        _campaign_facts(campaign_events, purchases, cal, attribution_days), sends, _survey_facts(surveys, cal),
+        _ticket_facts(tickets, cal), _referral_facts(referrals, cal),
+        _feedback_facts(feedback, cal, complaint_at_most), _clv_facts(values, cal)], cal)
     spend_channels = spend.where(F.col("spend_date") <= F.lit(as_of)) \
         .select(F.col("channel").alias("signup_channel")).distinct()
-    totals = _segment_totals(facts, _groups(membership, customers, spend_channels), _spend_facts(spend, cal))
+    totals = _segment_totals(facts, _groups(membership, customers, spend_channels), _spend_facts(spend, cal),
+                             per_campaign)
     return _kpi_rows(totals).withColumn("as_of_date", F.lit(as_of)) \
         .select(*[F.col(c.name).cast(c.data_type).alias(c.name) for c in KPI.columns])

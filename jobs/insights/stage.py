@@ -29,11 +29,13 @@ def run_insights(ctx: RunContext) -> dict[str, object]:
     transactions = customer_transactions(graph, tables).where(F.to_date("ts") <= F.lit(ctx.as_of)).localCheckpoint()
     stamp = F.lit(ctx.as_of).alias("as_of_date")
 
+    values = ctx.read(gold.CUSTOMER_VALUE).where(F.col("as_of_date") <= F.lit(ctx.as_of))
     staged = {gold.KPI: kpis.kpis(
-        transactions, ctx.read(gold.CUSTOMER_PROFILE).select("customer_id", "signup_channel"), membership,
-        ctx.read(silver.MARKETING_SPEND), resolved["campaign_events"], resolved["tickets"],
+        transactions, ctx.read(gold.CUSTOMER_PROFILE).select("customer_id", "signup_channel", "first_seen"),
+        membership, ctx.read(silver.MARKETING_SPEND), resolved["campaign_events"], resolved["tickets"],
         resolved["surveys"], resolved["referrals"].withColumnRenamed("customer_id", "referrer_customer_id"),
-        feedback, ctx.as_of, dict(conf.kpi.periods), conf.kpi.attribution_days)}
+        feedback, values, ctx.as_of, dict(conf.kpi.periods), conf.kpi.attribution_days,
+        complaint_at_most=sentiment.NEGATIVE_AT_MOST)}
 
     rules, suggestions = [], []
     order_lines = ctx.read(silver.ORDER_LINES)

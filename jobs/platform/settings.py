@@ -170,6 +170,22 @@ class IdentityConfig(Section):
     survivorship: SurvivorshipConfig
 
 
+class GrowthConfig(Section):
+    peer_columns: tuple[Name, ...] = Field(min_length=1)   # gold.customer_profile columns: a market segment
+    peer_quantile: Share                # the peers' current value a customer could reach
+    min_peers: PositiveInt              # smaller segments are compared with every buying customer
+
+    @field_validator("peer_columns")
+    @classmethod
+    def _profile_columns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from schemas.gold import CUSTOMER_PROFILE
+
+        unknown = [c for c in value if c not in CUSTOMER_PROFILE.column_names]
+        if unknown:
+            raise ValueError(f"not columns of {CUSTOMER_PROFILE.name}: {', '.join(unknown)}")
+        return value
+
+
 class ClvConfig(Section):
     time_unit: TimeUnit
     holdout_days: PositiveInt
@@ -179,9 +195,12 @@ class ClvConfig(Section):
     annual_discount_rate: NonNegativeFloat
     margin: Share
     referral_credit: Share
+    referral_prior_years: NonNegativeFloat  # weight of everyone's referral rate in a customer's own
+    growth: GrowthConfig
     churn_window_days: PositiveInt
     churn_max_iterations: PositiveInt      # GBT boosting rounds of the churn classifier
     churn_max_depth: PositiveInt           # depth of each of its trees
+    intent_window_days: PositiveInt        # purchase intent: P(a purchase in this many days)
     max_holdout_mae_increase: NonNegativeFloat
 
 

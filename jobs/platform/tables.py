@@ -87,7 +87,9 @@ def _write(df: DataFrame, table: Table, predicate: str | None) -> None:
     # (the table's entry in the metastore only points at the location).
     spark = df.sparkSession
     ensure_table(spark, table)
-    writer = conform(df, table).write.format("delta").mode("overwrite")
+    # mergeSchema: a column added to the table's schema in `schemas/` is added to an existing table (earlier
+    # rows read null) instead of failing the upgrade; `conform` lets nothing but declared columns through.
+    writer = conform(df, table).write.format("delta").mode("overwrite").option("mergeSchema", "true")
     if predicate is not None:
         writer = writer.option("replaceWhere", predicate)
     writer.save(location(spark, table))

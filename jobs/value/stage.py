@@ -12,11 +12,11 @@ from pyspark.sql import functions as F
 from jobs.identity.graph import attach_customer, customer_transactions
 from jobs.platform.context import RunContext
 from jobs.platform.tables import sql_literal
-from jobs.value import btyd, churn, clv
-from jobs.value.customer_value import customer_values
+from jobs.value import btyd, churn, clv, intent
+from jobs.value.customer_value import PotentialSettings, customer_values
 from jobs.value.registry import FittedModel, fit_model, model_in_force
 from schemas import gold, silver
-from schemas.ops import CHURN_MODELS, CLV_HOLDOUT, CLV_MODELS
+from schemas.ops import CHURN_MODELS, CLV_HOLDOUT, CLV_MODELS, INTENT_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,20 @@ def run_value(ctx: RunContext) -> dict[str, object]:
     ctx.stage_slice(spark.createDataFrame([(ctx.as_of, ctx.run_id, churn_model.validation_auc,
                                             churn_model.train_rows, churn_model.validation_rows, ctx.started_at)],
                                           CHURN_MODELS.struct), CHURN_MODELS, ctx.as_of_slice)
+    intent_model = intent.train_intent_model(sources, ctx.as_of, conf.intent_window_days)
+    log.info("value: purchase intent AUC %.3f, Brier %.4f over %d days", intent_model.validation_auc,
+             intent_model.brier_score, intent_model.window_days)
+    ctx.stage_slice(spark.createDataFrame(
+        [(ctx.as_of, ctx.run_id, intent_model.window_days, intent_model.validation_auc, intent_model.brier_score,
+          intent_model.calibration, intent_model.train_rows, intent_model.validation_rows, ctx.started_at)],
+        INTENT_MODELS.struct), INTENT_MODELS, ctx.as_of_slice)
 
     summary = clv.customer_summary(daily, ctx.as_of, value.unit).localCheckpoint()
     scored = clv.score(summary, bg, gg, value).localCheckpoint()
     values = customer_values(scored, ctx.read(gold.CUSTOMER_PROFILE), tables["referrals"], graph,
-                             conf.margin, conf.referral_credit, value) \
-        .join(churn.churn_scores(churn_model, sources, ctx.as_of), "customer_id", "left")
+                             PotentialSettings.from_conf(conf), value) \
+        .join(churn.churn_scores(churn_model, sources, ctx.as_of), "customer_id", "left") \
+        .join(intent.intent_scores(intent_model, sources, ctx.as_of), "customer_id", "left")
     stamp = [F.lit(ctx.as_of).alias("as_of_date"), F.lit(model["model_version"]).alias("model_version")]
     staged_values = ctx.stage_slice(values.select("*", *stamp), gold.CUSTOMER_VALUE, ctx.as_of_slice)
     forecast = reduce(DataFrame.unionByName, [scored.select(
@@ -104,6 +112,7 @@ def run_value(ctx: RunContext) -> dict[str, object]:
         plot_fit(ctx, fitted)
     return {"model_version": model["model_version"], "model_as_of": model["as_of_date"],
             "holdout_mae": round(model["holdout_mae"], 4), "churn_auc": round(churn_model.validation_auc, 3),
+            "intent_auc": round(intent_model.validation_auc, 3),
             "customers": model["customers"], "r": round(bg.r, 4), "alpha": round(bg.alpha, 4),
             "a": round(bg.a, 4), "b": round(bg.b, 4), "p": round(gg.p, 4), "q": round(gg.q, 4),
             "gamma": round(gg.gamma, 4)}
