@@ -184,8 +184,15 @@ CUSTOMER_SEGMENTS = Table(
         C("preferred_channel", "string", False, "online or store, by number of purchases (ties online); none "
                                                 "for prospects"),
         C("consent_status", "string", False, "opted_in, opted_out or unknown (e-mail marketing)"),
-        C("lifecycle_stage", "string", False, "prospect, new, growing, mature, at_risk or churned"),
-        C("relationship_stage", "string", False, "exploration, formation, stability or decline"),
+        C("lifecycle_stage", "string", False, "prospect, new, growing, mature, at_risk or churned: the state machine "
+                                              "of lifecycle.transitions"),
+        C("lifecycle_action", "string", False, "what marketing does with the stage (lifecycle.actions)"),
+        C("lifecycle_pattern", "string", doc="early_abort, midway_failure, early_exit or long_term_retention, once "
+                                             "the path is decided; null before"),
+        C("relationship_stage", "string", False, "exploration, formation, stability or decline, from tenure and "
+                                                 "the level and trend of purchase intensity"),
+        C("purchase_intent", "string", doc="high, medium or low purchase_probability (segments.intent_bands); null "
+                                           "without a score"),
     ),
 )
 
@@ -200,6 +207,9 @@ LIFECYCLE_HISTORY = Table(
         C("customer_id", "string", False),
         C("stage", "string", False),
         C("previous_stage", "string", doc="the stage this row moved from; null for a customer's first row"),
+        C("reason", "string", doc="why: the transition's event (first_purchase, repeat_purchase, stable_buying, "
+                                  "warning:<signal>, lapsed:<signal>, recovered, reactivated; initial for a first "
+                                  "row) or, for the relationship model, the signal that decided the stage"),
         C("valid_from", "date", False, "as-of date of the run that saw the stage first"),
         C("valid_to", "date", doc="as-of date of the run that saw the next stage; null while current"),
     ),
@@ -315,15 +325,17 @@ CROSS_SELL = Table(
 
 CUSTOMER_SENTIMENT = Table(
     name="gold.customer_sentiment",
-    doc="Sentiment of each customer's feedback text (survey comments, ticket text) as of a date, scored with "
-        "the VADER lexicon shipped in its package.",
+    doc="Sentiment of each customer's feedback text (survey comments, ticket text) as of a date: English scored "
+        "with VADER, Chinese with SnowNLP (both shipped in their packages), on one -1..1 scale.",
     keys=("as_of_date", "customer_id"),
     partition_by=("as_of_date",),
     columns=(
         C("as_of_date", "date", False),
         C("customer_id", "string", False),
+        C("language", "string", False, "en or zh: the language of most of the customer's texts (by script)"),
         C("texts", "long", False, "feedback texts scored"),
-        C("avg_sentiment", "double", False, "mean VADER compound score, -1 (negative) to 1 (positive)"),
+        C("avg_sentiment", "double", False, "mean score, -1 (negative) to 1 (positive): VADER's compound for "
+                                            "English, 2 x SnowNLP's positive probability - 1 for Chinese"),
         C("negative_share", "double", False, "share of texts with compound <= -0.05"),
         C("latest_sentiment", "double", False),
         C("latest_feedback_at", "timestamp", False),

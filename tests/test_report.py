@@ -60,7 +60,9 @@ def _member(as_of: date, segment_type: str, segment: str, customer: str) -> dict
 
 
 def _history(customer: str, previous: str | None, stage: str, valid_from: date, model: str = "lifecycle") -> dict:
-    return {"model": model, "customer_id": customer, "previous_stage": previous, "stage": stage,
+    reason = "initial" if previous is None else {"new": "first_purchase", "growing": "repeat_purchase",
+                                                  "at_risk": "warning:inactivity"}.get(stage, "falling_trend")
+    return {"model": model, "customer_id": customer, "previous_stage": previous, "stage": stage, "reason": reason,
             "valid_from": valid_from}
 
 
@@ -218,7 +220,8 @@ def test_lifecycle_funnel_counts_every_stage_in_model_order(page: str) -> None:
 
 def test_transitions_are_the_lifecycle_rows_opened_on_the_date(page: str) -> None:
     assert _tables(_section(page, "lifecycle-transitions")) == [[
-        ["(first seen)", "new", "3"], ["new", "growing", "2"], ["growing", "at_risk", "1"]]]
+        ["(first seen)", "new", "initial", "3"], ["new", "growing", "repeat_purchase", "2"],
+        ["growing", "at_risk", "warning:inactivity", "1"]]]
 
 
 def test_segment_sizes_per_type(page: str) -> None:

@@ -1,8 +1,9 @@
-"""Segments and lifecycle: hand-computed RFM, tiers, quadrants and stages; history recorded once;
-planted clusters recovered."""
+"""Segments: hand-computed RFM, tiers and quadrants; membership carried over; planted clusters recovered
+(lifecycle: tests/test_lifecycle.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import numpy as np
@@ -12,12 +13,10 @@ from pyspark.sql import functions as F
 
 from jobs.platform.config import load_settings
 from jobs.platform.settings import SegmentsConfig
-from jobs.segments import lifecycle
 from jobs.segments import segmentation as segments
 
 CONF = load_settings("test", environ={})
 SETTINGS = segments.SegmentSettings.from_conf(CONF.segments)
-STAGES = lifecycle.LifecycleSettings.from_conf(CONF.lifecycle)
 
 
 def _rows(df: DataFrame, key: str = "customer_id") -> dict:
@@ -62,60 +61,14 @@ def test_value_tiers_and_quadrants(spark: SparkSession) -> None:
     # Medians: current 2, potential 3; high = positive and at or above the median.
     assert quadrants == {"a": "platinum", "b": "gold", "c": "platinum", "d": "iron", "e": "lead"}
 
-
-def test_lifecycle_stages_follow_the_thresholds(spark: SparkSession) -> None:
-    s = STAGES
-    customers = spark.createDataFrame([
-        ("prospect", None, None, None, None, None),
-        ("new", 1, 10, 10, 0.9, 0.1),
-        ("growing", 3, 20, 400, 0.9, 0.1),
-        ("young_regular", s.mature_min_purchases, 5, s.mature_min_tenure_days - 1, 0.9, 0.1),
-        ("mature", s.mature_min_purchases, 5, s.mature_min_tenure_days, 0.9, 0.1),
-        ("at_risk_by_model", 6, 30, 500, s.at_risk_max_p_alive - 0.01, 0.1),
-        ("at_risk_by_classifier", 6, 30, 500, 0.9, s.at_risk_min_churn_probability + 0.01),
-        ("at_risk_by_silence", 6, s.at_risk_after_days, 900, 0.9, 0.1),
-        ("churned_by_model", 6, 30, 500, s.churned_max_p_alive - 0.01, 0.1),
-        ("churned_by_silence", 1, s.churned_after_days, 900, 0.9, 0.1),
-    ], "customer_id string, frequency long, recency_days int, tenure_days int, p_alive double, "
-       "churn_probability double")
-
-    stage = lifecycle.lifecycle_stage(s)
-    rows = _rows(customers.select("customer_id", stage.alias("stage"),
-                                  lifecycle.relationship_stage(stage).alias("relationship")))
-
-    assert {k: v["stage"] for k, v in rows.items()} == {
-        "prospect": "prospect", "new": "new", "growing": "growing", "young_regular": "growing", "mature": "mature",
-        "at_risk_by_model": "at_risk", "at_risk_by_classifier": "at_risk", "at_risk_by_silence": "at_risk",
-        "churned_by_model": "churned", "churned_by_silence": "churned"}
-    assert rows["mature"]["relationship"] == "stability" and rows["churned_by_model"]["relationship"] == "decline"
-    assert rows["new"]["relationship"] == "exploration" and rows["growing"]["relationship"] == "formation"
-
-
-def test_stage_history_records_each_transition_once_and_reruns_change_nothing(spark: SparkSession) -> None:
-    def stages(**by_customer: str) -> DataFrame:
-        return spark.createDataFrame([("lifecycle", c, s) for c, s in by_customer.items()],
-                                     "model string, customer_id string, stage string")
-
-    empty = spark.createDataFrame([], "model string, customer_id string, stage string, previous_stage string, "
-                                      "valid_from date, valid_to date")
-    d1, d2, d3 = date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 3)
-    h1 = lifecycle.advance_history(empty, stages(a="new", b="growing"), d1).localCheckpoint()
-    h2 = lifecycle.advance_history(h1, stages(a="growing", b="growing"), d2).localCheckpoint()
-    h2_again = lifecycle.advance_history(h2, stages(a="growing", b="growing"), d2).localCheckpoint()
-    h3 = lifecycle.advance_history(h2_again, stages(a="at_risk", b="growing"), d3).localCheckpoint()
-
-    def as_set(h: DataFrame) -> set:
-        return {tuple(r) for r in h.select("customer_id", "stage", "previous_stage", "valid_from",
-                                           "valid_to").collect()}
-
-    assert as_set(h2_again) == as_set(h2) == {("a", "new", None, d1, d2), ("a", "growing", "new", d2, None),
-                                              ("b", "growing", None, d1, None)}
-    assert as_set(h3) == {("a", "new", None, d1, d2), ("a", "growing", "new", d2, d3),
-                          ("a", "at_risk", "growing", d3, None), ("b", "growing", None, d1, None)}
-    # Rerunning an earlier date rebuilds history from it.
-    assert as_set(lifecycle.advance_history(h3, stages(a="growing", b="growing"), d2)) == as_set(h2)
-    moved = lifecycle.transitions_since(h3, d2).collect()
-    assert [(r.customer_id, r.previous_stage, r.stage) for r in moved] == [("a", "growing", "at_risk")]
+    # The matrix: each quadrant's size, worth and the strategy conf gives it; shares of all five.
+    placed = spark.createDataFrame(list(quadrants.items()), "customer_id string, value_quadrant string")
+    matrix = _rows(segments.value_matrix(placed, values, SETTINGS.strategies), "value_quadrant")
+    assert {q: (r["customers"], r["customer_share"], r["current_value"], r["potential_value"], r["clv"])
+            for q, r in matrix.items()} == {"platinum": (2, 0.4, 12.0, 10.0, 60.0), "gold": (1, 0.2, 8.0, 0.0, 30.0),
+                                            "iron": (1, 0.2, 1.0, 3.0, 5.0), "lead": (1, 0.2, 0.0, 0.0, 5.0)}
+    assert {q: (r["investment"], r["strategy"]) for q, r in matrix.items()} == \
+        {q: (s["investment"], s["strategy"]) for q, s in SETTINGS.strategies.items()}
 
 
 def test_membership_keeps_the_entry_date_while_a_customer_stays(spark: SparkSession) -> None:
@@ -144,8 +97,7 @@ def test_kmeans_recovers_planted_groups_and_chooses_their_number(spark: SparkSes
             rows.append((f"{name}-{i}", *noisy))
     features = spark.createDataFrame(rows, "customer_id string, " + ", ".join(
         f"{f} double" for f in segments.CLUSTER_FEATURES))
-    settings = segments.SegmentSettings(SETTINGS.rfm_rules, 0.0, (2, 6), 10_000, 7, SETTINGS.tier_shares,
-                                        SETTINGS.matrix_quantiles, SETTINGS.strategies)
+    settings = replace(SETTINGS, quantile_error=0.0, k_range=(2, 6), cluster_sample=10_000, seed=7)
 
     clustering = segments.cluster_customers(features, settings)
 
@@ -157,3 +109,11 @@ def test_kmeans_recovers_planted_groups_and_chooses_their_number(spark: SparkSes
     store_cluster = clustering.assignments.where(F.col("customer_id") == "store-0").first().cluster
     assert "in store" in labels[store_cluster]["cluster_label"]
     assert labels[store_cluster]["centroid"]["online_share"] == pytest.approx(0.05, abs=0.02)
+
+
+def test_purchase_intent_bands(spark: SparkSession) -> None:
+    scores = spark.createDataFrame([("a", 0.7), ("b", 0.5), ("c", 0.3), ("d", 0.1), ("e", None)],
+                                   "customer_id string, purchase_probability double")
+    bands = {r.customer_id: r.band for r in scores.select("customer_id", segments.purchase_intent((0.5, 0.2))
+                                                                  .alias("band")).collect()}
+    assert bands == {"a": "high", "b": "high", "c": "medium", "d": "low", "e": None}

@@ -243,11 +243,13 @@ def test_segments_stage_gives_every_customer_a_stage_and_keeps_history_once(
     assert buyers.where("rfm_segment IS NULL OR cluster IS NULL OR value_quadrant IS NULL").count() == 0
     assert today.where("frequency = 0").select("lifecycle_stage").distinct().collect() == \
         [Row(lifecycle_stage="prospect")]
-    # One open row per customer per model (reruns adding none: tests/test_segments.py).
+    # One open row per customer per model, first assessed (reruns adding none: tests/test_lifecycle.py).
     history = spark.table("gold.lifecycle_history")
     assert history.count() == history.where("valid_to IS NULL").count() == 2 * customers
+    assert history.where("model = 'lifecycle' AND reason != 'initial'").count() == 0
     membership = spark.table("gold.segment_membership").where(F.col("as_of_date") == AS_OF)
-    assert membership.where("segment_type = 'lifecycle_stage'").count() == customers
+    assert membership.where("segment_type = 'lifecycle_stage'").count() == customers == \
+        membership.where("segment_type = 'lifecycle_action'").count()
     matrix = spark.table("gold.value_matrix").where(F.col("as_of_date") == AS_OF)
     assert matrix.agg(F.sum("customers")).first()[0] == buyers.count()
     # Both axes discriminate: every quadrant holds at least 5 % of the buyers.

@@ -42,6 +42,7 @@ from jobs.value.clv import holdout_figure
 from schemas import Table
 from schemas.gold import (
     CUSTOMER_SEGMENTS,
+    CUSTOMER_SENTIMENT,
     CUSTOMER_VALUE,
     IDENTITY_GRAPH,
     IDENTITY_LINKS,
@@ -50,7 +51,15 @@ from schemas.gold import (
     SEGMENT_MEMBERSHIP,
     VALUE_MATRIX,
 )
-from schemas.ops import CLV_HOLDOUT, DQ_RESULTS, INGEST_ACCOUNTING, QUARANTINE, RESOLUTION_RUNS, ROW_COUNTS
+from schemas.ops import (
+    CLV_HOLDOUT,
+    DQ_RESULTS,
+    INGEST_ACCOUNTING,
+    INTENT_MODELS,
+    QUARANTINE,
+    RESOLUTION_RUNS,
+    ROW_COUNTS,
+)
 
 KPI_TRENDS = ("revenue", "active_customers", "new_customers", "retention_rate")
 KPI_GRAINS = ("week", "day")            # the first grain with rows is charted
@@ -71,6 +80,8 @@ def build_report(spark: SparkSession, settings: Settings, as_of: date, run_id: s
         value_matrix_section(spark, as_of),
         clv_distribution_section(spark, as_of, quantile_error),
         holdout_section(spark, as_of),
+        intent_section(spark, as_of),
+        feedback_section(spark, as_of),
         kpi_trends_section(spark, as_of),
         identity_section(spark, as_of),
         dq_section(spark, run_id),
@@ -196,14 +207,15 @@ def lifecycle_funnel_section(spark: SparkSession, as_of: date) -> Section:
 def lifecycle_transitions_section(spark: SparkSession, as_of: date) -> Section:
     key, title = "lifecycle-transitions", "Lifecycle transitions"
     opened = (F.col("model") == "lifecycle") & (F.col("valid_from") == F.lit(as_of))
-    moves = small(spark, LIFECYCLE_HISTORY, opened, lambda df: counted(df, "previous_stage", "stage"))
+    moves = small(spark, LIFECYCLE_HISTORY, opened, lambda df: counted(df, "previous_stage", "stage", "reason"))
     if moves is None:
         return no_data(key, title, LIFECYCLE_HISTORY, f"of the lifecycle model opened on {as_of}")
     moves = moves.fillna({"previous_stage": FIRST_SEEN}).rename(columns={"previous_stage": "from", "stage": "to"})
-    moves = moves.sort_values(["customers", "from", "to"], ascending=[False, True, True])
+    moves = moves.sort_values(["customers", "from", "to", "reason"], ascending=[False, True, True, True])
     return Section(key, title, transitions_chart(moves),
                    f"Customers whose lifecycle stage changed on {as_of} ({LIFECYCLE_HISTORY.name}), from the stage "
-                   f"of their previous run; '{FIRST_SEEN}' are customers seen for the first time.",
+                   f"of their previous run, with the event that moved them (reason); '{FIRST_SEEN}' are customers "
+                   "seen for the first time.",
                    (("Stage changes", moves),))
 
 
@@ -234,6 +246,39 @@ def clv_distribution_section(spark: SparkSession, as_of: date, quantile_error: f
                    f"CLV of the {stats['customers']:,} customers scored on {as_of} ({CUSTOMER_VALUE.name}), in "
                    f"{CLV_BINS} bins up to the 99th percentile; the last bar also counts the top 1 %.",
                    (("Summary and deciles (approximate)", deciles),))
+
+
+def intent_section(spark: SparkSession, as_of: date) -> Section:
+    key, title = "purchase-intent", "Purchase intent"
+    model = small(spark, INTENT_MODELS, on_date(as_of), lambda df: df.select(
+        "window_days", F.round("validation_auc", 3).alias("auc"), F.round("brier_score", 4).alias("brier_score"),
+        "train_rows", "validation_rows", F.explode("calibration").alias("c")).select("*", "c.*").drop("c"))
+    if model is None:
+        return no_data(key, title, INTENT_MODELS, f"for {as_of}")
+    head = model.iloc[0]
+    calibration = model[["bin", "customers", "mean_predicted", "observed_rate"]].round(3)
+    return Section(key, title, None,
+                   f"P(a purchase in the next {head.window_days} days), logistic regression on the churn features, "
+                   f"evaluated on the window before {as_of}: AUC {head.auc}, Brier score {head.brier_score} "
+                   f"({head.validation_rows:,} customers). Calibration: per tenth of predicted probability, the "
+                   f"mean prediction and the share that bought ({INTENT_MODELS.name}).",
+                   (("Calibration on the evaluation window", calibration),))
+
+
+def feedback_section(spark: SparkSession, as_of: date) -> Section:
+    key, title = "feedback", "Feedback sentiment by language"
+    by_language = small(spark, CUSTOMER_SENTIMENT, on_date(as_of), lambda df: df.groupBy("language").agg(
+        F.count("*").alias("customers"), F.sum("texts").alias("texts"),
+        F.round(F.sum(F.col("avg_sentiment") * F.col("texts")) / F.sum("texts"), 3).alias("mean_sentiment"),
+        F.round(F.sum(F.col("negative_share") * F.col("texts")) / F.sum("texts"), 3).alias("negative_share"))
+        .orderBy("language"))
+    if by_language is None:
+        return no_data(key, title, CUSTOMER_SENTIMENT, f"for {as_of}")
+    return Section(key, title, None,
+                   f"Customers by the language of most of their feedback (ticket text, survey comments) on {as_of}, "
+                   f"their texts, mean sentiment (-1..1: VADER for English, SnowNLP for Chinese) and share of "
+                   f"negative texts ({CUSTOMER_SENTIMENT.name}).",
+                   (("Sentiment by language", by_language),))
 
 
 def holdout_section(spark: SparkSession, as_of: date) -> Section:

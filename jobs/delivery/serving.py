@@ -67,7 +67,8 @@ _VALUE_COLUMNS = ("p_alive", "churn_risk", "churn_probability", "purchase_probab
                   "expected_spend", "historical_value", "current_value", "growth_value", "word_of_mouth_value",
                   "potential_value", "clv", "model_version")
 _SEGMENT_COLUMNS = ("rfm_segment", "r_score", "f_score", "m_score", "cluster_label", "value_tier", "value_quadrant",
-                    "preferred_channel", "consent_status", "lifecycle_stage", "relationship_stage")
+                    "preferred_channel", "consent_status", "lifecycle_stage", "lifecycle_action", "lifecycle_pattern",
+                    "relationship_stage", "purchase_intent")
 
 
 def bi_views() -> dict[str, str]:
@@ -90,7 +91,7 @@ def bi_views() -> dict[str, str]:
             f"FROM {SEGMENT_MEMBERSHIP.name} WHERE as_of_date = {_latest(SEGMENT_MEMBERSHIP)}",
         # from_stage is null on a customer's first row: the stage they were first seen in.
         "lifecycle_transitions":
-            "SELECT customer_id, model, previous_stage AS from_stage, stage AS to_stage, "
+            "SELECT customer_id, model, previous_stage AS from_stage, stage AS to_stage, reason, "
             f"valid_from AS transition_date FROM {LIFECYCLE_HISTORY.name}",
         "kpi_daily": kpi.format(grain="day"),
         "kpi_monthly": kpi.format(grain="month"),

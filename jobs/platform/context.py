@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime
 from functools import cached_property, partial
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from jobs.platform import quality
 from jobs.platform.config import Settings
@@ -86,7 +87,10 @@ class RunContext:
         self._declared(table, "reads")
         if not table_exists(self.spark, table.name):
             return self.spark.createDataFrame([], table.struct)
-        return self.spark.table(table.name)
+        published = self.spark.table(table.name)
+        # A column the schema added since the table was last written reads null until a write adds it.
+        missing = {c.name: F.lit(None).cast(c.data_type) for c in table.columns if c.name not in published.columns}
+        return published.withColumns(missing) if missing else published
 
     def silver_sources(self) -> dict[str, DataFrame]:
         """Silver by the source names identity resolution, the profile and the value stages use."""

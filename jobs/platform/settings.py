@@ -263,12 +263,24 @@ class ValueMatrixConfig(Section):
     strategies: StrategiesConfig
 
 
+class IntentBandsConfig(Section):
+    high: Share      # purchase_probability at least this: high purchase intent...
+    medium: Share    # ...at least this: medium; else low
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntentBandsConfig:
+        if self.medium > self.high:
+            raise ValueError("medium must be at most high")
+        return self
+
+
 class SegmentsConfig(Section):
     quantile_error: Annotated[float, Strict(), Field(ge=0, lt=1)]
     rfm_segments: tuple[RfmSegmentConfig, ...]
     clusters: ClustersConfig
     value_tiers: ValueTiersConfig
     value_matrix: ValueMatrixConfig
+    intent_bands: IntentBandsConfig
 
     @field_validator("rfm_segments")
     @classmethod
@@ -281,6 +293,27 @@ class SegmentsConfig(Section):
         return rules
 
 
+LifecycleStage = Literal["prospect", "new", "growing", "mature", "at_risk", "churned"]
+LifecycleEvent = Literal["first_purchase", "repeat_purchase", "stable_buying", "warning", "lapsed", "recovered",
+                         "reactivated"]
+
+
+class TransitionConfig(Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: tuple[LifecycleStage, ...] = Field(alias="from", min_length=1)
+    target: tuple[LifecycleStage, ...] = Field(alias="to", min_length=1)
+    when: LifecycleEvent
+
+
+class RelationshipConfig(Section):
+    exploration_max_days: PositiveInt      # exploring while the first purchase is this recent
+    trend_days: PositiveInt                # purchases in the last window against the one before it
+    stability_min_purchases: PositiveInt   # stable: at least this many purchase days over the two windows
+    decline_max_trend: Share               # declining: the last window's purchases at most this share of the one before
+    long_term_days: PositiveInt            # long-term retention: first to last purchase at least this long
+
+
 class LifecycleConfig(Section):
     churned_max_p_alive: Share
     churned_after_days: PositiveInt
@@ -290,6 +323,16 @@ class LifecycleConfig(Section):
     new_max_purchases: NonNegativeInt
     mature_min_purchases: PositiveInt
     mature_min_tenure_days: NonNegativeInt
+    transitions: tuple[TransitionConfig, ...] = Field(min_length=1)
+    actions: dict[LifecycleStage, Name]
+    relationship: RelationshipConfig
+
+    @model_validator(mode="after")
+    def _every_stage_has_an_action(self) -> LifecycleConfig:
+        missing = sorted(set(LifecycleStage.__args__) - set(self.actions))
+        if missing:
+            raise ValueError(f"actions: no action for {', '.join(missing)}")
+        return self
 
     @model_validator(mode="after")
     def _churned_is_stricter(self) -> LifecycleConfig:

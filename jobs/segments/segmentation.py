@@ -39,7 +39,8 @@ QUADRANTS = ("platinum", "gold", "iron", "lead")
 
 # The segment types of gold.segment_membership: the columns of gold.customer_segments stacked into rows.
 SEGMENT_COLUMNS = ["rfm_segment", "cluster_label", "value_tier", "value_quadrant", "age_band", "region",
-                   "preferred_channel", "consent_status", "lifecycle_stage", "relationship_stage"]
+                   "preferred_channel", "consent_status", "lifecycle_stage", "lifecycle_action", "lifecycle_pattern",
+                   "relationship_stage", "purchase_intent"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class SegmentSettings:
     tier_shares: tuple[float, float]       # cumulative CLV share closing the high and the medium tier
     matrix_quantiles: tuple[float, float]  # current, potential: at or above this quantile is "high"
     strategies: dict[str, dict[str, str]]  # quadrant -> investment, strategy
+    intent_bands: tuple[float, float]      # purchase probability at least: high, medium
 
     @classmethod
     def from_conf(cls, conf: SegmentsConfig) -> SegmentSettings:
@@ -68,7 +70,8 @@ class SegmentSettings:
         return cls(tuple(RfmRule(r.name, r.r, r.f) for r in conf.rfm_segments), conf.quantile_error,
                    conf.clusters.k_range, conf.clusters.fit_sample, conf.clusters.seed,
                    (tiers.high_share, tiers.medium_share), (matrix.current_quantile, matrix.potential_quantile),
-                   {q: getattr(matrix.strategies, q).model_dump() for q in QUADRANTS})
+                   {q: getattr(matrix.strategies, q).model_dump() for q in QUADRANTS},
+                   (conf.intent_bands.high, conf.intent_bands.medium))
 
 
 def purchase_summary(daily: DataFrame, as_of: date) -> DataFrame:
@@ -216,6 +219,13 @@ def value_matrix(segments: DataFrame, values: DataFrame, strategies: dict[str, d
         (F.coalesce("customers", F.lit(0)) / F.lit(max(total, 1))).alias("customer_share"),
         *[F.coalesce(c, F.lit(0.0)).alias(c) for c in ("current_value", "potential_value", "clv")],
         "investment", "strategy")
+
+
+def purchase_intent(bands: tuple[float, float]) -> Column:
+    """high, medium or low by `purchase_probability` (null without a score)."""
+    probability = F.col("purchase_probability")
+    return F.when(probability >= bands[0], "high").when(probability >= bands[1], "medium") \
+        .when(probability.isNotNull(), "low")
 
 
 def consent_status() -> Column:

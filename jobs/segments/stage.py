@@ -43,7 +43,10 @@ def run_segments(ctx: RunContext) -> dict[str, object]:
     if values.isEmpty():
         raise ValueError(f"gold.customer_value has no scores for {ctx.as_of}: run the value stage for it first")
     transactions = customer_transactions(graph, tables)
-    summary = seg.purchase_summary(clv.daily_transactions(transactions), ctx.as_of).localCheckpoint()
+    daily = clv.daily_transactions(transactions).localCheckpoint()
+    summary = seg.purchase_summary(daily, ctx.as_of).localCheckpoint()
+    history = ctx.read(gold.LIFECYCLE_HISTORY)
+    previous = lifecycle.open_stages(history, ctx.as_of).where(F.col("model") == "lifecycle").drop("model")
     rfm = seg.rfm_scores(summary, settings.quantile_error).withColumn("rfm_segment",
                                                                       seg.rfm_segment(settings.rfm_rules))
     activity = customer_activity(profile, tables, graph, transactions, ctx.as_of)
@@ -57,13 +60,21 @@ def run_segments(ctx: RunContext) -> dict[str, object]:
             .join(seg.value_tiers(worth.select("customer_id", "clv"), settings.tier_shares), "customer_id", "left")
             .join(seg.value_quadrants(worth, settings.matrix_quantiles, settings.quantile_error),
                   "customer_id", "left")
-            .join(values.select("customer_id", "p_alive", "churn_probability"), "customer_id", "left")
+            .join(values.select("customer_id", "p_alive", "churn_probability", "purchase_probability"),
+                  "customer_id", "left")
+            .join(lifecycle.relationship_signals(daily, ctx.as_of, stages.trend_days), "customer_id", "left")
+            .join(previous, "customer_id", "left")
             .fillna({"frequency": 0, "monetary": 0.0}))
-    stage = lifecycle.lifecycle_stage(stages)
+    assessed = wide.select("*", lifecycle.next_stage(stages).alias("_lifecycle"),
+                           lifecycle.relationship_stage(stages).alias("_relationship")).select(
+        "*", F.col("_lifecycle.stage").alias("lifecycle_stage"),
+        F.col("_relationship.stage").alias("relationship_stage"),
+        seg.purchase_intent(settings.intent_bands).alias("purchase_intent"))
+    assessed = assessed.select(
+        "*", lifecycle.stage_action(stages, F.col("lifecycle_stage")).alias("lifecycle_action"),
+        lifecycle.lifecycle_pattern(stages, F.col("lifecycle_stage")).alias("lifecycle_pattern")).localCheckpoint()
     stamp = F.lit(ctx.as_of).alias("as_of_date")
-    customer_segments = ctx.stage_slice(wide.select(
-        stamp, "*", stage.alias("lifecycle_stage"), lifecycle.relationship_stage(stage).alias("relationship_stage")),
-        gold.CUSTOMER_SEGMENTS, ctx.as_of_slice)
+    customer_segments = ctx.stage_slice(assessed.select(stamp, "*"), gold.CUSTOMER_SEGMENTS, ctx.as_of_slice)
     profiles = ctx.stage_slice(clustering.profiles.select(
         stamp, "*", F.lit(clustering.k).alias("k"), F.lit(clustering.silhouette).alias("silhouette"),
         F.create_map(*[F.lit(x) for k, v in sorted(clustering.silhouette_by_k.items()) for x in (k, v)])
@@ -71,12 +82,11 @@ def run_segments(ctx: RunContext) -> dict[str, object]:
     matrix = ctx.stage_slice(seg.value_matrix(customer_segments, worth, settings.strategies).select(stamp, "*"),
                              gold.VALUE_MATRIX, ctx.as_of_slice)
 
-    today = customer_segments.select("customer_id", F.explode(F.array(
-        *[F.struct(F.lit(m).alias("model"), F.col(c).alias("stage"))
-          for m, c in (("lifecycle", "lifecycle_stage"), ("relationship", "relationship_stage"))])).alias("s")) \
-        .select("s.model", "customer_id", "s.stage")
-    history = ctx.stage_overwrite(lifecycle.advance_history(ctx.read(gold.LIFECYCLE_HISTORY), today, ctx.as_of),
-                                  gold.LIFECYCLE_HISTORY)
+    today = assessed.select("customer_id", F.explode(F.array(
+        *[F.struct(F.lit(m).alias("model"), F.col(f"{c}.stage").alias("stage"), F.col(f"{c}.reason").alias("reason"))
+          for m, c in (("lifecycle", "_lifecycle"), ("relationship", "_relationship"))])).alias("s")) \
+        .select("s.model", "customer_id", "s.stage", "s.reason")
+    history = ctx.stage_overwrite(lifecycle.advance_history(history, today, ctx.as_of), gold.LIFECYCLE_HISTORY)
     previous = seg.previous_slice(ctx.read(gold.SEGMENT_MEMBERSHIP), ctx.as_of)
     membership = ctx.stage_slice(seg.membership(customer_segments, seg.SEGMENT_COLUMNS, previous, ctx.as_of),
                                  gold.SEGMENT_MEMBERSHIP, ctx.as_of_slice)
@@ -84,6 +94,8 @@ def run_segments(ctx: RunContext) -> dict[str, object]:
               gold.CLUSTER_PROFILES: profiles, gold.VALUE_MATRIX: matrix, gold.LIFECYCLE_HISTORY: history})
     ctx.publish()
     counts = customer_segments.groupBy("lifecycle_stage").count().collect()
+    patterns = customer_segments.groupBy("lifecycle_pattern").count().where(F.col("lifecycle_pattern").isNotNull())
     return {"customers": customer_segments.count(), "clusters": clustering.k,
             "silhouette": round(clustering.silhouette, 3),
-            "lifecycle": {r.lifecycle_stage: r["count"] for r in counts}}
+            "lifecycle": {r.lifecycle_stage: r["count"] for r in counts},
+            "patterns": {r.lifecycle_pattern: r["count"] for r in patterns.collect()}}

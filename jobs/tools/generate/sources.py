@@ -36,6 +36,19 @@ COMMENTS_GOOD = ["Love the quality, will buy again", "Fast delivery and friendly
 COMMENTS_MID = ["It was okay", "Average experience", "Fine, nothing special"]
 COMMENTS_BAD = ["Terrible support, never again", "Product broke quickly, very disappointed",
                 "Slow delivery and rude staff"]
+# People with a Chinese family name write their feedback in Chinese: the same templates, in the same
+# positions, so the random stream (and every other record) is the one an English-only sample draws.
+CHINESE_FAMILY_NAMES = {"Wang", "Li", "Zhang", "Chen"}
+TICKET_TEXT_ZH = {
+    "delivery": ["我的包裹还没有到，能帮我查一下吗？", "快递太慢了，箱子还被压坏了。"],
+    "refund": ["两周前就退货了，到现在还没有退款。", "请帮我取消订单并退款。"],
+    "product": ["产品用了一周就坏了，非常失望。", "产品很好，但是尺码偏小。"],
+    "account": ["我登录不了我的账户。", "请帮我更新邮箱地址。"],
+    "billing": ["一个订单被扣了两次钱！", "发票上的地址是错的。"],
+}
+COMMENTS_GOOD_ZH = ["质量很好，还会再买", "发货很快，店员很友好", "服务非常好，谢谢"]
+COMMENTS_MID_ZH = ["还可以吧", "一般般", "还行，没什么特别的"]
+COMMENTS_BAD_ZH = ["客服太差了，再也不买了", "产品很快就坏了，非常失望", "物流太慢，店员态度很差"]
 # A duplicate contact is opened at a till or in the app by someone who does not find (or
 # give) their first record: shares of such records that leave each identifier out.
 DUPLICATE_CHANNELS = ["store", "app", "web"]
@@ -127,6 +140,9 @@ class ChunkBuilder:
             field = optional[int(self.rng.integers(0, len(optional)))]
             rec[field] = ""
             rec["_defects"].append(f"missing_field:{field}")
+
+    def writes_chinese(self, i: int) -> bool:
+        return self.pop.family_name[i] in CHINESE_FAMILY_NAMES
 
     def hours(self, lo: float, hi: float) -> float:
         return float(self.rng.uniform(lo, hi)) / 24.0
@@ -297,7 +313,8 @@ class ChunkBuilder:
                            created_at=self.clock.iso(day),
                            first_response_at=self.clock.iso(respond) if respond < self.history_days else "",
                            resolved_at=self.clock.iso(resolved) if resolved < self.history_days else "",
-                           text=TICKET_TEXT[category][int(self.rng.integers(0, 2))])
+                           text=(TICKET_TEXT_ZH if self.writes_chinese(i) else TICKET_TEXT)[category][
+                               int(self.rng.integers(0, 2))])
                 out.append(rec)
         return out
 
@@ -313,7 +330,10 @@ class ChunkBuilder:
                 nps = self.rng.random() < 0.5
                 sat = float(np.clip(pop.satisfaction[i] + self.rng.normal(0, 0.1), 0, 1))
                 score = round(sat * 10) if nps else 1 + round(sat * 4)
-                mood = COMMENTS_GOOD if sat > 0.7 else COMMENTS_MID if sat > 0.4 else COMMENTS_BAD
+                if self.writes_chinese(i):
+                    mood = COMMENTS_GOOD_ZH if sat > 0.7 else COMMENTS_MID_ZH if sat > 0.4 else COMMENTS_BAD_ZH
+                else:
+                    mood = COMMENTS_GOOD if sat > 0.7 else COMMENTS_MID if sat > 0.4 else COMMENTS_BAD
                 rec = _rec(pop.person_id[i], day, response_id=new_id(self.rng, "R"))
                 rec.update(email=self.email_of(i, rec), survey_type="NPS" if nps else "CSAT", score=str(score),
                            comment=mood[int(self.rng.integers(0, 3))] if self.rng.random() < 0.6 else "",
