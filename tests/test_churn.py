@@ -86,7 +86,8 @@ def test_a_planted_churn_signal_is_learnt_and_ranked(spark: SparkSession, settin
     # As many boosting rounds as the test profile gives the pipeline (conf/test.yaml).
     model = churn.train_churn_model(sources, as_of, 90, max_iterations=settings.clv.churn_max_iterations,
                                     max_depth=settings.clv.churn_max_depth)
-    scores = {r.customer_id: r.churn_probability for r in churn.churn_scores(model, sources, as_of).collect()}
+    today = churn.churn_features(sources, as_of)
+    scores = {r.customer_id: r.churn_probability for r in churn.churn_scores(model, today).collect()}
 
     assert model.validation_auc > 0.9
     assert model.train_rows > 0 and model.validation_rows > 0

@@ -53,7 +53,7 @@ def test_a_planted_propensity_is_recovered_with_calibrated_probabilities(spark: 
 
     model = intent.train_intent_model(sources, AS_OF, WINDOW)
     scores = {r.customer_id: r.purchase_probability
-              for r in intent.intent_scores(model, sources, AS_OF).collect()}
+              for r in intent.intent_scores(model, churn.churn_features(sources, AS_OF)).collect()}
 
     # Known truth: the true propensities ranked the next window's buyers this well; the model nearly does.
     validation = {r.customer_id: r.purchased
@@ -85,7 +85,8 @@ def test_mllib_logistic_regression_agrees_with_a_scipy_fit_of_the_same_likelihoo
     train = churn.churn_features(sources, at).join(intent.purchase_labels(sources.daily, at, WINDOW), "customer_id") \
         .toPandas()
     today = churn.churn_features(sources, AS_OF).toPandas()
-    ours = {r.customer_id: r.purchase_probability for r in intent.intent_scores(model, sources, AS_OF).collect()}
+    ours = {r.customer_id: r.purchase_probability
+            for r in intent.intent_scores(model, churn.churn_features(sources, AS_OF)).collect()}
 
     # The reference: the unpenalised Bernoulli log-likelihood minimised by BFGS on standardised features.
     # Features constant in training (never answered a survey) carry nothing: dropped, as MLlib zeroes them.

@@ -120,7 +120,7 @@ def train_churn_model(sources: ChurnSources, as_of: date, window_days: int, seed
     return ChurnModel(pipeline.fit(validation), float(auc), train.count(), validation.count())
 
 
-def churn_scores(model: ChurnModel, sources: ChurnSources, as_of: date) -> DataFrame:
-    """(customer_id, churn_probability) from features as of `as_of`."""
-    scored = model.model.transform(churn_features(sources, as_of))
+def churn_scores(model: ChurnModel, features: DataFrame) -> DataFrame:
+    """(customer_id, churn_probability) from `churn_features` as of the scoring date."""
+    scored = model.model.transform(features)
     return scored.select("customer_id", vector_to_array("probability")[1].alias("churn_probability"))

@@ -88,7 +88,7 @@ def train_intent_model(sources: ChurnSources, as_of: date, window_days: int,
                        train.count(), validation.count())
 
 
-def intent_scores(model: IntentModel, sources: ChurnSources, as_of: date) -> DataFrame:
-    """(customer_id, purchase_probability) from features as of `as_of`."""
-    return _probability(model.model.transform(churn_features(sources, as_of))).select(
+def intent_scores(model: IntentModel, features: DataFrame) -> DataFrame:
+    """(customer_id, purchase_probability) from `churn.churn_features` as of the scoring date."""
+    return _probability(model.model.transform(features)).select(
         "customer_id", "purchase_probability")

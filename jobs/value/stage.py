@@ -93,12 +93,14 @@ def run_value(ctx: RunContext) -> dict[str, object]:
           intent_model.calibration, intent_model.train_rows, intent_model.validation_rows, ctx.started_at)],
         INTENT_MODELS.struct), INTENT_MODELS, ctx.as_of_slice)
 
+    # Both classifiers score today's features: built once.
+    today = churn.churn_features(sources, ctx.as_of).localCheckpoint()
     summary = clv.customer_summary(daily, ctx.as_of, value.unit).localCheckpoint()
     scored = clv.score(summary, bg, gg, value).localCheckpoint()
     values = customer_values(scored, ctx.read(gold.CUSTOMER_PROFILE), tables["referrals"], graph,
                              PotentialSettings.from_conf(conf), value) \
-        .join(churn.churn_scores(churn_model, sources, ctx.as_of), "customer_id", "left") \
-        .join(intent.intent_scores(intent_model, sources, ctx.as_of), "customer_id", "left")
+        .join(churn.churn_scores(churn_model, today), "customer_id", "left") \
+        .join(intent.intent_scores(intent_model, today), "customer_id", "left")
     stamp = [F.lit(ctx.as_of).alias("as_of_date"), F.lit(model["model_version"]).alias("model_version")]
     staged_values = ctx.stage_slice(values.select("*", *stamp), gold.CUSTOMER_VALUE, ctx.as_of_slice)
     forecast = reduce(DataFrame.unionByName, [scored.select(
