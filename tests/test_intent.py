@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import numpy as np
+import pytest
 from pyspark.sql import SparkSession
 from scipy.optimize import minimize
 from scipy.special import expit
@@ -48,10 +49,16 @@ def _planted(spark: SparkSession) -> tuple[churn.ChurnSources, dict[str, float]]
     return _sources(spark, daily=daily, events=events), propensity
 
 
-def test_a_planted_propensity_is_recovered_with_calibrated_probabilities(spark: SparkSession) -> None:
+@pytest.fixture(scope="module")
+def planted(spark: SparkSession) -> tuple[churn.ChurnSources, dict[str, float], intent.IntentModel]:
+    """The planted sample and the model trained on it, once for the module."""
     sources, propensity = _planted(spark)
+    return sources, propensity, intent.train_intent_model(sources, AS_OF, WINDOW)
 
-    model = intent.train_intent_model(sources, AS_OF, WINDOW)
+
+def test_a_planted_propensity_is_recovered_with_calibrated_probabilities(planted: tuple) -> None:
+    sources, propensity, model = planted
+
     scores = {r.customer_id: r.purchase_probability
               for r in intent.intent_scores(model, churn.churn_features(sources, AS_OF)).collect()}
 
@@ -78,10 +85,9 @@ def test_a_planted_propensity_is_recovered_with_calibrated_probabilities(spark: 
     assert keen - idle > 0.3
 
 
-def test_mllib_logistic_regression_agrees_with_a_scipy_fit_of_the_same_likelihood(spark: SparkSession) -> None:
-    sources, _ = _planted(spark)
+def test_mllib_logistic_regression_agrees_with_a_scipy_fit_of_the_same_likelihood(planted: tuple) -> None:
+    sources, _, model = planted
     at = AS_OF - timedelta(days=WINDOW)
-    model = intent.train_intent_model(sources, AS_OF, WINDOW)
     train = churn.churn_features(sources, at).join(intent.purchase_labels(sources.daily, at, WINDOW), "customer_id") \
         .toPandas()
     today = churn.churn_features(sources, AS_OF).toPandas()

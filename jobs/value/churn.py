@@ -9,6 +9,7 @@ at the next (a later, unseen window), then refitted on that later window to scor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -98,21 +99,29 @@ class ChurnModel:
     validation_rows: int
 
 
+def labelled_windows(sources: ChurnSources, as_of: date, window_days: int,
+                     labels: Callable[[DataFrame, date, int], DataFrame], label: str) -> tuple[DataFrame, DataFrame]:
+    """Features with their `label` column (from `labels(daily, at, window_days)`) at as_of - 2 windows (to train)
+    and as_of - 1 window (to evaluate, and to refit on for scoring); both must hold both classes."""
+    def labelled(at: date) -> DataFrame:
+        return churn_features(sources, at).join(labels(sources.daily, at, window_days), "customer_id") \
+            .localCheckpoint()
+
+    train = labelled(as_of - timedelta(days=2 * window_days))
+    validation = labelled(as_of - timedelta(days=window_days))
+    if train.select(label).distinct().count() < 2 or validation.select(label).distinct().count() < 2:
+        raise ValueError(f"{label} model: the training or validation window has only one class; widen its window "
+                         f"({window_days} days)")
+    return train, validation
+
+
 def train_churn_model(sources: ChurnSources, as_of: date, window_days: int, seed: int = 7,
                       max_iterations: int = 40, max_depth: int = 4) -> ChurnModel:
     """Train at as_of - 2 windows, evaluate (AUC) at as_of - 1 window; refit at as_of - 1 window for scoring.
 
     `max_iterations` (boosting rounds) and `max_depth` (per tree) size the GBT: conf `clv.churn_max_iterations`
     and `clv.churn_max_depth`."""
-    train_at, validate_at = as_of - timedelta(days=2 * window_days), as_of - timedelta(days=window_days)
-
-    def labelled(at: date) -> DataFrame:
-        return churn_features(sources, at).join(churn_labels(sources.daily, at, window_days), "customer_id") \
-            .localCheckpoint()
-
-    train, validation = labelled(train_at), labelled(validate_at)
-    if train.select("churned").distinct().count() < 2 or validation.select("churned").distinct().count() < 2:
-        raise ValueError("churn model: the training or validation window has only one class; widen the window")
+    train, validation = labelled_windows(sources, as_of, window_days, churn_labels, "churned")
     evaluator = BinaryClassificationEvaluator(labelCol="churned", rawPredictionCol="rawPrediction",
                                               metricName="areaUnderROC")
     pipeline = _pipeline(seed, max_iterations, max_depth)

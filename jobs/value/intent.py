@@ -21,7 +21,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.value.churn import FEATURES, ChurnSources, churn_features
+from jobs.value.churn import FEATURES, ChurnSources, labelled_windows
 
 CALIBRATION_BINS = 10
 
@@ -69,16 +69,7 @@ class IntentModel:
 def train_intent_model(sources: ChurnSources, as_of: date, window_days: int,
                        max_iterations: int = 100) -> IntentModel:
     """Train at as_of - 2 windows, evaluate at as_of - 1 window; refit at as_of - 1 window for scoring."""
-    train_at, validate_at = as_of - timedelta(days=2 * window_days), as_of - timedelta(days=window_days)
-
-    def labelled(at: date) -> DataFrame:
-        return churn_features(sources, at).join(purchase_labels(sources.daily, at, window_days), "customer_id") \
-            .localCheckpoint()
-
-    train, validation = labelled(train_at), labelled(validate_at)
-    if train.select("purchased").distinct().count() < 2 or validation.select("purchased").distinct().count() < 2:
-        raise ValueError("purchase intent model: the training or validation window has only one class; "
-                         "widen clv.intent_window_days")
+    train, validation = labelled_windows(sources, as_of, window_days, purchase_labels, "purchased")
     pipeline = _pipeline(max_iterations)
     predicted = _probability(pipeline.fit(train).transform(validation)).localCheckpoint()
     auc = BinaryClassificationEvaluator(labelCol="purchased", rawPredictionCol="rawPrediction",
