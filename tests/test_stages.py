@@ -358,11 +358,13 @@ def test_an_earlier_date_than_published_is_refused_with_how_to_rebuild(
         check_date_order(spark, stage("profile"), day)
 
 
+@pytest.mark.slow
 def test_erasure_leaves_nothing_of_the_person_in_tables_or_data_files(
     insights: dict, settings: Settings, spark: SparkSession
 ) -> None:
     # Needs the whole warehouse (every stage published); after it the tables hold no trace of the person, which
     # every other test here still holds true of (they count customers and records, whoever they are).
+    # In make test-slow (133 s, a vacuum of every table): make test stayed within its 20 minutes only without it.
     import pyarrow.parquet as pq
 
     from jobs.delivery.erasure import ErasureError, ErasureRequest, erase, erased_customers, person_records
