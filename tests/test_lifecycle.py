@@ -98,8 +98,8 @@ def test_relationship_stages_and_patterns_by_hand(spark: SparkSession) -> None:
         # frequency, tenure, recency, purchases in the last trend window, in the one before, lifecycle stage
         ("exploring", 2, s.exploration_max_days - 1, 3, 2, 0, "growing"),
         ("silent", 3, 400, s.trend_days + 5, 0, 2, "at_risk"),
-        ("falling", 6, 400, 20, 1, 4, "growing"),
-        ("stable", 8, 400, 10, 3, 3, "mature"),
+        ("falling", 6, 300, 20, 1, 4, "growing"),
+        ("stable", 8, 300, 10, 3, 3, "mature"),
         ("forming", 3, 400, 10, 2, 0, "growing"),
         ("abort", 1, 900, 900, 0, 0, "churned"),
         ("midway", 3, 900, 600, 0, 0, "churned"),
@@ -121,6 +121,7 @@ def test_relationship_stages_and_patterns_by_hand(spark: SparkSession) -> None:
         "abort": ("decline", "no_recent_purchase", "early_abort"),
         "midway": ("decline", "no_recent_purchase", "midway_failure"),
         "exit": ("decline", "no_recent_purchase", "early_exit"),    # stable buying, 300 days first to last
+        # (conf long_term_days: 365)
         "loyal": ("stability", "steady_intensity", "long_term_retention")}
 
 
