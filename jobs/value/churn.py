@@ -74,13 +74,18 @@ def churn_features(sources: ChurnSources, at: date) -> DataFrame:
                                           for f, v in filled.items()])
 
 
+def purchase_labels(daily: DataFrame, at: date, window_days: int) -> DataFrame:
+    """(customer_id, purchased): 1.0 when a customer who had bought by `at` bought in the window after it."""
+    bought = daily.where((F.col("txn_date") > F.lit(at)) & (F.col("txn_date") <= F.lit(
+        at + timedelta(days=window_days)))).select("customer_id").distinct().withColumn("_bought", F.lit(True))
+    customers = daily.where(F.col("txn_date") <= F.lit(at)).select("customer_id").distinct()
+    return customers.join(bought, "customer_id", "left").select(
+        "customer_id", F.when(F.col("_bought"), 1.0).otherwise(0.0).alias("purchased"))
+
+
 def churn_labels(daily: DataFrame, at: date, window_days: int) -> DataFrame:
     """(customer_id, churned): 1.0 when a customer who had bought by `at` bought nothing in the window after."""
-    bought_after = daily.where((F.col("txn_date") > F.lit(at)) & (F.col("txn_date") <= F.lit(
-        at + timedelta(days=window_days)))).select("customer_id").distinct().withColumn("_active", F.lit(True))
-    customers = daily.where(F.col("txn_date") <= F.lit(at)).select("customer_id").distinct()
-    return customers.join(bought_after, "customer_id", "left").select(
-        "customer_id", F.when(F.col("_active"), 0.0).otherwise(1.0).alias("churned"))
+    return purchase_labels(daily, at, window_days).select("customer_id", (1.0 - F.col("purchased")).alias("churned"))
 
 
 def _pipeline(seed: int, max_iterations: int, max_depth: int) -> Pipeline:

@@ -11,7 +11,7 @@ then refitted there to score today, the way churn is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import LogisticRegression
@@ -21,18 +21,9 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.value.churn import FEATURES, ChurnSources, labelled_windows
+from jobs.value.churn import FEATURES, ChurnSources, labelled_windows, purchase_labels
 
 CALIBRATION_BINS = 10
-
-
-def purchase_labels(daily: DataFrame, at: date, window_days: int) -> DataFrame:
-    """(customer_id, purchased): 1.0 when a customer who had bought by `at` bought in the window after it."""
-    bought = daily.where((F.col("txn_date") > F.lit(at)) & (F.col("txn_date") <= F.lit(
-        at + timedelta(days=window_days)))).select("customer_id").distinct().withColumn("_bought", F.lit(True))
-    customers = daily.where(F.col("txn_date") <= F.lit(at)).select("customer_id").distinct()
-    return customers.join(bought, "customer_id", "left").select(
-        "customer_id", F.when(F.col("_bought"), 1.0).otherwise(0.0).alias("purchased"))
 
 
 def _pipeline(max_iterations: int) -> Pipeline:
