@@ -71,8 +71,11 @@ def score_texts(feedback: DataFrame) -> DataFrame:
     distinct text."""
     score = F.pandas_udf(sentiment_scores, "double")
     texts = feedback.where(F.trim(F.col("text")) != "")
-    scored = per_distinct(texts, "text", lambda text: F.struct(language(text).alias("language"), score(
-        text, language(text)).alias("sentiment")), "_scored")
+    def scored_in_its_language(text: Column) -> Column:
+        lang = language(text)
+        return F.struct(lang.alias("language"), score(text, lang).alias("sentiment"))
+
+    scored = per_distinct(texts, "text", scored_in_its_language, "_scored")
     return scored.select(*texts.columns, "_scored.language", "_scored.sentiment")
 
 

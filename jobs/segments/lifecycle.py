@@ -14,17 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import get_args
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.platform.settings import LifecycleConfig
+from jobs.platform.settings import LifecycleConfig, LifecycleEvent, LifecycleStage
 
-LIFECYCLE_STAGES = ("prospect", "new", "growing", "mature", "at_risk", "churned")
+# The names conf validates against, in the model's order.
+LIFECYCLE_STAGES: tuple[str, ...] = get_args(LifecycleStage)
 RELATIONSHIP_STAGES = ("exploration", "formation", "stability", "decline")
-PATTERNS = ("early_abort", "midway_failure", "early_exit", "long_term_retention")
 # What fires a transition: a purchase milestone, or a warning, lapse or recovery signal.
-EVENTS = ("first_purchase", "repeat_purchase", "stable_buying", "warning", "lapsed", "recovered", "reactivated")
+EVENTS: tuple[str, ...] = get_args(LifecycleEvent)
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,12 @@ def _signals(s: LifecycleSettings) -> dict[str, Column]:
                .when(F.col("recency_days") >= s.at_risk_after_days, "inactivity"))
     lapse = (F.when(p_alive < s.churned_max_p_alive, "p_alive")
              .when(F.col("recency_days") >= s.churned_after_days, "inactivity"))
+    recovered = (frequency >= 1) & warning.isNull()      # no warning left, so a purchase since
     return {
         "first_purchase": frequency >= 1, "repeat_purchase": frequency > s.new_max_purchases,
         "stable_buying": (frequency >= s.mature_min_purchases) & (F.col("tenure_days") >= s.mature_min_tenure_days),
-        "warning": warning.isNotNull(), "lapsed": lapse.isNotNull(), "recovered": (frequency >= 1) & warning.isNull(),
-        "reactivated": (frequency >= 1) & warning.isNull(),
+        "warning": warning.isNotNull(), "lapsed": lapse.isNotNull(), "recovered": recovered,
+        "reactivated": recovered,       # the same signal, named for the stage it leaves (churned)
         "_warning_signal": warning, "_lapse_signal": lapse,
     }
 
@@ -186,7 +188,7 @@ def advance_history(history: DataFrame, stages: DataFrame, as_of: date) -> DataF
     kept = history.where(F.col("valid_from") < F.lit(as_of)).withColumn(
         "valid_to", F.when(F.col("valid_to") >= F.lit(as_of), F.lit(None).cast("date")).otherwise(F.col("valid_to")))
     is_open = F.col("valid_to").isNull()
-    current = kept.where(is_open).select("model", "customer_id", F.col("stage").alias("open_stage"))
+    current = open_stages(history, as_of).withColumnRenamed("previous_stage", "open_stage")
     compared = stages.join(current, ["model", "customer_id"], "left")
     changed = compared.where(F.col("open_stage").isNull() | (F.col("open_stage") != F.col("stage")))
     opened = changed.select("model", "customer_id", "stage", F.col("open_stage").alias("previous_stage"), "reason",

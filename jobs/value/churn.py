@@ -115,8 +115,8 @@ def labelled_windows(sources: ChurnSources, as_of: date, window_days: int,
     train = labelled(as_of - timedelta(days=2 * window_days))
     validation = labelled(as_of - timedelta(days=window_days))
     if train.select(label).distinct().count() < 2 or validation.select(label).distinct().count() < 2:
-        raise ValueError(f"{label} model: the training or validation window has only one class; widen its window "
-                         f"({window_days} days)")
+        raise ValueError(f"'{label}' is the same for every customer in the training or the validation window; "
+                         f"the classifier needs both classes: widen its window ({window_days} days)")
     return train, validation
 
 
