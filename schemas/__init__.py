@@ -14,11 +14,31 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric field of a raw source. A value outside is quarantined as
+    OUT_OF_RANGE; a NaN or infinite value of any floating-point field, range or not, as NON_FINITE."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    above_minimum: bool = False             # the minimum itself is invalid (an exchange rate is positive)
+    field: str | None = None                # a field of the column's structs (an order line's quantity)
+    when: tuple[str, str] | None = None     # only where this column holds this value, case-insensitive
+    plausible: bool = False                 # the maximum is a plausibility limit: conf can change it
+
+    def describe(self) -> str:
+        low = "" if self.minimum is None else f"{'>' if self.above_minimum else '>='} {self.minimum:g}"
+        high = "" if self.maximum is None else f"<= {self.maximum:g}{' (plausible)' if self.plausible else ''}"
+        where = f" where {self.when[0]} = {self.when[1]}" if self.when else ""
+        return " and ".join(p for p in (low, high) if p) + where
+
+
+@dataclass(frozen=True)
 class Column:
     name: str
     type: str               # Spark SQL type, e.g. "string", "decimal(18,2)", "array<string>"
     nullable: bool = True
     doc: str = ""
+    ranges: tuple[Range, ...] = ()          # raw sources only: see `Range`
 
     @property
     def data_type(self) -> T.DataType:
@@ -110,6 +130,6 @@ class RawSource:
         return T.StructType([T.StructField(c.name, c.data_type, True) for c in self.columns])
 
 
-def C(name: str, type_: str, nullable: bool = True, doc: str = "") -> Column:
+def C(name: str, type_: str, nullable: bool = True, doc: str = "", ranges: tuple[Range, ...] = ()) -> Column:
     """Shorthand used by the table modules."""
-    return Column(name, type_, nullable, doc)
+    return Column(name, type_, nullable, doc, ranges)

@@ -19,6 +19,8 @@ INGEST_ACCOUNTING = Table(
         C("rows_quarantined", "long", False),
         C("rows_deduplicated", "long", False, "exact copies of a row already loaded (same batch or earlier)"),
         C("extra_columns", "array<string>", False, "columns beyond the contract (schema drift), kept in extra_fields"),
+        C("status", "string", False, "read, or empty: no data lines (an empty file, a header alone); either completes "
+                                     "its batch"),
         C("run_id", "string", False),
         C("ingested_at", "timestamp", False),
     ),
@@ -36,7 +38,9 @@ QUARANTINE = Table(
         C("line_number", "long", False, "1-based line in the file (the CSV header is line 1)"),
         C("raw_payload", "string", False),
         C("reason_code", "string", False,
-          "MALFORMED_ROW, MISSING_REQUIRED, TYPE_MISMATCH, IMPOSSIBLE_DATE or EMPTY_LINE"),
+          "EMPTY_LINE, BAD_ENCODING (not UTF-8), MALFORMED_ROW (unparsable, unbalanced quotes, surplus fields, a "
+          "JSON key given twice), MISSING_REQUIRED, TYPE_MISMATCH, IMPOSSIBLE_DATE, NON_FINITE (NaN, infinity) or "
+          "OUT_OF_RANGE (outside the contract's range: schemas/raw.py)"),
         C("reason_column", "string", True, "the offending field, where there is one"),
         C("run_id", "string", False),
         C("ingested_at", "timestamp", False),

@@ -7,7 +7,20 @@ recorded as schema drift; a missing required column or a type change fails the b
 
 from __future__ import annotations
 
-from schemas import C, RawSource
+from schemas import C, Range, RawSource
+
+# How each format is read (shown with every source in docs/tables.md).
+DIALECTS = {
+    "csv": "UTF-8 (a byte-order mark is dropped; other bytes are BAD_ENCODING), optionally gzip-compressed "
+           "(`.gz`). The first line is a header naming the columns, in any order, quoted or not. Fields are "
+           "separated by commas and may be quoted with `\"`, a quote inside doubled. Lines end in LF or CRLF. One "
+           "record per physical line: a quoted field holding a line break leaves two halves with unbalanced "
+           "quotes, both quarantined as MALFORMED_ROW. An empty file or a header alone is accounted as `empty`.",
+    "jsonl": "UTF-8 (other bytes are BAD_ENCODING), optionally gzip-compressed (`.gz`), one JSON object per line, "
+             "LF or CRLF. A key given twice, at the top or in a nested object, is MALFORMED_ROW. A nested value "
+             "of the wrong type (a quantity of \"two\" or 2.5) is TYPE_MISMATCH; NaN and Infinity are read, then "
+             "quarantined as NON_FINITE. A number or boolean in a text field is kept as its text.",
+}
 
 ORDER_LINE = "struct<sku:string,category:string,quantity:int,unit_price:double>"
 
@@ -53,7 +66,9 @@ ORDERS = RawSource(
         C("currency", "string", False),
         C("status", "string", False, "completed, returned or cancelled"),
         C("shipping_postcode", "string"),
-        C("lines", f"array<{ORDER_LINE}>", False),
+        C("lines", f"array<{ORDER_LINE}>", False, ranges=(
+            Range(1, 10_000, field="quantity", plausible=True),
+            Range(0, 100_000, field="unit_price", plausible=True))),
     ),
 )
 
@@ -70,7 +85,7 @@ POS = RawSource(
         C("loyalty_number", "string", doc="empty for anonymous purchases"),
         C("local_ts", "timestamp_ntz", False, "store local time, no zone"),
         C("currency", "string", False),
-        C("amount", "double", False),
+        C("amount", "double", False, ranges=(Range(0, 1_000_000, plausible=True),)),
         C("items", "string", False, "'sku:category:quantity:unit_price' joined by '|'"),
     ),
 )
@@ -124,7 +139,8 @@ SURVEYS = RawSource(
         C("response_id", "string", False),
         C("email", "string"),
         C("survey_type", "string", False),
-        C("score", "int", False),
+        C("score", "int", False, ranges=(Range(0, 10, when=("survey_type", "NPS")),
+                                         Range(1, 5, when=("survey_type", "CSAT")))),
         C("comment", "string"),
         C("responded_at", "timestamp", False),
     ),
@@ -156,7 +172,7 @@ MARKETING_SPEND = RawSource(
         C("spend_date", "date", False),
         C("channel", "string", False),
         C("currency", "string", False),
-        C("amount", "double", False),
+        C("amount", "double", False, ranges=(Range(0, 100_000_000, plausible=True),)),
     ),
 )
 
@@ -184,7 +200,7 @@ FX_RATES = RawSource(
         C("rate_id", "string", False),
         C("rate_date", "date", False),
         C("currency", "string", False),
-        C("rate", "double", False),
+        C("rate", "double", False, ranges=(Range(0, 1_000_000, above_minimum=True, plausible=True),)),
     ),
 )
 
@@ -192,6 +208,13 @@ SOURCES: dict[str, RawSource] = {
     s.name: s
     for s in (CONTACTS, ORDERS, POS, EVENTS, TICKETS, SURVEYS, CAMPAIGN_EVENTS, MARKETING_SPEND, REFERRALS, FX_RATES)
 }
+
+def plausible_maximums() -> dict[str, float]:
+    """Every plausibility limit of the contracts, by 'source.column' or 'source.column.field', with its
+    default (conf `ingest.plausible_maximum` changes them)."""
+    return {".".join(filter(None, (s.name, c.name, r.field))): r.maximum
+            for s in SOURCES.values() for c in s.columns for r in c.ranges if r.plausible and r.maximum is not None}
+
 
 # Not landed by the pipeline: the standard contact schema of `cdp resolve --input FILE` (CSV with a
 # header, or Parquet). A missing column reads as null.

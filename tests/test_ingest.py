@@ -31,7 +31,8 @@ HEADER = ",".join(CONTACTS.column_names)
 
 
 def ingest_source(spark: SparkSession, landing: str, source: RawSource, as_of: str, run_id: str,
-                  now: datetime, replay_from: str = "0000") -> list[BatchResult]:
+                  now: datetime, replay_from: str = "0000", maximums: dict[str, float] | None = None
+                  ) -> list[BatchResult]:
     """Parse, split and write one source's pending batches: the ingest stage without its gate (whose
     write-audit-publish is tested in tests/test_stages_bronze_silver.py), accounting last as a crash would leave it."""
     for table in (INGEST_ACCOUNTING, BRONZE[source.name]):
@@ -43,7 +44,8 @@ def ingest_source(spark: SparkSession, landing: str, source: RawSource, as_of: s
         return []
     ids = ", ".join(sql_literal(b) for b in batches)
     earlier = replay_window_hashes(spark.table(BRONZE[source.name].name), list(batches), replay_from)
-    parsed = parse_batches(spark, source, [f for files in batches.values() for f in files], earlier, run_id, now)
+    parsed = parse_batches(spark, source, [f for files in batches.values() for f in files], earlier, run_id, now,
+                           maximums)
     try:
         batch_slice = f"source = {sql_literal(source.name)} AND batch_id IN ({ids})"
         replace_slice(parsed.quarantine, QUARANTINE, batch_slice)

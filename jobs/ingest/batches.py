@@ -10,13 +10,17 @@ batch is done once its accounting rows exist, and only after its gate passed.
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from schemas import RawSource
+from schemas import Range, RawSource
 from schemas.ops import ROW_COUNTS
 
 DATE_LIKE = r"^\s*\d{4}-\d{1,2}-\d{1,2}"
@@ -133,7 +137,7 @@ def csv_fields(lines: DataFrame, source: RawSource, headers: dict[str, str]) -> 
     """
     parts = []
     for header, files in _group_by_header(headers).items():
-        names = [h.strip() for h in header.split(",")]
+        names = header_names(header)
         ddl = ", ".join(f"`c{i}` string" for i in range(len(names) + 1))  # one spare catches extra fields
         parsed = lines.where(F.col("source_file").isin(files) & (F.col("line_number") > 1)).withColumn(
             "f", F.from_csv("value", ddl, {"mode": "PERMISSIVE"}))
@@ -157,22 +161,99 @@ def csv_fields(lines: DataFrame, source: RawSource, headers: dict[str, str]) -> 
     return result
 
 
+def _repeats_a_key(json_object: Column) -> Column:
+    keys = F.json_object_keys(json_object)
+    return F.coalesce(F.size(keys) != F.size(F.array_distinct(keys)), F.lit(False))
+
+
 def json_fields(lines: DataFrame, source: RawSource) -> DataFrame:
-    """JSON lines -> one text column per contract field, `extra_fields` and `malformed`."""
+    """JSON lines -> one text column per contract field, `extra_fields` and `malformed`.
+
+    An object that names a key twice, at the top or in a nested object of an array of structs (an
+    order's lines), is malformed: which of the two values is meant cannot be told.
+    """
     parsed = lines.withColumn("m", F.from_json("value", "map<string,string>"))
     declared = F.array(*[F.lit(c) for c in source.column_names])
+    repeated = _repeats_a_key(F.col("value"))
+    for col in source.columns:
+        if _struct_fields(col.data_type):
+            elements = F.from_json(F.col("m")[col.name], "array<string>")
+            repeated = repeated | F.coalesce(F.exists(elements, _repeats_a_key), F.lit(False))
     return parsed.select(
         "source_file", "batch_id", "line_number", "value",
         *[F.col("m")[c].alias(c) for c in source.column_names],
         F.map_filter("m", lambda k, _: ~F.array_contains(declared, k)).alias("extra_fields"),
-        F.col("m").isNull().alias("malformed"),
+        (F.col("m").isNull() | repeated).alias("malformed"),
     )
 
 
-def validate(fields: DataFrame, source: RawSource) -> DataFrame:
-    """Typed contract columns plus `reason_code`/`reason_column` (null when the row is valid)."""
+def _struct_fields(data_type: T.DataType) -> list[T.StructField]:
+    """The fields of an array of structs (an order's lines); none for any other type."""
+    if isinstance(data_type, T.ArrayType) and isinstance(data_type.elementType, T.StructType):
+        return list(data_type.elementType.fields)
+    return []
+
+
+def _non_finite(value: Column) -> Column:
+    return F.isnan(value) | value.isin(float("inf"), float("-inf"))
+
+
+def _unparsed_field(name: str) -> Callable[[Column, Column], Column]:
+    return lambda typed, text: text[name].isNotNull() & typed[name].isNull()
+
+
+def _on_field(name: str, check: Callable[[Column], Column]) -> Callable[[Column], Column]:
+    return lambda element: check(element[name])
+
+
+def _outside(value: Column, valid: Range, maximum: float | None) -> Column:
+    low = F.lit(False) if valid.minimum is None else (
+        value <= valid.minimum if valid.above_minimum else value < valid.minimum)
+    return low | (F.lit(False) if maximum is None else value > maximum)
+
+
+def value_checks(source: RawSource, text: dict[str, Column], typed: dict[str, Column],
+                 maximums: dict[str, float]) -> list[tuple[Column, str, str]]:
+    """The checks on values that parsed: a nested field whose text did not parse (`TYPE_MISMATCH`, not a
+    silent null), then `NON_FINITE` for any NaN or infinity, then `OUT_OF_RANGE` against the contract's
+    ranges (`maximums` holds the plausibility limits in force, by 'source.column[.field]')."""
+    mismatches, non_finite, out_of_range = [], [], []
+    for col in source.columns:
+        value, fields = typed[col.name], _struct_fields(col.data_type)
+        if fields:
+            as_text = T.ArrayType(T.StructType([T.StructField(f.name, T.StringType()) for f in fields]))
+            texts = F.from_json(text[col.name], as_text)
+            for f in fields:
+                # Spark passes a lambda as many arguments as it declares: bind the field name outside it.
+                unparsed = F.zip_with(value, texts, _unparsed_field(f.name))
+                mismatches.append((F.array_contains(unparsed, True), "TYPE_MISMATCH", f"{col.name}.{f.name}"))
+                if isinstance(f.dataType, T.DoubleType | T.FloatType):
+                    non_finite.append((F.exists(value, _on_field(f.name, _non_finite)), "NON_FINITE",
+                                       f"{col.name}.{f.name}"))
+        elif isinstance(col.data_type, T.DoubleType | T.FloatType):
+            non_finite.append((_non_finite(value), "NON_FINITE", col.name))
+        for valid in col.ranges:
+            name = ".".join(filter(None, (col.name, valid.field)))
+            maximum = maximums.get(f"{source.name}.{name}", valid.maximum) if valid.plausible else valid.maximum
+            if valid.field:
+                outside = F.exists(value, _on_field(valid.field, partial(_outside, valid=valid, maximum=maximum)))
+            else:
+                outside = _outside(value, valid, maximum)
+            if valid.when:
+                outside = outside & (F.upper(F.trim(text[valid.when[0]])) == valid.when[1].upper())
+            out_of_range.append((F.coalesce(outside, F.lit(False)), "OUT_OF_RANGE", name))
+    return mismatches + non_finite + out_of_range
+
+
+def validate(fields: DataFrame, source: RawSource, maximums: dict[str, float] | None = None) -> DataFrame:
+    """Typed contract columns plus `reason_code`/`reason_column` (null when the row is valid).
+
+    Bytes that are not UTF-8 are `BAD_ENCODING`: the text reader would turn them into U+FFFD, a silent
+    change of the value (a file in another encoding is converted before it lands).
+    """
     checks: list[tuple[Column, str, str | None]] = [
         (F.trim("value") == "", "EMPTY_LINE", None),
+        (~F.is_valid_utf8("value"), "BAD_ENCODING", None),
         (F.col("malformed"), "MALFORMED_ROW", None),
     ]
     text = {col.name: _blank_to_null(F.col(col.name)) for col in source.columns}
@@ -184,6 +265,7 @@ def validate(fields: DataFrame, source: RawSource) -> DataFrame:
         if col.type in ("date", "timestamp", "timestamp_ntz"):
             checks.append((failed & text[col.name].rlike(DATE_LIKE), "IMPOSSIBLE_DATE", col.name))
         checks.append((failed, "TYPE_MISMATCH", col.name))
+    checks += value_checks(source, text, typed, maximums or {})
 
     def first(kind: int) -> Column:
         expr = F.lit(None).cast("string")
@@ -231,10 +313,11 @@ def with_outcome(validated: DataFrame, earlier_hashes: DataFrame) -> DataFrame:
     )
 
 
-def split_batches(outcome: DataFrame, source: str, run_id: str, ingested_at: datetime
+def split_batches(outcome: DataFrame, files: DataFrame, source: str, run_id: str, ingested_at: datetime
                   ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """Bronze rows, quarantine rows and per-file accounting of lines `with_outcome`, for a set of batches
-    of one source: every line is counted once, under its outcome."""
+    of one source: every line is counted once, under its outcome. `files` (source_file, batch_id) lists
+    every file read, so that one without data lines (empty, or a header alone) is accounted too, as `empty`."""
     stamp = F.lit(ingested_at).cast("timestamp")
     quarantine = outcome.where(F.col("outcome") == "quarantined").select(
         F.lit(source).alias("source"), "batch_id", F.lit(run_id).alias("run_id"), stamp.alias("ingested_at"),
@@ -244,26 +327,37 @@ def split_batches(outcome: DataFrame, source: str, run_id: str, ingested_at: dat
         "*", F.col("source_file").alias("_source_file"), F.col("line_number").alias("_line_number"),
         F.col("batch_id").alias("_batch_id"), F.lit(run_id).alias("_run_id"), stamp.alias("_ingested_at"),
     )
-    accounting = outcome.groupBy("batch_id", "source_file").agg(
+    per_file = outcome.groupBy("batch_id", "source_file").agg(
         F.count("*").alias("rows_read"),
         F.count(F.when(F.col("outcome") == "loaded", 1)).alias("rows_loaded"),
         F.count(F.when(F.col("outcome") == "quarantined", 1)).alias("rows_quarantined"),
         F.count(F.when(F.col("outcome") == "deduplicated", 1)).alias("rows_deduplicated"),
         F.array_sort(F.array_distinct(F.flatten(F.collect_list(F.coalesce(F.map_keys("extra_fields"), F.array()))))
                      ).alias("extra_columns"),
-    ).select(F.lit(source).alias("source"), "*", F.lit(run_id).alias("run_id"), stamp.alias("ingested_at"))
+    )
+    accounting = files.join(per_file, ["batch_id", "source_file"], "left").select(
+        F.lit(source).alias("source"), "batch_id", "source_file",
+        *[F.coalesce(c, F.lit(0).cast("long")).alias(c) for c in ROW_COUNTS],
+        F.coalesce("extra_columns", F.array().cast("array<string>")).alias("extra_columns"),
+        F.when(F.col("rows_read").isNull(), "empty").otherwise("read").alias("status"),
+        F.lit(run_id).alias("run_id"), stamp.alias("ingested_at"))
     return bronze, quarantine, accounting
 
 
 # -- a set of batches of one source ------------------------------------------------------------------
+def file_uris(spark: SparkSession, files: list[str]) -> list[str]:
+    """Each file's URI as `_metadata.file_path` and the accounting name it (file:///...)."""
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
+    return [path(f).toUri().toString() for f in files]
+
+
 def landed_batches(spark: SparkSession, landing: str, source: RawSource, as_of: str,
                    done_files: set[str]) -> dict[str, list[str]]:
     """Batches up to `as_of` with at least one file not in `done_files` (those accounted for, by URI)."""
-    uri = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
     return {
         batch: files
         for batch, files in list_landed_files(spark, landing, source.name).items()
-        if batch <= as_of and any(uri(f).toUri().toString() not in done_files for f in files)
+        if batch <= as_of and any(uri not in done_files for uri in file_uris(spark, files))
     }
 
 
@@ -282,10 +376,11 @@ class ParsedBatches:
 
 def parse_batches(
     spark: SparkSession, source: RawSource, files: list[str], earlier_hashes: DataFrame, run_id: str,
-    ingested_at: datetime,
+    ingested_at: datetime, maximums: dict[str, float] | None = None,
 ) -> ParsedBatches:
     """Parse and validate the files of a set of batches of one source and split them, in one pass; a
-    file that breaks the contract raises `ContractViolation` naming the file, the column and the type."""
+    file that breaks the contract raises `ContractViolation` naming the file, the column and the type.
+    `maximums`: the plausibility limits in force (`IngestConfig.maximums`), else the contracts' own."""
     lines = read_lines(spark, files)
     if source.format == "csv":
         headers = first_lines(spark, files)
@@ -293,7 +388,7 @@ def parse_batches(
         fields = csv_fields(lines, source, headers)
     else:
         fields = json_fields(lines, source)
-    outcome = with_outcome(validate(fields, source), earlier_hashes).persist()
+    outcome = with_outcome(validate(fields, source, maximums), earlier_hashes).persist()
     changes = type_changes(outcome)
     if changes:
         outcome.unpersist()
@@ -303,7 +398,9 @@ def parse_batches(
             f"({failed} of {rows} rows fail to parse); the contract in schemas/raw.py expects "
             f"{source.column(column).type}"
         )
-    return ParsedBatches(*split_batches(outcome, source.name, run_id, ingested_at), outcome)
+    listed = spark.createDataFrame([(uri, uri.rstrip("/").split("/")[-2]) for uri in file_uris(spark, files)],
+                                   "source_file string, batch_id string")
+    return ParsedBatches(*split_batches(outcome, listed, source.name, run_id, ingested_at), outcome)
 
 
 def batch_results(accounting: DataFrame) -> list[BatchResult]:
@@ -320,9 +417,14 @@ def _group_by_header(headers: dict[str, str]) -> dict[str, list[str]]:
     return groups
 
 
+def header_names(header: str) -> list[str]:
+    """A CSV header's column names, read as CSV: a quoted name ("contact_id") is the name itself."""
+    return [name.strip() for name in next(csv.reader([header]), [])]
+
+
 def _check_header_contract(source: RawSource, headers: dict[str, str]) -> None:
     for file, header in sorted(headers.items()):
-        names = {h.strip() for h in header.split(",")}
+        names = set(header_names(header))
         for col in source.columns:
             if not col.nullable and col.name not in names:
                 raise ContractViolation(

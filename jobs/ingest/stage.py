@@ -71,7 +71,7 @@ def _stage_source(ctx: RunContext, name: str, batches: dict[str, list[str]]) -> 
     replay_from = (ctx.as_of - timedelta(days=ctx.settings.ingest.replay_window_days)).isoformat()
     earlier = replay_window_hashes(ctx.read(BRONZE[name]), list(batches), replay_from)
     parsed = parse_batches(ctx.spark, SOURCES[name], [f for files in batches.values() for f in files], earlier,
-                           ctx.run_id, ctx.started_at)
+                           ctx.run_id, ctx.started_at, ctx.settings.ingest.maximums())
     try:
         return StagedSource(ctx.stage_slice(parsed.bronze, BRONZE[name], f"_batch_id IN ({ids})"),
                             parsed.accounting.localCheckpoint(), parsed.quarantine.localCheckpoint())
@@ -91,11 +91,14 @@ def gate_frames(staged: dict[str, StagedSource], accounting: DataFrame, history:
                 which: Column) -> dict[Table, DataFrame]:
     """The gate's frames for the staged batches that `which` selects (on source and batch_id)."""
     accounting = accounting.where(which)
-    sources = {r.source: r.ids for r in accounting.groupBy("source").agg(
-        F.collect_set("batch_id").alias("ids")).collect()}
+    sources = {r.source: (r.ids, r.new_rows) for r in accounting.groupBy("source").agg(
+        F.collect_set("batch_id").alias("ids"),
+        (F.sum("rows_read") - F.sum("rows_deduplicated")).alias("new_rows")).collect()}
     if not sources:
         return {}
     frames: dict[Table, DataFrame] = {INGEST_ACCOUNTING: accounting_frame(accounting, history)}
-    for name, ids in sorted(sources.items()):
-        frames[BRONZE[name]] = staged[name].bronze.where(F.col("_batch_id").isin(ids))
+    for name, (ids, new_rows) in sorted(sources.items()):
+        # Empty files and re-sent copies add no rows: a bronze suite's row count has nothing to judge then.
+        if new_rows:
+            frames[BRONZE[name]] = staged[name].bronze.where(F.col("_batch_id").isin(ids))
     return frames

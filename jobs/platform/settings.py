@@ -122,6 +122,25 @@ class GeneratorConfig(Section):
 
 class IngestConfig(Section):
     replay_window_days: PositiveInt
+    plausible_maximum: dict[str, NonNegativeFloat] = {}     # 'source.column[.field]' -> a contract's limit
+
+    @field_validator("plausible_maximum")
+    @classmethod
+    def _known_limits(cls, limits: dict[str, float]) -> dict[str, float]:
+        from schemas.raw import plausible_maximums
+
+        known = plausible_maximums()
+        unknown = sorted(set(limits) - set(known))
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: no plausible maximum of that name in schemas/raw.py "
+                             f"(known: {', '.join(sorted(known))})")
+        return limits
+
+    def maximums(self) -> dict[str, float]:
+        """The plausibility limits in force: the contracts' defaults with this section's changes."""
+        from schemas.raw import plausible_maximums
+
+        return plausible_maximums() | self.plausible_maximum
 
 
 class CleanseConfig(Section):

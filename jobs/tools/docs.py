@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from schemas import Column, Table, bronze, export, gold, ops, silver
-from schemas.raw import CONTACT_LIST, SOURCES
+from schemas.raw import CONTACT_LIST, DIALECTS, SOURCES
 
 
 def _column_rows(columns: tuple[Column, ...], required_word: str) -> list[str]:
     rows = ["| column | type | " + required_word + " | meaning |", "|---|---|---|---|"]
     for c in columns:
         flag = "" if c.nullable else "yes"
-        rows.append(f"| `{c.name}` | `{c.type}` | {flag} | {c.doc} |")
+        valid = "; ".join(f"{f'`{r.field}` ' if r.field else ''}{r.describe()}" for r in c.ranges)
+        meaning = "; ".join(p for p in (c.doc, f"valid: {valid}" if valid else "") if p)
+        rows.append(f"| `{c.name}` | `{c.type}` | {flag} | {meaning} |")
     return rows
 
 
@@ -30,6 +32,7 @@ def render_tables_doc() -> str:
     for source in SOURCES.values():
         lines += [f"### `{source.name}` ({source.format})", "", source.doc, "",
                   f"Record key `{source.record_id}`, dated by `{source.timestamp}` ({source.timezone}).", "",
+                  f"Dialect: {DIALECTS[source.format]}", "",
                   *_column_rows(source.columns, "required"), ""]
     lines += ["## Contact lists (`cdp resolve`)", "", f"### `{CONTACT_LIST.name}` ({CONTACT_LIST.format})", "",
               CONTACT_LIST.doc, "", *_column_rows(CONTACT_LIST.columns, "required"), ""]
