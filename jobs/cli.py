@@ -163,9 +163,9 @@ def cmd_summary(settings: Settings, args: argparse.Namespace) -> None:
         return
     run_id = latest[0]["run_id"]
     print(f"\nrun {run_id} ({args.date}):")
-    print(f"  {'stage':10} {'status':8} {'rows in':>10} {'rows out':>10} {'seconds':>8}")
+    print(f"  {'stage':10} {'status':9} {'rows in':>10} {'rows out':>10} {'seconds':>8}")
     for r in runs.where(F.col("run_id") == run_id).orderBy("started_at").collect():
-        print(f"  {r.stage:10} {r.status:8} {r.rows_in or 0:>10} {r.rows_out or 0:>10} {r.seconds:>8.1f}")
+        print(f"  {r.stage:10} {r.status:9} {r.rows_in or 0:>10} {r.rows_out or 0:>10} {r.seconds:>8.1f}")
     print("data quality (expectations passed / failed critical / failed warning):")
     dq = spark.table(DQ_RESULTS.name).where(F.col("run_id") == run_id).groupBy("stage").agg(
         F.count(F.when(F.col("success"), 1)).alias("passed"),

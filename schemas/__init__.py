@@ -130,6 +130,18 @@ class RawSource:
         return T.StructType([T.StructField(c.name, c.data_type, True) for c in self.columns])
 
 
+# Columns that hold personal data in clear wherever they appear (raw sources, bronze, the quarantine's payload,
+# free text): a value of one is never printed, in a gate's message or anywhere else, unmasked.
+PERSONAL_COLUMNS = frozenset({
+    "email", "referred_email", "phone", "street", "first_name", "last_name", "given_name", "family_name",
+    "birth_date", "dob", "raw_payload", "text", "comment", "_email", "_phone", "_street",
+})
+
+
+def is_personal(column: str) -> bool:
+    return column.split(".")[-1] in PERSONAL_COLUMNS
+
+
 def C(name: str, type_: str, nullable: bool = True, doc: str = "", ranges: tuple[Range, ...] = ()) -> Column:
     """Shorthand used by the table modules."""
     return Column(name, type_, nullable, doc, ranges)

@@ -45,6 +45,19 @@ def test_standardisers_use_their_libraries(spark: SparkSession) -> None:
     ]
 
 
+def test_addresses_with_an_undeliverable_local_part_are_no_address(spark: SparkSession) -> None:
+    # Valid RFC 5322 syntax all of them; only the first three are what mail providers deliver to.
+    emails = ["o'brien+news@example.com", "anne-marie.lee_2@example.com", "josé@example.com",
+              "=cmd|'/Ccalc'!A0@example.com", "+1@example.com", "-x@example.com", "a|b@example.com",
+              "x!y@example.com"]
+    df = spark.createDataFrame([(e,) for e in emails], "email string")
+    kept = [r.email for r in df.select(standardise.email("email").alias("email")).collect()]
+    assert kept == [*emails[:3], None, None, None, None, None]
+    # The policy is configurable: RFC 5322's whole atext admits them again.
+    anything = r"^[\w!#$%&'*+/=?^`{|}~.-]+$"
+    assert df.select(standardise.email("email", anything).alias("e")).where("e IS NULL").count() == 0
+
+
 def test_standardising_per_distinct_value_keeps_every_row_and_gives_the_row_by_row_result(
     spark: SparkSession
 ) -> None:

@@ -145,6 +145,15 @@ def test_hashing_trims_and_lower_cases_emails_and_puts_phones_in_e164(spark: Spa
     assert (row.email_sha256, row.phone_sha256) == (_sha("ann.lee@example.com"), _sha("+12125550100"))
 
 
+def test_values_a_spreadsheet_would_run_are_neutralised_in_csv(spark: SparkSession) -> None:
+    values = ["=cmd|'/Ccalc'!A0@example.com", "+1 212 555 0100", "-2+3", "@SUM(A1:A9)", "\tx", "\rx", "ann@example.com",
+              "a=b", None]
+    df = spark.createDataFrame([(v, i) for i, v in enumerate(values)], "value string, n int")
+    out = [(r.value, r.n) for r in export.neutralise_formulas(df).orderBy("n").collect()]
+    assert out == [("'=cmd|'/Ccalc'!A0@example.com", 0), ("'+1 212 555 0100", 1), ("'-2+3", 2), ("'@SUM(A1:A9)", 3),
+                   ("'\tx", 4), ("'\rx", 5), ("ann@example.com", 6), ("a=b", 7), (None, 8)]
+
+
 def test_manifest_counts_rows_and_checksums_every_file(gold: SparkSession, settings: Settings,
                                                        tmp_path: Path) -> None:
     summary = export_segment(gold, settings, "rfm_segment", "Champions", D2, "email_platform", "csv", tmp_path)

@@ -65,3 +65,31 @@ def test_gate_renders_data_docs(spark: SparkSession, tmp_path: Path) -> None:
     assert "index.html" in pages
     assert any(p.startswith("validations/silver/orders/run-docs-cleanse/") for p in pages)
     assert "silver.orders" in (tmp_path / "index.html").read_text()
+
+
+def test_nan_or_infinity_in_any_floating_column_fails_a_silver_or_gold_gate(spark: SparkSession) -> None:
+    # A NaN passes the suite's `>= 0` (every comparison with NaN is false): the finite check catches it.
+    bad = _orders(spark, [("o1", NOW, "completed", float("nan"), 10.0), ("o2", NOW, "completed", 5.0, float("inf")),
+                          ("o3", NOW, "completed", 5.0, 5.0)])
+    with pytest.raises(QualityGateFailed) as failure:
+        gate(spark, "cleanse", {"silver.orders": bad}, SUITES, "run-nan", NOW)
+    message = str(failure.value)
+    assert "silver.orders: expect_column_values_to_be_null(non_finite_columns) failed (2 rows" in message
+    assert "net_amount,net_amount_reporting" in message and "gross_amount" in message
+    assert "1 critical" in message    # nothing else in the suite saw the NaN
+
+
+def test_a_breached_share_names_the_sources_and_personal_samples_are_masked(spark: SparkSession) -> None:
+    accounting = spark.createDataFrame(
+        [("pos", 1, "2026-11-19", 100, 60, 40, 0, 0.4, 1.0, True),
+         ("orders", 1, "2026-11-19", 100, 99, 1, 0, 0.01, 1.0, True)],
+        "source string, files long, first_batch string, rows_read long, rows_loaded long, rows_quarantined long, "
+        "rows_deduplicated long, quarantine_share double, row_ratio double, rows_add_up boolean")
+    with pytest.raises(QualityGateFailed, match=r"expect_column_values_to_be_between\(quarantine_share\) failed "
+                                                r"\(1 rows, sources pos, e\.g\. \[0\.4\]\)"):
+        gate(spark, "ingest", {"ops.ingest_accounting": accounting}, SUITES, "run-share", NOW)
+
+    contacts = spark.createDataFrame([("c1", "ann.lee@example.com")], "contact_id string, email string")
+    [outcome] = validate_frame(contacts, "bronze.contacts", {"name": "t", "expectations": [
+        {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "email", "regex": "^x"}}]})
+    assert outcome.unexpected_sample == '["a*** (19 chars)"]'

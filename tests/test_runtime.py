@@ -75,3 +75,33 @@ def test_stale_jar_cache_is_refused(tmp_path: Path) -> None:
     (tmp_path / "delta-spark_4.1_2.13-4.0.0.jar").write_bytes(b"")
     with pytest.raises(JarCacheError, match=r"resolved for io\.delta:delta-spark_4\.1"):
         require_jars("io.delta:delta-spark_4.2_2.13:4.4.0", tmp_path)
+
+
+def test_a_stage_is_logged_running_from_its_start_and_a_dead_run_is_marked_abandoned(
+    empty_warehouse: SparkSession, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyspark.sql import functions as F
+
+    from jobs.platform.context import RunContext
+    from jobs.platform.runlog import run_logged
+    from jobs.platform.stages import Stage
+
+    spark = empty_warehouse
+
+    def status_seen_by_the_stage(ctx: RunContext) -> dict:
+        runs = spark.table("ops.pipeline_runs").where(F.col("stage") == "report")
+        return {r.run_id: r.status for r in runs.collect()}
+
+    monkeypatch.setattr(Stage, "function", lambda self: status_seen_by_the_stage)
+    # The first run sees itself running; it is killed before it records an end (its row stays running).
+    seen = run_logged(RunContext.create(settings, date(2026, 11, 20), "run-1"), "report")
+    assert seen == {"run-1": "running"}
+    spark.sql("UPDATE ops.pipeline_runs SET status = 'running' WHERE run_id = 'run-1'")   # as kill -9 leaves it
+
+    seen = run_logged(RunContext.create(settings, date(2026, 11, 20), "run-2"), "report")
+
+    assert seen == {"run-1": "abandoned", "run-2": "running"}
+    runs = {r.run_id: r for r in spark.table("ops.pipeline_runs").collect()}
+    assert runs["run-2"].status == "success" and runs["run-1"].status == "abandoned"
+    assert "without recording an outcome" in runs["run-1"].message
+    assert runs["run-1"].finished_at >= runs["run-2"].started_at

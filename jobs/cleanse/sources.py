@@ -7,6 +7,8 @@ rows. Frames that carry contact points also keep the standardised raw values in 
 
 from __future__ import annotations
 
+from functools import partial
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -39,10 +41,12 @@ def latest_version(df: DataFrame, *keys: str | Column) -> DataFrame:
     return first_per_key(df, list(keys), latest_landed())
 
 
-def with_email(df: DataFrame, raw: str, hmac_key: bytes, prefix: str = "") -> DataFrame:
-    """Standardise an e-mail column into `_email` (raw, for the vault), `<prefix>email_key`, `<prefix>email_masked`."""
+def with_email(df: DataFrame, raw: str, hmac_key: bytes, prefix: str = "",
+               local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
+    """Standardise an e-mail column into `_email` (raw, for the vault), `<prefix>email_key`, `<prefix>email_masked`;
+    an address outside the `local_part` policy is no address (null)."""
     return (
-        standardise.per_distinct(df, raw, standardise.email, "_email")
+        standardise.per_distinct(df, raw, partial(standardise.email, local_part=local_part), "_email")
         .withColumn(f"{prefix}email_key", pii.keyed_hash(F.col("_email"), hmac_key))
         .withColumn(f"{prefix}email_masked", pii.mask_email(F.col("_email")))
     )
@@ -65,13 +69,13 @@ def cleanse_fx_rates(bronze_fx: DataFrame) -> DataFrame:
 
 
 def cleanse_contacts(bronze_contacts: DataFrame, default_region: str, test_patterns: list[str],
-                     hmac_key: bytes) -> DataFrame:
+                     hmac_key: bytes, local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
     """Standardised contacts, latest version per contact_id, test accounts removed."""
     latest = first_per_key(bronze_contacts, ["contact_id"], [F.col("updated_at").desc(), *latest_landed()])
     for column, out in (("first_name", "given_name"), ("last_name", "family_name"), ("city", "_city")):
         latest = standardise.per_distinct(latest, column, standardise.person_name, out)
     latest = standardise.per_distinct(latest, "phone", lambda c: standardise.phone_e164(c, default_region), "_phone")
-    standardised = with_email(latest, "email", hmac_key).select(
+    standardised = with_email(latest, "email", hmac_key, local_part=local_part).select(
         "contact_id", "given_name", "family_name",
         "_email", "email_key", "email_masked", "_phone",
         F.col("street").alias("_street"),
@@ -102,10 +106,10 @@ def test_loyalty_numbers(bronze_contacts: DataFrame, test_patterns: list[str]) -
 
 
 def cleanse_orders(bronze_orders: DataFrame, test_patterns: list[str], hmac_key: bytes, fx_rates: DataFrame,
-                   reporting_currency: str) -> DataFrame:
+                   reporting_currency: str, local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
     """One row per order with gross and net value; cancelled and returned orders net to zero."""
     gross = F.aggregate("lines", F.lit(0.0), lambda acc, line: acc + line.quantity * line.unit_price)
-    orders = with_email(latest_version(bronze_orders, "order_id"), "email", hmac_key).select(
+    orders = with_email(latest_version(bronze_orders, "order_id"), "email", hmac_key, local_part=local_part).select(
         F.trim("order_id").alias("order_id"),
         F.trim("account_id").alias("account_id"),
         "_email", "email_key", "email_masked",
@@ -200,9 +204,10 @@ def cleanse_events(bronze_events: DataFrame, test_accounts_df: DataFrame, sessio
     )
 
 
-def cleanse_tickets(bronze_tickets: DataFrame, test_patterns: list[str], hmac_key: bytes) -> DataFrame:
+def cleanse_tickets(bronze_tickets: DataFrame, test_patterns: list[str], hmac_key: bytes,
+                    local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
     minutes = lambda a, b: (F.col(b).cast("double") - F.col(a).cast("double")) / 60.0  # noqa: E731
-    tickets = with_email(latest_version(bronze_tickets, "ticket_id"), "email", hmac_key)
+    tickets = with_email(latest_version(bronze_tickets, "ticket_id"), "email", hmac_key, local_part=local_part)
     return tickets.where(~is_test_account(F.col("_email"), test_patterns)).select(
         "ticket_id", "_email", "email_key", "email_masked",
         F.when(F.trim("account_id") != "", F.trim("account_id")).alias("account_id"),
@@ -214,9 +219,10 @@ def cleanse_tickets(bronze_tickets: DataFrame, test_patterns: list[str], hmac_ke
     )
 
 
-def cleanse_surveys(bronze_surveys: DataFrame, test_patterns: list[str], hmac_key: bytes) -> DataFrame:
+def cleanse_surveys(bronze_surveys: DataFrame, test_patterns: list[str], hmac_key: bytes,
+                    local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
     """Responses with a score in range for their survey type; NPS responses get their category."""
-    surveys = with_email(latest_version(bronze_surveys, "response_id"), "email", hmac_key) \
+    surveys = with_email(latest_version(bronze_surveys, "response_id"), "email", hmac_key, local_part=local_part) \
         .withColumn("survey_type", F.upper(F.trim("survey_type")))
     in_range = ((F.col("survey_type") == "NPS") & F.col("score").between(0, 10)) | (
         (F.col("survey_type") == "CSAT") & F.col("score").between(1, 5))
@@ -229,8 +235,9 @@ def cleanse_surveys(bronze_surveys: DataFrame, test_patterns: list[str], hmac_ke
     )
 
 
-def cleanse_campaign_events(bronze_campaign: DataFrame, test_patterns: list[str], hmac_key: bytes) -> DataFrame:
-    events = with_email(latest_version(bronze_campaign, "interaction_id"), "email", hmac_key)
+def cleanse_campaign_events(bronze_campaign: DataFrame, test_patterns: list[str], hmac_key: bytes,
+                            local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
+    events = with_email(latest_version(bronze_campaign, "interaction_id"), "email", hmac_key, local_part=local_part)
     return events.where(~is_test_account(F.col("_email"), test_patterns)).select(
         "interaction_id", "campaign_id", "_email", "email_key", "email_masked",
         F.lower("event_type").alias("event_type"), "event_ts", "_batch_id",
@@ -244,9 +251,10 @@ def cleanse_marketing_spend(bronze_spend: DataFrame, fx_rates: DataFrame, report
     return to_reporting(spend, "amount", "currency", "spend_date", fx_rates, reporting_currency, "amount_reporting")
 
 
-def cleanse_referrals(bronze_referrals: DataFrame, test_patterns: list[str], hmac_key: bytes) -> DataFrame:
+def cleanse_referrals(bronze_referrals: DataFrame, test_patterns: list[str], hmac_key: bytes,
+                      local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
     referrals = with_email(latest_version(bronze_referrals, "referral_id"), "referred_email", hmac_key,
-                           prefix="referred_")
+                           prefix="referred_", local_part=local_part)
     return referrals.where(~is_test_account(F.col("_email"), test_patterns)).select(
         "referral_id", F.upper(F.trim("referrer_loyalty_number")).alias("referrer_loyalty_number"), "_email",
         "referred_email_key", "referred_email_masked", "referred_at", "_batch_id",

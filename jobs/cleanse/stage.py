@@ -28,24 +28,26 @@ def run_cleanse(ctx: RunContext) -> dict[str, int]:
     conf = ctx.settings.cleanse
     patterns, currency = list(conf.test_account_email_patterns), conf.reporting_currency
     keys = pii_keys(ctx.settings)
+    email = {"local_part": conf.email_local_part}
     bronze = {name: bronze_as_of(ctx.read(BRONZE[name]), ctx.as_of) for name in SOURCES}
 
     fx = ctx.stage_overwrite(cleanse.cleanse_fx_rates(bronze["fx_rates"]), silver.FX_RATES)
     staged = {silver.FX_RATES: fx}
     outputs = {
         silver.CONTACTS: cleanse.cleanse_contacts(bronze["contacts"], conf.default_phone_region, patterns,
-                                                  keys.hmac_key),
-        silver.ORDERS: cleanse.cleanse_orders(bronze["orders"], patterns, keys.hmac_key, fx, currency),
+                                                  keys.hmac_key, **email),
+        silver.ORDERS: cleanse.cleanse_orders(bronze["orders"], patterns, keys.hmac_key, fx, currency, **email),
         silver.POS_TRANSACTIONS: cleanse.cleanse_pos(
             bronze["pos"], SOURCES["pos"].timezone, cleanse.test_loyalty_numbers(bronze["contacts"], patterns), fx,
             currency),
         silver.EVENTS: cleanse.cleanse_events(bronze["events"], cleanse.test_accounts(bronze["orders"], patterns),
                                               conf.session_gap_minutes),
-        silver.TICKETS: cleanse.cleanse_tickets(bronze["tickets"], patterns, keys.hmac_key),
-        silver.SURVEYS: cleanse.cleanse_surveys(bronze["surveys"], patterns, keys.hmac_key),
-        silver.CAMPAIGN_EVENTS: cleanse.cleanse_campaign_events(bronze["campaign_events"], patterns, keys.hmac_key),
+        silver.TICKETS: cleanse.cleanse_tickets(bronze["tickets"], patterns, keys.hmac_key, **email),
+        silver.SURVEYS: cleanse.cleanse_surveys(bronze["surveys"], patterns, keys.hmac_key, **email),
+        silver.CAMPAIGN_EVENTS: cleanse.cleanse_campaign_events(bronze["campaign_events"], patterns, keys.hmac_key,
+                                                                **email),
         silver.MARKETING_SPEND: cleanse.cleanse_marketing_spend(bronze["marketing_spend"], fx, currency),
-        silver.REFERRALS: cleanse.cleanse_referrals(bronze["referrals"], patterns, keys.hmac_key),
+        silver.REFERRALS: cleanse.cleanse_referrals(bronze["referrals"], patterns, keys.hmac_key, **email),
     }
     for frame in outputs.values():
         frame.persist()  # each is staged and also feeds the vault or the order lines (with its raw columns)

@@ -28,28 +28,40 @@ def per_distinct(df: DataFrame, column: str, standardiser: Callable[[Column], Co
     return df.join(lookup, F.col(column) == F.col(value), "left").drop(value)
 
 
-@F.pandas_udf(T.StringType())
-def _email_udf(raw: pd.Series) -> pd.Series:
-    from email_validator import EmailNotValidError, validate_email
-
-    def one(value: str | None) -> str | None:
-        if value is None:
-            return None
-        text = value.strip().lower()
-        if not text:
-            return None
-        try:
-            return validate_email(text, check_deliverability=False, allow_smtputf8=True,
-                                  test_environment=True).normalized.lower()
-        except EmailNotValidError:
-            return None
-
-    return raw.map(one)
+# RFC 5322 lets a local part hold = | ! / ' and more, so `=cmd|'/Ccalc'!A0@example.com` is valid syntax; mail
+# providers deliver to far fewer. The default policy (conf cleanse.email_local_part): letters and digits
+# in any script, then also . _ % + ' -; never a leading character a spreadsheet reads as a formula.
+DELIVERABLE_LOCAL_PART = r"^\w[\w.%+'-]*$"
 
 
-def email(col: Column | str) -> Column:
-    """Trimmed, lower-cased, syntax-checked e-mail address; null when invalid."""
-    return _email_udf(F.col(col) if isinstance(col, str) else col)
+def _email_udf_for(local_part: str):
+    @F.pandas_udf(T.StringType())
+    def to_email(raw: pd.Series) -> pd.Series:
+        from email_validator import EmailNotValidError, validate_email
+
+        deliverable = re.compile(local_part)
+
+        def one(value: str | None) -> str | None:
+            if value is None:
+                return None
+            text = value.strip().lower()
+            if not text:
+                return None
+            try:
+                valid = validate_email(text, check_deliverability=False, allow_smtputf8=True, test_environment=True)
+            except EmailNotValidError:
+                return None
+            return valid.normalized.lower() if deliverable.match(valid.local_part.lower()) else None
+
+        return raw.map(one)
+
+    return to_email
+
+
+def email(col: Column | str, local_part: str = DELIVERABLE_LOCAL_PART) -> Column:
+    """Trimmed, lower-cased, syntax-checked e-mail address whose local part matches the `local_part` policy
+    (a regular expression); null otherwise."""
+    return _email_udf_for(local_part)(F.col(col) if isinstance(col, str) else col)
 
 
 def _phone_udf_for(region: str):

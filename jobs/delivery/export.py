@@ -140,6 +140,20 @@ def export_rows(members: DataFrame, policy: ExportPolicy, default_phone_region: 
     return rows.where(F.coalesce(*[F.col(c) for c in policy.contact_columns]).isNotNull())
 
 
+# OWASP's CSV-injection rule: a cell starting with one of these is a formula to a spreadsheet.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formulas(df: DataFrame) -> DataFrame:
+    """Every text value that a spreadsheet would run as a formula, prefixed with a single quote (OWASP), so
+    that a CSV export opened by a marketer shows the text instead of running it."""
+    starts_a_formula = "^[" + "".join(re.escape(c) for c in FORMULA_STARTS) + "]"
+    return df.select(*[
+        F.when(F.col(f.name).rlike(starts_a_formula), F.concat(F.lit("'"), F.col(f.name)))
+        .otherwise(F.col(f.name)).alias(f.name) if isinstance(f.dataType, T.StringType) else F.col(f.name)
+        for f in df.schema.fields])
+
+
 def changes(current: DataFrame, previous: DataFrame, columns: list[str]) -> tuple[DataFrame, DataFrame]:
     """(added, removed) between two exports, compared on `columns` (customer_id and the contact columns): a
     changed contact point is removed in its old form and added in its new one."""
@@ -259,7 +273,9 @@ def export_segment(spark: SparkSession, settings: Settings, segment_type: str, s
     allowed = consenting(members, read(CUSTOMER_PROFILE), policy.consent, erased).persist()
     with_contacts = contact_points(allowed, read(IDENTITY_GRAPH), read(PII_VAULT),
                                    pii.pii_keys(settings).encryption_key)
-    rows = export_rows(with_contacts, policy, settings.cleanse.default_phone_region).persist()
+    rows = export_rows(with_contacts, policy, settings.cleanse.default_phone_region)
+    # Neutralised before the comparison with the previous export, which was written (and is read) so.
+    rows = (neutralise_formulas(rows) if fmt == "csv" else rows).persist()
     previous = previous_export(out_dir, segment_type, segment, destination)
     before = (_read_members(spark, out_dir, previous) if previous
               else spark.createDataFrame([], T.StructType([EXPORT_FILE.column(c).field for c in policy.columns])))

@@ -7,6 +7,7 @@ stops the run with a readable summary, a failed `warning` is recorded and the ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from jobs.platform.tables import replace_slice, sql_literal
+from schemas import is_personal
 from schemas.ops import DQ_RESULTS
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -45,13 +48,16 @@ class Outcome:
     def expectation_id(self) -> str:
         return f"{self.expectation_type}({self.column_name or ''})"
 
+    breached_sources: tuple[str, ...] = ()
+
     def describe(self) -> str:
         if self.unexpected_count is not None:
             detail = f"{self.unexpected_count} rows"
         else:
             detail = f"observed {self.observed_value}"
+        sources = f", sources {', '.join(self.breached_sources)}" if self.breached_sources else ""
         sample = f", e.g. {self.unexpected_sample}" if self.unexpected_sample else ""
-        return f"{self.table_name}: {self.expectation_id} failed ({detail}{sample})"
+        return f"{self.table_name}: {self.expectation_id} failed ({detail}{sources}{sample})"
 
 
 def load_suite(suites_dir: Path, table_name: str) -> dict[str, Any]:
@@ -136,7 +142,20 @@ def _validate(context: Any, source: Any, actions: list, run_name: str, table_nam
         rerun = gx.ValidationDefinition(name=f"{table_name}-failed", data=batch_definition, suite=retry)
         samples = {_key(r.expectation_config): r.result.get("partial_unexpected_list")
                    for r in rerun.run(batch_parameters={"dataframe": df}, result_format=WITH_SAMPLES).results}
-    return [_outcome(table_name, spec["name"], r, samples.get(_key(r.expectation_config))) for r in results]
+    outcomes = [_outcome(table_name, spec["name"], r, samples.get(_key(r.expectation_config))) for r in results]
+    return [_with_sources(df, o, samples.get(_key(r.expectation_config)))
+            for o, r in zip(outcomes, results, strict=True)]
+
+
+def _with_sources(df: DataFrame, outcome: Outcome, sample: list | None) -> Outcome:
+    """Name the sources of the sampled bad values, in a frame with one row per source (the ingest gate's
+    accounting): which source breached a share says more than the share does."""
+    if not sample or "source" not in df.columns or not outcome.column_name or outcome.column_name == "source":
+        return outcome
+    values = [v for v in sample if v is not None]
+    rows = df.where(F.col(outcome.column_name).isin(values)).select("source").distinct().limit(10).collect() \
+        if values else []
+    return dataclasses.replace(outcome, breached_sources=tuple(sorted(r.source for r in rows)))
 
 
 def _key(config: Any) -> str:
@@ -160,8 +179,35 @@ def _outcome(table_name: str, suite_name: str, r: Any, sample: list | None) -> O
         success=bool(r.success),
         observed_value=None if details.get("observed_value") is None else str(details["observed_value"]),
         unexpected_count=details.get("unexpected_count"),
-        unexpected_sample=json.dumps(sample[:5], default=str) if sample else None,
+        unexpected_sample=json.dumps([_masked(config.kwargs.get("column"), v) for v in sample[:5]], default=str)
+        if sample else None,
     )
+
+
+def _masked(column: str | None, value: Any) -> Any:
+    """A sampled value as a gate message and ops.dq_results show it: a personal one is masked."""
+    if column is None or value is None or not is_personal(column):
+        return value
+    text = str(value)
+    return text[:1] + "***" + f" ({len(text)} chars)"
+
+
+NON_FINITE_COLUMN = "non_finite_columns"
+# Layers whose every floating-point value must be a number: what analysts, BI and exports read.
+FINITE_LAYERS = ("silver.", "gold.")
+
+
+def with_finite_check(df: DataFrame, suite: dict[str, Any]) -> tuple[DataFrame, dict[str, Any]]:
+    """`df` with `non_finite_columns` (the names of its floating-point columns holding NaN or an infinity in
+    the row, null when none) and `suite` with a critical expectation that it is null: a NaN passes
+    GX's range checks (every comparison with it is false) and would hide a sum it enters."""
+    floating = [f.name for f in df.schema.fields if isinstance(f.dataType, T.DoubleType | T.FloatType)]
+    if not floating:
+        return df, suite
+    bad = [F.when(F.isnan(c) | F.col(c).isin(float("inf"), float("-inf")), F.lit(c)) for c in floating]
+    flagged = df.withColumn(NON_FINITE_COLUMN, F.nullif(F.concat_ws(",", *bad), F.lit("")))
+    check = {"type": "expect_column_values_to_be_null", "kwargs": {"column": NON_FINITE_COLUMN}}
+    return flagged, {**suite, "expectations": [*suite["expectations"], check]}
 
 
 def gate(
@@ -169,11 +215,16 @@ def gate(
     validated_at: datetime, docs_dir: Path | None = None, enforce: bool = True,
 ) -> list[Outcome]:
     """Validate each table's DataFrame with its suite, record every result, stop on critical failures
-    (unless `enforce` is off: for batches an operator released, failures are recorded only).
+    (unless `enforce` is off: for batches an operator released, failures are recorded only). Silver and
+    gold tables are also checked for NaN and infinite values in every floating-point column.
 
     With `docs_dir`, the results are also rendered as GX Data Docs (open `index.html`).
     """
+    frames = dict(frames)
     suites = {name: load_suite(suites_dir, name) for name in frames}
+    for name in frames:
+        if name.startswith(FINITE_LAYERS):
+            frames[name], suites[name] = with_finite_check(frames[name], suites[name])
     outcomes = validate_frames(frames, suites, docs_dir, run_name=f"{run_id}-{stage}")
     rows = [
         (run_id, stage, o.table_name, o.suite, o.expectation_id, o.expectation_type, o.column_name, o.severity,

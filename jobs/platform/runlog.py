@@ -67,9 +67,28 @@ def _rows_out(spark: SparkSession, step: Stage, since: datetime) -> int:
     return sum(concurrently(partial(written, t.name) for t in step.writes if table_exists(spark, t.name)))
 
 
+def abandon_unfinished(spark: SparkSession, stage_name: str, now: datetime) -> int:
+    """Mark `abandoned` the stage's runs still `running`: a process that died (kill -9, a lost node) never
+    recorded its end. Called before the stage starts again; returns how many there were."""
+    unfinished = spark.table(PIPELINE_RUNS.name).where(
+        (F.col("stage") == stage_name) & (F.col("status") == "running")).count()
+    if unfinished:
+        spark.sql(f"UPDATE {PIPELINE_RUNS.name} SET status = 'abandoned', "
+                  f"finished_at = TIMESTAMP {sql_literal(now.isoformat())}, "
+                  f"message = 'the process ended without recording an outcome (killed or lost); a later run "
+                  f"of the stage found it running' WHERE stage = {sql_literal(stage_name)} AND status = 'running'")
+    return unfinished
+
+
+def _record_run(spark: SparkSession, record: tuple) -> None:
+    replace_slice(spark.createDataFrame([record], PIPELINE_RUNS.struct), PIPELINE_RUNS,
+                  f"run_id = {sql_literal(record[0])} AND stage = {sql_literal(record[2])}")
+
+
 def run_logged(ctx: RunContext, name: str) -> object:
-    """Run one stage and record it in ops.pipeline_runs, failed or not (then re-raise), with the Delta
-    versions it started from and ended at, from which `cdp rebuild` reproduces it."""
+    """Run one stage and record it in ops.pipeline_runs: `running` when it starts (so that a crash leaves a
+    row, which the stage's next run marks `abandoned`), then success or failed (then re-raise), with the
+    Delta versions it started from and ended at, from which `cdp rebuild` reproduces it."""
     step = stage(name)
     ctx = ctx.for_stage(step)
     spark = ctx.spark
@@ -79,8 +98,11 @@ def run_logged(ctx: RunContext, name: str) -> object:
     now = datetime.now(UTC)
     started = now.replace(microsecond=now.microsecond // 1000 * 1000)
     clock = time.monotonic()
+    abandon_unfinished(spark, step.name, started)
     rows_in = None if step.name == "ingest" else _rows_in(spark, step)
     input_versions = _versions(spark, step.tables)    # a stage may read its own earlier state
+    _record_run(spark, (ctx.run_id, ctx.as_of, step.name, "running", rows_in, None, 0.0, 0.0, started, started,
+                        input_versions, {}, None, None))
     result, error = None, None
     try:
         result = step.function()(ctx)
@@ -97,8 +119,7 @@ def run_logged(ctx: RunContext, name: str) -> object:
                   started,
                   datetime.now(UTC), input_versions, _versions(spark, step.writes),
                   None if error else json.dumps(result, default=str), str(error) if error else None)
-        replace_slice(spark.createDataFrame([record], PIPELINE_RUNS.struct), PIPELINE_RUNS,
-                      f"run_id = {sql_literal(ctx.run_id)} AND stage = {sql_literal(step.name)}")
+        _record_run(spark, record)
         # What the stage cached is its own, as when it runs as its own spark-submit: a session that runs
         # stage after stage (`cdp run`, the tests) would otherwise match every later plan against it.
         spark.catalog.clearCache()

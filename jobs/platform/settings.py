@@ -9,6 +9,7 @@ Numbers are strict: a quoted "50" or a `true` is not taken for an integer.
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -148,6 +149,16 @@ class CleanseConfig(Section):
     reporting_currency: Annotated[str, Strict(), Field(pattern=r"^[A-Z]{3}$")]     # ISO 4217
     session_gap_minutes: PositiveInt
     test_account_email_patterns: tuple[Name, ...]
+    email_local_part: Name          # regular expression an address's local part must match to be kept
+
+    @field_validator("email_local_part")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
 
 
 class GuardsConfig(Section):
