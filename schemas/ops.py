@@ -26,6 +26,26 @@ INGEST_ACCOUNTING = Table(
     ),
 )
 
+SILVER_ACCOUNTING = Table(
+    name="ops.silver_accounting",
+    doc="Bronze to silver, per source and date: bronze_rows = kept_rows + merged_rows + rejected_rows. Written with "
+        "silver, once its gate (which checks the identity) passed.",
+    keys=("as_of_date", "source"),
+    columns=(
+        C("as_of_date", "date", False),
+        C("source", "string", False),
+        C("silver_table", "string", False),
+        C("bronze_rows", "long", False, "rows of the source's bronze table up to the date"),
+        C("kept_rows", "long", False, "rows of the silver table"),
+        C("merged_rows", "long", False, "earlier versions and copies of a record, merged into its latest"),
+        C("rejected_rows", "long", False, "records a silver rule rejected"),
+        C("rejected_reasons", "map<string,bigint>", False,
+          "rejected records by reason: TEST_ACCOUNT (cleanse.test_account_email_patterns), UNKNOWN_SURVEY_TYPE"),
+        C("rows_add_up", "boolean", False),
+        C("run_id", "string", False),
+    ),
+)
+
 QUARANTINE = Table(
     name="ops.quarantine",
     doc="Rejected input rows with the raw payload, where they came from and why.",
@@ -264,5 +284,5 @@ BATCH_RELEASES = Table(
     ),
 )
 
-TABLES = (INGEST_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS, CLV_MODELS, CLV_HOLDOUT,
-          CHURN_MODELS, INTENT_MODELS, PIPELINE_RUNS, ERASURES, BATCH_RELEASES)
+TABLES = (INGEST_ACCOUNTING, SILVER_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS,
+          CLV_MODELS, CLV_HOLDOUT, CHURN_MODELS, INTENT_MODELS, PIPELINE_RUNS, ERASURES, BATCH_RELEASES)

@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.cleanse import standardise
-from jobs.cleanse.sources import cleanse_orders
+from jobs.cleanse.sources import cleanse_orders, kept
 from jobs.platform.settings import SurvivorshipConfig
 from jobs.profile.customer_profile import Survivorship, age_band, golden_record
 from schemas.raw import ORDERS
@@ -97,9 +97,13 @@ def test_orders_net_out_returns_keep_latest_version_and_drop_test_accounts(spark
 
     fx = spark.createDataFrame([], "rate_date date, currency string, rate double")
     cleansed = cleanse_orders(bronze, [r"@cdp-internal\.test$"], KEY, fx, "USD")
-    orders = {r.order_id: r for r in cleansed.collect()}
+    orders = {r.order_id: r for r in kept(cleansed).collect()}
 
     assert set(orders) == {"o1", "o2", "o3"}
+    # The test account's orders are rejected with their reason; o3's two versions are one record.
+    outcome = {r.order_id: (r._rejected, r._bronze_rows) for r in cleansed.collect()}
+    assert outcome == {"o1": (None, 1), "o2": (None, 1), "o3": (None, 2), "o4": ("TEST_ACCOUNT", 1),
+                       "o5": ("TEST_ACCOUNT", 1)}
     assert (orders["o1"].gross_amount, orders["o1"].net_amount, orders["o1"].net_amount_reporting) == (25.5, 25.5, 25.5)
     assert (orders["o1"].email_key, orders["o1"].email_masked) == (hmac_hex("a@x.com"), "a***@x.com")
     assert (orders["o2"].net_amount, orders["o2"].channel, orders["o2"].currency) == (0.0, "web", "USD")
@@ -139,3 +143,21 @@ def test_age_bands_follow_the_domain_model(spark: SparkSession) -> None:
     ages = spark.createDataFrame([(a,) for a in (17, 18, 30, 31, 50, 51, 90)], "age int")
     assert [r[0] for r in ages.select(age_band(F.col("age"))).collect()] == [
         None, "young", "young", "middle", "middle", "senior", "senior"]
+
+
+def test_silver_accounting_balances_bronze_and_catches_a_lost_row(spark: SparkSession) -> None:
+    from jobs.cleanse.accounting import silver_accounting
+
+    bronze = spark.range(6).toDF("n")     # six bronze rows: o1 in two versions, o2 once, o3 in three
+    cleansed = spark.createDataFrame([("o1", None, 2), ("o2", "TEST_ACCOUNT", 1), ("o3", None, 3)],
+                                     "order_id string, _rejected string, _bronze_rows long")
+    [row] = silver_accounting({"orders": bronze}, {"orders": ("silver.orders", cleansed)}, date(2026, 11, 20),
+                              "run-1").collect()
+    assert (row.bronze_rows, row.kept_rows, row.merged_rows, row.rejected_rows) == (6, 2, 3, 1)
+    assert row.rejected_reasons == {"TEST_ACCOUNT": 1} and row.rows_add_up
+
+    # A record lost between the layers (a join that dropped it) breaks the identity.
+    lost = cleansed.where("order_id != 'o3'")
+    [row] = silver_accounting({"orders": bronze}, {"orders": ("silver.orders", lost)}, date(2026, 11, 20),
+                              "run-1").collect()
+    assert not row.rows_add_up and (row.bronze_rows, row.kept_rows + row.merged_rows + row.rejected_rows) == (6, 3)

@@ -36,9 +36,37 @@ def first_per_key(df: DataFrame, keys: list[str | Column], order: list[Column]) 
     return df.withColumn("_rank", F.row_number().over(w)).where("_rank = 1").drop("_rank")
 
 
-def latest_version(df: DataFrame, *keys: str | Column) -> DataFrame:
-    """The copy of a record from the latest batch (then latest line) wins: corrections replace."""
-    return first_per_key(df, list(keys), latest_landed())
+def latest_version(df: DataFrame, *keys: str | Column, order: list[Column] | None = None) -> DataFrame:
+    """The copy of a record from the latest batch (then latest line) wins: corrections replace. `_bronze_rows`
+    counts the bronze rows (versions) the kept row stands for, so that silver's accounting shows the merged
+    ones; `_rejected` starts empty (see `reject`)."""
+    counted = df.withColumn("_bronze_rows", F.count(F.lit(1)).over(Window.partitionBy(*keys)))
+    return first_per_key(counted, list(keys), order or latest_landed()) \
+        .withColumn("_rejected", F.lit(None).cast("string"))
+
+
+# Reasons a silver rule rejects a record (ops.silver_accounting).
+TEST_ACCOUNT = "TEST_ACCOUNT"              # internal or test traffic (cleanse.test_account_email_patterns)
+UNKNOWN_SURVEY_TYPE = "UNKNOWN_SURVEY_TYPE"
+ACCOUNTING_COLUMNS = ("_bronze_rows", "_rejected")
+
+
+def reject(df: DataFrame, condition: Column, reason: str) -> DataFrame:
+    """Mark the rows where `condition` holds as rejected for `reason` (the first reason stays) instead of
+    dropping them: the stage publishes the others (`kept`) and accounts for these."""
+    return df.withColumn("_rejected", F.coalesce("_rejected", F.when(condition, F.lit(reason))))
+
+
+def kept(df: DataFrame) -> DataFrame:
+    """The rows no silver rule rejected."""
+    return df.where(F.col("_rejected").isNull())
+
+
+def record_key(source: str) -> list[Column]:
+    """What a silver table keeps one row per: the record id, or for rates the day and currency."""
+    from schemas.raw import SOURCES
+
+    return [F.col("rate_date"), F.upper("currency")] if source == "fx_rates" else [F.col(SOURCES[source].record_id)]
 
 
 def with_email(df: DataFrame, raw: str, hmac_key: bytes, prefix: str = "",
@@ -64,14 +92,16 @@ def to_reporting(df: DataFrame, amount: str, currency: str, on_date: str, fx_rat
 
 
 def cleanse_fx_rates(bronze_fx: DataFrame) -> DataFrame:
-    latest = latest_version(bronze_fx, "rate_date", F.upper("currency"))
-    return latest.select("rate_date", F.upper("currency").alias("currency"), "rate").where(F.col("rate") > 0)
+    # Rates are positive by their contract (schemas/raw.py): bronze has quarantined the others.
+    latest = latest_version(bronze_fx, *record_key("fx_rates"))
+    return latest.select("rate_date", F.upper("currency").alias("currency"), "rate", *ACCOUNTING_COLUMNS)
 
 
 def cleanse_contacts(bronze_contacts: DataFrame, default_region: str, test_patterns: list[str],
                      hmac_key: bytes, local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
     """Standardised contacts, latest version per contact_id, test accounts removed."""
-    latest = first_per_key(bronze_contacts, ["contact_id"], [F.col("updated_at").desc(), *latest_landed()])
+    latest = latest_version(bronze_contacts, *record_key("contacts"), order=[F.col("updated_at").desc(),
+                                                                              *latest_landed()])
     for column, out in (("first_name", "given_name"), ("last_name", "family_name"), ("city", "_city")):
         latest = standardise.per_distinct(latest, column, standardise.person_name, out)
     latest = standardise.per_distinct(latest, "phone", lambda c: standardise.phone_e164(c, default_region), "_phone")
@@ -87,10 +117,10 @@ def cleanse_contacts(bronze_contacts: DataFrame, default_region: str, test_patte
         F.upper(F.substring(F.trim("gender"), 1, 1)).alias("gender"),
         F.upper(F.trim("loyalty_number")).alias("loyalty_number"),
         F.lower(F.trim("signup_channel")).alias("signup_channel"),
-        "email_opt_in", "sms_opt_in", "created_at", "updated_at", "_batch_id",
+        "email_opt_in", "sms_opt_in", "created_at", "updated_at", "_batch_id", *ACCOUNTING_COLUMNS,
     )
     return (
-        standardised.where(~is_test_account(F.col("_email"), test_patterns))
+        reject(standardised, is_test_account(F.col("_email"), test_patterns), TEST_ACCOUNT)
         .withColumn("phone_key", pii.keyed_hash(F.col("_phone"), hmac_key))
         .withColumn("phone_masked", pii.mask_phone(F.col("_phone")))
     )
@@ -109,7 +139,8 @@ def cleanse_orders(bronze_orders: DataFrame, test_patterns: list[str], hmac_key:
                    reporting_currency: str, local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
     """One row per order with gross and net value; cancelled and returned orders net to zero."""
     gross = F.aggregate("lines", F.lit(0.0), lambda acc, line: acc + line.quantity * line.unit_price)
-    orders = with_email(latest_version(bronze_orders, "order_id"), "email", hmac_key, local_part=local_part).select(
+    orders = with_email(latest_version(bronze_orders, *record_key("orders")), "email", hmac_key,
+                        local_part=local_part).select(
         F.trim("order_id").alias("order_id"),
         F.trim("account_id").alias("account_id"),
         "_email", "email_key", "email_masked",
@@ -120,11 +151,18 @@ def cleanse_orders(bronze_orders: DataFrame, test_patterns: list[str], hmac_key:
         F.upper("currency").alias("currency"),
         F.size("lines").alias("line_count"),
         F.round(gross, 2).alias("gross_amount"),
-        "_batch_id",
+        "_batch_id", *ACCOUNTING_COLUMNS,
     ).withColumn("net_amount", F.when(F.col("status") == "completed", F.col("gross_amount")).otherwise(F.lit(0.0)))
-    kept = orders.join(test_accounts(bronze_orders, test_patterns), "account_id", "left_anti")
-    return to_reporting(kept, "net_amount", "currency", "order_date", fx_rates, reporting_currency,
+    flagged = reject(_flag_members(orders, test_accounts(bronze_orders, test_patterns), "account_id"),
+                     F.col("_member"), TEST_ACCOUNT).drop("_member")
+    return to_reporting(flagged, "net_amount", "currency", "order_date", fx_rates, reporting_currency,
                         "net_amount_reporting")
+
+
+def _flag_members(df: DataFrame, members: DataFrame, key: str) -> DataFrame:
+    """`df` with `_member`: whether its `key` is among `members`' (distinct) keys."""
+    return df.join(members.select(key).distinct().withColumn("_member", F.lit(True)), key, "left") \
+        .withColumn("_member", F.coalesce("_member", F.lit(False)))
 
 
 def test_accounts(bronze_orders: DataFrame, test_patterns: list[str]) -> DataFrame:
@@ -146,14 +184,14 @@ def parse_pos_items(items: Column) -> Column:
 def cleanse_pos(bronze_pos: DataFrame, source_timezone: str, test_loyalty: DataFrame, fx_rates: DataFrame,
                 reporting_currency: str) -> DataFrame:
     """Store transactions in UTC and the reporting currency, with parsed items."""
-    pos = latest_version(bronze_pos, "transaction_id").select(
+    pos = latest_version(bronze_pos, *record_key("pos")).select(
         "transaction_id", "store_id",
         F.when(F.trim("loyalty_number") != "", F.upper(F.trim("loyalty_number"))).alias("loyalty_number"),
         F.to_utc_timestamp(F.col("local_ts").cast("timestamp"), source_timezone).alias("txn_ts"),
         F.upper("currency").alias("currency"), "amount", parse_pos_items(F.col("items")).alias("items"),
-        "_batch_id",
+        "_batch_id", *ACCOUNTING_COLUMNS,
     ).withColumn("txn_date", F.to_date("txn_ts")).withColumn("line_count", F.size("items"))
-    pos = pos.join(test_loyalty, "loyalty_number", "left_anti")
+    pos = reject(_flag_members(pos, test_loyalty, "loyalty_number"), F.col("_member"), TEST_ACCOUNT).drop("_member")
     return to_reporting(pos, "amount", "currency", "txn_date", fx_rates, reporting_currency, "amount_reporting")
 
 
@@ -162,7 +200,7 @@ def order_lines(orders: DataFrame, bronze_orders: DataFrame, pos: DataFrame, fx_
     """Line items of kept orders and store transactions, valued in the reporting currency."""
     line_cols = ["line_no", "line.sku", "line.category", "line.quantity", "line.unit_price"]
     online = (
-        latest_version(bronze_orders, "order_id")
+        latest_version(bronze_orders, *record_key("orders"))
         .select("order_id", F.posexplode("lines").alias("line_no", "line"))
         .join(orders.select("order_id", "status", "currency", F.col("order_date").alias("day")), "order_id")
         .select(F.lit("orders").alias("source"), F.col("order_id").alias("transaction_id"), *line_cols,
@@ -180,15 +218,16 @@ def order_lines(orders: DataFrame, bronze_orders: DataFrame, pos: DataFrame, fx_
 
 def cleanse_events(bronze_events: DataFrame, test_accounts_df: DataFrame, session_gap_minutes: int) -> DataFrame:
     """Events without replays, the user attached from the device's login onward, sessions derived."""
-    events = latest_version(bronze_events, "event_id").select(
+    events = latest_version(bronze_events, *record_key("events")).select(
         "event_id", "device_id", F.when(F.trim("user_id") != "", F.trim("user_id")).alias("user_id"),
         F.lower("event_type").alias("event_type"), "event_ts", F.lower("platform").alias("platform"),
         F.when(F.trim("sku") != "", F.col("sku")).alias("sku"),
-        F.when(F.trim("order_id") != "", F.col("order_id")).alias("order_id"), "_batch_id",
+        F.when(F.trim("order_id") != "", F.col("order_id")).alias("order_id"), "_batch_id", *ACCOUNTING_COLUMNS,
     )
     test_devices = events.join(test_accounts_df.withColumnRenamed("account_id", "user_id"), "user_id") \
-        .select("device_id").distinct()
-    events = events.join(test_devices, "device_id", "left_anti")
+        .select("device_id")
+    # A test device's events are rejected whole; its sessions are its own, so the others' are unchanged.
+    events = reject(_flag_members(events, test_devices, "device_id"), F.col("_member"), TEST_ACCOUNT).drop("_member")
     device_order = Window.partitionBy("device_id").orderBy("event_ts", "event_id")
     so_far = device_order.rowsBetween(Window.unboundedPreceding, 0)
     login_user = F.last(F.when(F.col("event_type") == "login", F.col("user_id")), ignorenulls=True).over(so_far)
@@ -207,57 +246,59 @@ def cleanse_events(bronze_events: DataFrame, test_accounts_df: DataFrame, sessio
 def cleanse_tickets(bronze_tickets: DataFrame, test_patterns: list[str], hmac_key: bytes,
                     local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
     minutes = lambda a, b: (F.col(b).cast("double") - F.col(a).cast("double")) / 60.0  # noqa: E731
-    tickets = with_email(latest_version(bronze_tickets, "ticket_id"), "email", hmac_key, local_part=local_part)
-    return tickets.where(~is_test_account(F.col("_email"), test_patterns)).select(
+    tickets = with_email(latest_version(bronze_tickets, *record_key("tickets")), "email", hmac_key,
+                         local_part=local_part)
+    return reject(tickets, is_test_account(F.col("_email"), test_patterns), TEST_ACCOUNT).select(
         "ticket_id", "_email", "email_key", "email_masked",
         F.when(F.trim("account_id") != "", F.trim("account_id")).alias("account_id"),
         F.lower("channel").alias("channel"), F.lower("category").alias("category"),
         F.lower("priority").alias("priority"), "created_at", "first_response_at", "resolved_at",
         F.round(minutes("created_at", "first_response_at"), 1).alias("first_response_minutes"),
         F.round(minutes("created_at", "resolved_at") / 60.0, 2).alias("resolution_hours"),
-        "text", "_batch_id",
+        "text", "_batch_id", *ACCOUNTING_COLUMNS,
     )
 
 
 def cleanse_surveys(bronze_surveys: DataFrame, test_patterns: list[str], hmac_key: bytes,
                     local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
-    """Responses with a score in range for their survey type; NPS responses get their category."""
-    surveys = with_email(latest_version(bronze_surveys, "response_id"), "email", hmac_key, local_part=local_part) \
-        .withColumn("survey_type", F.upper(F.trim("survey_type")))
-    in_range = ((F.col("survey_type") == "NPS") & F.col("score").between(0, 10)) | (
-        (F.col("survey_type") == "CSAT") & F.col("score").between(1, 5))
+    """Responses of a known survey type (NPS, CSAT); NPS responses get their category. Scores are in their
+    type's range by the contract (schemas/raw.py): bronze has quarantined the others."""
+    surveys = with_email(latest_version(bronze_surveys, *record_key("surveys")), "email", hmac_key,
+                         local_part=local_part).withColumn("survey_type", F.upper(F.trim("survey_type")))
+    surveys = reject(surveys, ~F.col("survey_type").isin("NPS", "CSAT"), UNKNOWN_SURVEY_TYPE)
     category = (F.when(F.col("survey_type") != "NPS", F.lit(None))
                 .when(F.col("score") >= 9, "promoter").when(F.col("score") >= 7, "passive").otherwise("detractor"))
-    return surveys.where(in_range & ~is_test_account(F.col("_email"), test_patterns)).select(
+    return reject(surveys, is_test_account(F.col("_email"), test_patterns), TEST_ACCOUNT).select(
         "response_id", "_email", "email_key", "email_masked", "survey_type", "score",
         category.alias("nps_category"), F.when(F.trim("comment") != "", F.trim("comment")).alias("comment"),
-        "responded_at", "_batch_id",
+        "responded_at", "_batch_id", *ACCOUNTING_COLUMNS,
     )
 
 
 def cleanse_campaign_events(bronze_campaign: DataFrame, test_patterns: list[str], hmac_key: bytes,
                             local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
-    events = with_email(latest_version(bronze_campaign, "interaction_id"), "email", hmac_key, local_part=local_part)
-    return events.where(~is_test_account(F.col("_email"), test_patterns)).select(
+    events = with_email(latest_version(bronze_campaign, *record_key("campaign_events")), "email", hmac_key,
+                        local_part=local_part)
+    return reject(events, is_test_account(F.col("_email"), test_patterns), TEST_ACCOUNT).select(
         "interaction_id", "campaign_id", "_email", "email_key", "email_masked",
-        F.lower("event_type").alias("event_type"), "event_ts", "_batch_id",
+        F.lower("event_type").alias("event_type"), "event_ts", "_batch_id", *ACCOUNTING_COLUMNS,
     )
 
 
 def cleanse_marketing_spend(bronze_spend: DataFrame, fx_rates: DataFrame, reporting_currency: str) -> DataFrame:
-    spend = latest_version(bronze_spend, "spend_id").select(
+    spend = latest_version(bronze_spend, *record_key("marketing_spend")).select(
         "spend_id", "spend_date", F.lower("channel").alias("channel"), F.upper("currency").alias("currency"),
-        "amount", "_batch_id")
+        "amount", "_batch_id", *ACCOUNTING_COLUMNS)
     return to_reporting(spend, "amount", "currency", "spend_date", fx_rates, reporting_currency, "amount_reporting")
 
 
 def cleanse_referrals(bronze_referrals: DataFrame, test_patterns: list[str], hmac_key: bytes,
                       local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
-    referrals = with_email(latest_version(bronze_referrals, "referral_id"), "referred_email", hmac_key,
+    referrals = with_email(latest_version(bronze_referrals, *record_key("referrals")), "referred_email", hmac_key,
                            prefix="referred_", local_part=local_part)
-    return referrals.where(~is_test_account(F.col("_email"), test_patterns)).select(
+    return reject(referrals, is_test_account(F.col("_email"), test_patterns), TEST_ACCOUNT).select(
         "referral_id", F.upper(F.trim("referrer_loyalty_number")).alias("referrer_loyalty_number"), "_email",
-        "referred_email_key", "referred_email_masked", "referred_at", "_batch_id",
+        "referred_email_key", "referred_email_masked", "referred_at", "_batch_id", *ACCOUNTING_COLUMNS,
     )
 
 

@@ -10,13 +10,21 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.cleanse import sources as cleanse
+from jobs.cleanse.accounting import silver_accounting
 from jobs.platform.context import RunContext
 from jobs.platform.pii import pii_keys
 from jobs.platform.quality import with_reference
 from jobs.platform.tables import concurrently
 from schemas import Table, silver
 from schemas.bronze import TABLES as BRONZE
+from schemas.ops import SILVER_ACCOUNTING
 from schemas.raw import SOURCES
+
+# The silver table each source's records become (besides fx_rates; the order lines and the vault are derived).
+SILVER_SOURCE = {silver.CONTACTS: "contacts", silver.ORDERS: "orders", silver.POS_TRANSACTIONS: "pos",
+                 silver.EVENTS: "events", silver.TICKETS: "tickets", silver.SURVEYS: "surveys",
+                 silver.CAMPAIGN_EVENTS: "campaign_events", silver.MARKETING_SPEND: "marketing_spend",
+                 silver.REFERRALS: "referrals"}
 
 
 def bronze_as_of(bronze: DataFrame, as_of: date) -> DataFrame:
@@ -31,9 +39,10 @@ def run_cleanse(ctx: RunContext) -> dict[str, int]:
     email = {"local_part": conf.email_local_part}
     bronze = {name: bronze_as_of(ctx.read(BRONZE[name]), ctx.as_of) for name in SOURCES}
 
-    fx = ctx.stage_overwrite(cleanse.cleanse_fx_rates(bronze["fx_rates"]), silver.FX_RATES)
+    cleansed_fx = cleanse.cleanse_fx_rates(bronze["fx_rates"]).persist()
+    fx = ctx.stage_overwrite(cleanse.kept(cleansed_fx), silver.FX_RATES)
     staged = {silver.FX_RATES: fx}
-    outputs = {
+    cleansed = {
         silver.CONTACTS: cleanse.cleanse_contacts(bronze["contacts"], conf.default_phone_region, patterns,
                                                   keys.hmac_key, **email),
         silver.ORDERS: cleanse.cleanse_orders(bronze["orders"], patterns, keys.hmac_key, fx, currency, **email),
@@ -49,8 +58,9 @@ def run_cleanse(ctx: RunContext) -> dict[str, int]:
         silver.MARKETING_SPEND: cleanse.cleanse_marketing_spend(bronze["marketing_spend"], fx, currency),
         silver.REFERRALS: cleanse.cleanse_referrals(bronze["referrals"], patterns, keys.hmac_key, **email),
     }
-    for frame in outputs.values():
-        frame.persist()  # each is staged and also feeds the vault or the order lines (with its raw columns)
+    for frame in cleansed.values():
+        frame.persist()  # each is staged, accounted, and feeds the vault or the order lines (with its raw columns)
+    outputs = {table: cleanse.kept(frame) for table, frame in cleansed.items()}
     with_email = [outputs[t] for t in (silver.ORDERS, silver.TICKETS, silver.SURVEYS, silver.CAMPAIGN_EVENTS,
                                        silver.REFERRALS)]
     derived = {
@@ -58,15 +68,19 @@ def run_cleanse(ctx: RunContext) -> dict[str, int]:
                                                 outputs[silver.POS_TRANSACTIONS], fx, currency),
         silver.PII_VAULT: cleanse.pii_vault(outputs[silver.CONTACTS], with_email, keys.encryption_key, keys.hmac_key),
     }
+    by_source = {SILVER_SOURCE[table]: (table.name, frame) for table, frame in cleansed.items()}
+    by_source["fx_rates"] = (silver.FX_RATES.name, cleansed_fx)
+    accounting = silver_accounting(bronze, by_source, ctx.as_of, ctx.run_id)
     try:
         # Independent tables, staged side by side (a persisted input shared by two is computed once).
         frames = outputs | derived
         staged |= dict(zip(frames, concurrently(partial(ctx.stage_overwrite, df, t) for t, df in frames.items()),
                            strict=True))
+        accounted = ctx.stage_slice(accounting, SILVER_ACCOUNTING, f"as_of_date = '{ctx.as_of.isoformat()}'")
     finally:
-        for frame in outputs.values():
+        for frame in [*cleansed.values(), cleansed_fx]:
             frame.unpersist()
-    ctx.gate(silver_gate_frames(staged))
+    ctx.gate({**silver_gate_frames(staged), SILVER_ACCOUNTING: accounted})
     ctx.publish()
     return dict(zip([t.name for t in silver.TABLES], concurrently(staged[t].count for t in silver.TABLES),
                     strict=True))

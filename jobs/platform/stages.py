@@ -29,6 +29,7 @@ from schemas.ops import (
     QUARANTINE,
     RESOLUTION_CHECKS,
     RESOLUTION_RUNS,
+    SILVER_ACCOUNTING,
 )
 
 # Silver tables by the source names identity resolution and the profile use.
@@ -74,8 +75,9 @@ REGISTRY: tuple[Stage, ...] = (
           "jobs.ingest.stage:run_ingest", reads=(BATCH_RELEASES,),
           writes=(*BRONZE.values(), QUARANTINE, INGEST_ACCOUNTING),
           suites=(*BRONZE.values(), INGEST_ACCOUNTING)),
-    Stage("cleanse", "bronze as of the date -> silver and the PII vault", "jobs.cleanse.stage:run_cleanse",
-          reads=tuple(BRONZE.values()), writes=silver.TABLES, suites=silver.TABLES),
+    Stage("cleanse", "bronze as of the date -> silver and the PII vault, every bronze row accounted for",
+          "jobs.cleanse.stage:run_cleanse", reads=tuple(BRONZE.values()), writes=(*silver.TABLES, SILVER_ACCOUNTING),
+          suites=(*silver.TABLES, SILVER_ACCOUNTING)),
     Stage("resolve", "silver -> the identity graph and the id history, published when the guards pass",
           "jobs.identity.stage:run_resolve", reads=_SOURCES,
           writes=(gold.IDENTITY_GRAPH, gold.IDENTITY_LINKS, gold.CUSTOMER_ID_HISTORY, RESOLUTION_CHECKS,

@@ -1,0 +1,40 @@
+"""Silver's accounting: every bronze row of a source is a kept silver row, a version merged into one, or a
+record a silver rule rejected (with its reason). Counted from the frames the cleanse stage publishes, against
+bronze's own count, so a row lost or duplicated between the layers breaks the identity and the gate."""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import reduce
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+
+def silver_accounting(bronze: dict[str, DataFrame], cleansed: dict[str, tuple[str, DataFrame]], as_of: date,
+                      run_id: str) -> DataFrame:
+    """One row per source: `bronze` holds its rows as of the date; `cleansed` its silver table's name and the
+    cleansed records with `_rejected` (a reason, or null when kept) and `_bronze_rows` (the versions each
+    stands for: `latest_version`)."""
+    outcomes = reduce(DataFrame.unionByName, [
+        df.groupBy(F.col("_rejected").alias("reason")).agg(
+            F.count(F.lit(1)).alias("records"), F.sum("_bronze_rows").alias("represented"))
+        .select(F.lit(source).alias("source"), F.lit(table).alias("silver_table"), "*")
+        for source, (table, df) in cleansed.items()])
+    bronze_rows = reduce(DataFrame.unionByName, [
+        df.agg(F.count(F.lit(1)).alias("bronze_rows")).select(F.lit(source).alias("source"), "bronze_rows")
+        for source, df in bronze.items()])
+    rejected = F.col("reason").isNotNull()
+    per_source = outcomes.groupBy("source", "silver_table").agg(
+        F.sum(F.when(~rejected, F.col("records")).otherwise(0)).alias("kept_rows"),
+        F.sum(F.when(rejected, F.col("records")).otherwise(0)).alias("rejected_rows"),
+        (F.sum("represented") - F.sum("records")).alias("merged_rows"),
+        F.map_from_entries(F.filter(F.collect_list(F.struct("reason", "records")), lambda e: e.reason.isNotNull()))
+        .alias("rejected_reasons"))
+    return bronze_rows.join(per_source, "source", "left").select(
+        F.lit(as_of).alias("as_of_date"), "source", "silver_table", "bronze_rows",
+        *[F.coalesce(c, F.lit(0)).cast("long").alias(c) for c in ("kept_rows", "merged_rows", "rejected_rows")],
+        F.coalesce("rejected_reasons", F.create_map().cast("map<string,bigint>")).alias("rejected_reasons"),
+        F.lit(run_id).alias("run_id"),
+    ).withColumn("rows_add_up", F.col("bronze_rows") == F.col("kept_rows") + F.col("merged_rows")
+                 + F.col("rejected_rows"))
