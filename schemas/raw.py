@@ -19,7 +19,8 @@ DIALECTS = {
     "jsonl": "UTF-8 (other bytes are BAD_ENCODING), optionally gzip-compressed (`.gz`), one JSON object per line, "
              "LF or CRLF. A key given twice, at the top or in a nested object, is MALFORMED_ROW. A nested value "
              "of the wrong type (a quantity of \"two\" or 2.5) is TYPE_MISMATCH; NaN and Infinity are read, then "
-             "quarantined as NON_FINITE. A number or boolean in a text field is kept as its text.",
+             "quarantined as NON_FINITE. A number, boolean, object or array in a text field is kept as its JSON "
+             "text (an e-mail given as an object then fails e-mail validation in silver).",
 }
 
 ORDER_LINE = "struct<sku:string,category:string,quantity:int,unit_price:double>"
