@@ -208,6 +208,7 @@ def test_a_failed_ingest_batch_fails_again_on_rerun_until_released(
 
 
 
+@pytest.mark.slow   # the mechanism is the same for every stage: tests/test_stages.py runs it for profile
 def test_a_failing_cleanse_gate_leaves_every_published_table_as_it_was(
     landed: dict, settings: Settings, spark: SparkSession, tmp_path: Path
 ) -> None:

@@ -33,10 +33,20 @@ class DateOrderError(RuntimeError):
 
 def check_date_order(spark: SparkSession, step: Stage, as_of: date) -> None:
     """Refuse to rewind a stage's state: see the module's docstring."""
+    _refuse_rewind(step, as_of, _log_state(spark, step.name)[0])
+
+
+def _log_state(spark: SparkSession, stage_name: str) -> tuple[date | None, int]:
+    """The latest date the stage was published for, and how many of its runs are still `running`: one query."""
     if not table_exists(spark, PIPELINE_RUNS.name):
-        return
-    latest = spark.table(PIPELINE_RUNS.name).where((F.col("stage") == step.name) & (F.col("status") == "success")) \
-        .agg(F.max("logical_date")).first()[0]
+        return None, 0
+    row = spark.table(PIPELINE_RUNS.name).where(F.col("stage") == stage_name).agg(
+        F.max(F.when(F.col("status") == "success", F.col("logical_date"))),
+        F.count(F.when(F.col("status") == "running", 1))).first()
+    return row[0], row[1]
+
+
+def _refuse_rewind(step: Stage, as_of: date, latest: date | None) -> None:
     if latest is not None and latest > as_of:
         raise DateOrderError(
             f"stage {step.name} was published for {latest}, after {as_of}: its tables hold the state as of "
@@ -67,17 +77,13 @@ def _rows_out(spark: SparkSession, step: Stage, since: datetime) -> int:
     return sum(concurrently(partial(written, t.name) for t in step.writes if table_exists(spark, t.name)))
 
 
-def abandon_unfinished(spark: SparkSession, stage_name: str, now: datetime) -> int:
+def abandon_unfinished(spark: SparkSession, stage_name: str, now: datetime) -> None:
     """Mark `abandoned` the stage's runs still `running`: a process that died (kill -9, a lost node) never
-    recorded its end. Called before the stage starts again; returns how many there were."""
-    unfinished = spark.table(PIPELINE_RUNS.name).where(
-        (F.col("stage") == stage_name) & (F.col("status") == "running")).count()
-    if unfinished:
-        spark.sql(f"UPDATE {PIPELINE_RUNS.name} SET status = 'abandoned', "
-                  f"finished_at = TIMESTAMP {sql_literal(now.isoformat())}, "
-                  f"message = 'the process ended without recording an outcome (killed or lost); a later run "
-                  f"of the stage found it running' WHERE stage = {sql_literal(stage_name)} AND status = 'running'")
-    return unfinished
+    recorded its end. Called before the stage starts again."""
+    spark.sql(f"UPDATE {PIPELINE_RUNS.name} SET status = 'abandoned', "
+              f"finished_at = TIMESTAMP {sql_literal(now.isoformat())}, "
+              f"message = 'the process ended without recording an outcome (killed or lost); a later run "
+              f"of the stage found it running' WHERE stage = {sql_literal(stage_name)} AND status = 'running'")
 
 
 def _record_run(spark: SparkSession, record: tuple) -> None:
@@ -93,12 +99,14 @@ def run_logged(ctx: RunContext, name: str) -> object:
     ctx = ctx.for_stage(step)
     spark = ctx.spark
     ensure_table(spark, PIPELINE_RUNS)
-    check_date_order(spark, step, ctx.as_of)
+    latest, unfinished = _log_state(spark, step.name)
+    _refuse_rewind(step, ctx.as_of, latest)
     # Commit timestamps have millisecond precision: start the window on a whole millisecond.
     now = datetime.now(UTC)
     started = now.replace(microsecond=now.microsecond // 1000 * 1000)
     clock = time.monotonic()
-    abandon_unfinished(spark, step.name, started)
+    if unfinished:
+        abandon_unfinished(spark, step.name, started)
     rows_in = None if step.name == "ingest" else _rows_in(spark, step)
     input_versions = _versions(spark, step.tables)    # a stage may read its own earlier state
     _record_run(spark, (ctx.run_id, ctx.as_of, step.name, "running", rows_in, None, 0.0, 0.0, started, started,
