@@ -227,6 +227,11 @@ FX_RATES = Table(
 TABLES = (CONTACTS, PII_VAULT, ORDERS, POS_TRANSACTIONS, ORDER_LINES, EVENTS, TICKETS, SURVEYS, CAMPAIGN_EVENTS,
           MARKETING_SPEND, REFERRALS, FX_RATES)
 
+# The silver table each raw source's records become (the order lines and the vault are derived from several).
+OF_SOURCE = {"contacts": CONTACTS, "orders": ORDERS, "pos": POS_TRANSACTIONS, "events": EVENTS, "tickets": TICKETS,
+             "surveys": SURVEYS, "campaign_events": CAMPAIGN_EVENTS, "marketing_spend": MARKETING_SPEND,
+             "referrals": REFERRALS, "fx_rates": FX_RATES}
+
 # Not a table: the form every record takes for identity matching (silver contacts, or a contact
 # list given to `cdp resolve`). Contact points are keyed hashes, as in silver.
 MATCH_RECORD = Table(

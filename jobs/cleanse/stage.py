@@ -20,12 +20,6 @@ from schemas.bronze import TABLES as BRONZE
 from schemas.ops import SILVER_ACCOUNTING
 from schemas.raw import SOURCES
 
-# The silver table each source's records become (besides fx_rates; the order lines and the vault are derived).
-SILVER_SOURCE = {silver.CONTACTS: "contacts", silver.ORDERS: "orders", silver.POS_TRANSACTIONS: "pos",
-                 silver.EVENTS: "events", silver.TICKETS: "tickets", silver.SURVEYS: "surveys",
-                 silver.CAMPAIGN_EVENTS: "campaign_events", silver.MARKETING_SPEND: "marketing_spend",
-                 silver.REFERRALS: "referrals"}
-
 
 def bronze_as_of(bronze: DataFrame, as_of: date) -> DataFrame:
     return bronze.where(F.col("_batch_id") <= F.lit(as_of.isoformat()))
@@ -68,8 +62,8 @@ def run_cleanse(ctx: RunContext) -> dict[str, int]:
                                                 outputs[silver.POS_TRANSACTIONS], fx, currency),
         silver.PII_VAULT: cleanse.pii_vault(outputs[silver.CONTACTS], with_email, keys.encryption_key, keys.hmac_key),
     }
-    by_source = {SILVER_SOURCE[table]: (table.name, frame) for table, frame in cleansed.items()}
-    by_source["fx_rates"] = (silver.FX_RATES.name, cleansed_fx)
+    frame_of = {**cleansed, silver.FX_RATES: cleansed_fx}
+    by_source = {source: (table.name, frame_of[table]) for source, table in silver.OF_SOURCE.items()}
     accounting = silver_accounting(bronze, by_source, ctx.as_of, ctx.run_id)
     try:
         # Independent tables, staged side by side (a persisted input shared by two is computed once).

@@ -33,11 +33,8 @@ from schemas.ops import (
 )
 
 # Silver tables by the source names identity resolution and the profile use.
-IDENTITY_SOURCES = {
-    "contacts": silver.CONTACTS, "orders": silver.ORDERS, "pos": silver.POS_TRANSACTIONS, "tickets": silver.TICKETS,
-    "surveys": silver.SURVEYS, "campaign_events": silver.CAMPAIGN_EVENTS, "events": silver.EVENTS,
-    "referrals": silver.REFERRALS,
-}
+IDENTITY_SOURCES = {source: silver.OF_SOURCE[source] for source in (
+    "contacts", "orders", "pos", "tickets", "surveys", "campaign_events", "events", "referrals")}
 _SOURCES = tuple(IDENTITY_SOURCES.values())
 
 
