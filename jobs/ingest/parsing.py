@@ -66,8 +66,10 @@ def csv_fields(lines: DataFrame, source: RawSource, headers: dict[str, str]) -> 
     return result
 
 
-def _repeats_a_key(json_object: Column) -> Column:
-    keys = F.json_object_keys(json_object)
+def _repeats_a_key(json_map: Column) -> Column:
+    # `from_json` into a map keeps both entries of a key given twice (and a lookup sees the first): the map
+    # itself tells, without parsing the line again.
+    keys = F.map_keys(json_map)
     return F.coalesce(F.size(keys) != F.size(F.array_distinct(keys)), F.lit(False))
 
 
@@ -79,10 +81,10 @@ def json_fields(lines: DataFrame, source: RawSource) -> DataFrame:
     """
     parsed = lines.withColumn("m", F.from_json("value", "map<string,string>"))
     declared = F.array(*[F.lit(c) for c in source.column_names])
-    repeated = _repeats_a_key(F.col("value"))
+    repeated = _repeats_a_key(F.col("m"))
     for col in source.columns:
         if _struct_fields(col.data_type):
-            elements = F.from_json(F.col("m")[col.name], "array<string>")
+            elements = F.from_json(F.col("m")[col.name], "array<map<string,string>>")
             repeated = repeated | F.coalesce(F.exists(elements, _repeats_a_key), F.lit(False))
     return parsed.select(
         "source_file", "batch_id", "line_number", "value",
