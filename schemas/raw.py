@@ -210,11 +210,16 @@ SOURCES: dict[str, RawSource] = {
     for s in (CONTACTS, ORDERS, POS, EVENTS, TICKETS, SURVEYS, CAMPAIGN_EVENTS, MARKETING_SPEND, REFERRALS, FX_RATES)
 }
 
-def plausible_maximums() -> dict[str, float]:
-    """Every plausibility limit of the contracts, by 'source.column' or 'source.column.field', with its
-    default (conf `ingest.plausible_maximum` changes them)."""
-    return {".".join(filter(None, (s.name, c.name, r.field))): r.maximum
+def plausible_ranges() -> dict[str, Range]:
+    """Every range of the contracts with a plausibility limit, by 'source.column' or 'source.column.field'
+    (conf `ingest.plausible_maximum` changes the limit)."""
+    return {".".join(filter(None, (s.name, c.name, r.field))): r
             for s in SOURCES.values() for c in s.columns for r in c.ranges if r.plausible and r.maximum is not None}
+
+
+def plausible_maximums() -> dict[str, float]:
+    """Every plausibility limit of the contracts with its default."""
+    return {name: r.maximum for name, r in plausible_ranges().items()}
 
 
 # Not landed by the pipeline: the standard contact schema of `cdp resolve --input FILE` (CSV with a

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from jobs.ingest.accounting import accounting_frame
+from jobs.ingest.batches import ContractViolation
 from jobs.platform.settings import IngestConfig
-from schemas.raw import CONTACTS, ORDERS, POS, SURVEYS
+from schemas.raw import CONTACTS, ORDERS, POS, SURVEYS, TICKETS
 from tests.test_ingest import HEADER, NOW, accounting, contact, ingest_source, land, quarantine_reasons
 
 POS_HEADER = ",".join(POS.column_names)
@@ -124,6 +127,30 @@ def test_empty_and_header_only_files_are_accounted_and_complete_their_batch(
     assert [(r.source_file.rsplit("/", 1)[-1], r.status, r.rows_read) for r in rows] == [
         ("empty.csv", "empty", 0), ("header.csv", "empty", 0)]
     assert ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-20", "run-2", NOW) == []   # the batch is done
+    # A batch of nothing but an empty file (no header to read) is accounted the same.
+    (tmp_path / "tickets" / "2026-11-19").mkdir(parents=True)
+    (tmp_path / "tickets" / "2026-11-19" / "t.csv").write_bytes(b"")
+    [tickets] = ingest_source(spark, str(tmp_path), TICKETS, "2026-11-20", "run-3", NOW)
+    assert (tickets.files, tickets.rows_read) == (1, 0)
+
+    # The gate's row ratio against an empty previous batch is null, not a division error.
+    history = spark.table("ops.ingest_accounting")
+    land(tmp_path, "contacts", "2026-11-20", "a.csv", [HEADER, contact("c1")])
+    ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-20", "run-4", NOW)
+    run = spark.table("ops.ingest_accounting").where("batch_id = '2026-11-20'")
+    [row] = accounting_frame(run, history).collect()
+    assert (row.source, row.rows_read, row.prev_rows_read, row.row_ratio) == ("contacts", 1, 0, None)
+
+
+def test_a_nested_field_that_changed_type_fails_the_batch_naming_it(empty_warehouse: SparkSession,
+                                                                    tmp_path: Path) -> None:
+    order = {"order_id": "o1", "account_id": "a1", "email": "x@example.com", "order_ts": "2026-11-18T10:00:00Z",
+             "channel": "web", "currency": "USD", "status": "completed", "shipping_postcode": "10001"}
+    lines = [json.dumps({**order, "order_id": f"o{i}", "lines": [{"sku": "S", "category": "c", "quantity": "two",
+                                                                   "unit_price": 1.0}]}) for i in range(12)]
+    land(tmp_path, "orders", "2026-11-19", "a.jsonl", lines)
+    with pytest.raises(ContractViolation, match=r"column 'lines\.quantity' in .*a\.jsonl no longer holds int"):
+        ingest_source(empty_warehouse, str(tmp_path), ORDERS, "2026-11-20", "run-1", NOW)
 
 
 def test_csv_dialect_quoted_header_crlf_and_embedded_newlines(empty_warehouse: SparkSession, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from jobs.cleanse import standardise
 from jobs.cleanse.sources import cleanse_orders, kept
 from jobs.platform.settings import SurvivorshipConfig
 from jobs.profile.customer_profile import Survivorship, age_band, golden_record
-from schemas.raw import ORDERS
+from schemas.raw import ORDERS, POS
 
 KEY = b"k" * 32
 
@@ -161,3 +161,25 @@ def test_silver_accounting_balances_bronze_and_catches_a_lost_row(spark: SparkSe
     [row] = silver_accounting({"orders": bronze}, {"orders": ("silver.orders", lost)}, date(2026, 11, 20),
                               "run-1").collect()
     assert not row.rows_add_up and (row.bronze_rows, row.kept_rows + row.merged_rows + row.rejected_rows) == (6, 3)
+
+
+def test_store_purchases_with_a_bad_item_are_rejected_with_their_reason(spark: SparkSession) -> None:
+    from jobs.cleanse.sources import cleanse_pos
+
+    schema = ", ".join(f"{c.name} {c.type}" for c in POS.columns) + ", _batch_id string, _line_number long"
+    ts = datetime(2026, 11, 1, 12, 0)
+    bronze = spark.createDataFrame([
+        ("T1", "S1", "L1", ts, "EUR", 12.0, "SKU-1:books:1:12.00", "2026-11-01", 1),
+        ("T2", "S1", "L1", ts, "EUR", 12.0, "SKU-1:books:1:NaN", "2026-11-01", 2),       # not a price
+        ("T3", "S1", "L1", ts, "EUR", 12.0, "SKU-1:books:-1:12.00", "2026-11-01", 3),    # a negative quantity
+        ("T4", "S1", "L1", ts, "EUR", 12.0, "SKU-1:books:one:12.00", "2026-11-01", 4),   # not a number
+        ("T5", "S1", "L9", ts, "EUR", 12.0, "SKU-1:books:1:12.00", "2026-11-01", 5),     # a test loyalty number
+    ], schema)
+    fx = spark.createDataFrame([(date(2026, 11, 1), "EUR", 1.1)], "rate_date date, currency string, rate double")
+    test_loyalty = spark.createDataFrame([("L9",)], "loyalty_number string")
+
+    outcome = {r.transaction_id: r._rejected for r in
+               cleanse_pos(bronze, "Europe/Berlin", test_loyalty, fx, "USD").collect()}
+
+    assert outcome == {"T1": None, "T2": "INVALID_ITEMS", "T3": "INVALID_ITEMS", "T4": "INVALID_ITEMS",
+                       "T5": "TEST_ACCOUNT"}

@@ -104,6 +104,8 @@ def test_replaced_paths_and_spark_conf_are_validated_again() -> None:
     ("segments: {intent_bands: {high: 0.2, medium: 0.5}}", r"segments\.intent_bands: Value error, medium must be"),
     ("ingest: {plausible_maximum: {pos.price: 10}}",
      r"ingest\.plausible_maximum: Value error, pos\.price: no plausible maximum of that name"),
+    ("ingest: {plausible_maximum: {orders.lines.quantity: 0}}",
+     r"ingest\.plausible_maximum: Value error, below the contract's minimum.*orders\.lines\.quantity \(0 < 1\)"),
     ("export: {default_destination: billboard}", r"export: Value error, destination\(s\) \['billboard'\]"),
     ("paths: {landing: 5}", r"paths\.landing: Input is not a valid path"),
     ("clv: 7", r"clv: Input should be a valid dictionary"),

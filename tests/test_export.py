@@ -147,11 +147,13 @@ def test_hashing_trims_and_lower_cases_emails_and_puts_phones_in_e164(spark: Spa
 
 def test_values_a_spreadsheet_would_run_are_neutralised_in_csv(spark: SparkSession) -> None:
     values = ["=cmd|'/Ccalc'!A0@example.com", "+1 212 555 0100", "-2+3", "@SUM(A1:A9)", "\tx", "\rx", "ann@example.com",
-              "a=b", None]
+              "a=b", None, "+12125550100", "-4.5", "+1|cmd"]
     df = spark.createDataFrame([(v, i) for i, v in enumerate(values)], "value string, n int")
     out = [(r.value, r.n) for r in export.neutralise_formulas(df).orderBy("n").collect()]
+    # Plain numbers (an E.164 phone) carry no formula and stay as they are: destinations dial and match them.
     assert out == [("'=cmd|'/Ccalc'!A0@example.com", 0), ("'+1 212 555 0100", 1), ("'-2+3", 2), ("'@SUM(A1:A9)", 3),
-                   ("'\tx", 4), ("'\rx", 5), ("ann@example.com", 6), ("a=b", 7), (None, 8)]
+                   ("'\tx", 4), ("'\rx", 5), ("ann@example.com", 6), ("a=b", 7), (None, 8), ("+12125550100", 9),
+                   ("-4.5", 10), ("'+1|cmd", 11)]
 
 
 def test_manifest_counts_rows_and_checksums_every_file(gold: SparkSession, settings: Settings,

@@ -25,14 +25,15 @@ def silver_accounting(bronze: dict[str, DataFrame], cleansed: dict[str, tuple[st
         df.agg(F.count(F.lit(1)).alias("bronze_rows")).select(F.lit(source).alias("source"), "bronze_rows")
         for source, df in bronze.items()])
     rejected = F.col("reason").isNotNull()
-    per_source = outcomes.groupBy("source", "silver_table").agg(
+    per_source = outcomes.groupBy("source").agg(
         F.sum(F.when(~rejected, F.col("records")).otherwise(0)).alias("kept_rows"),
         F.sum(F.when(rejected, F.col("records")).otherwise(0)).alias("rejected_rows"),
         (F.sum("represented") - F.sum("records")).alias("merged_rows"),
         F.map_from_entries(F.filter(F.collect_list(F.struct("reason", "records")), lambda e: e.reason.isNotNull()))
         .alias("rejected_reasons"))
+    table_of = F.create_map(*[F.lit(x) for source, (table, _) in cleansed.items() for x in (source, table)])
     return bronze_rows.join(per_source, "source", "left").select(
-        F.lit(as_of).alias("as_of_date"), "source", "silver_table", "bronze_rows",
+        F.lit(as_of).alias("as_of_date"), "source", table_of[F.col("source")].alias("silver_table"), "bronze_rows",
         *[F.coalesce(c, F.lit(0)).cast("long").alias(c) for c in ("kept_rows", "merged_rows", "rejected_rows")],
         F.coalesce("rejected_reasons", F.create_map().cast("map<string,bigint>")).alias("rejected_reasons"),
         F.lit(run_id).alias("run_id"),

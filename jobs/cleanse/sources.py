@@ -18,6 +18,11 @@ from jobs.platform import pii
 RAW_CONTACT_POINTS = ("_email", "_phone", "_street")
 
 
+def is_test_traffic(patterns: list[str]) -> Column:
+    """A record of `with_email` whose address, standardised or as given, is a test account's."""
+    return is_test_account(F.coalesce(F.col("_email"), F.col("_email_given")), patterns)
+
+
 def is_test_account(email: Column, patterns: list[str]) -> Column:
     flag = F.lit(False)
     for pattern in patterns:
@@ -48,6 +53,8 @@ def latest_version(df: DataFrame, *keys: str | Column, order: list[Column] | Non
 # Reasons a silver rule rejects a record (ops.silver_accounting).
 TEST_ACCOUNT = "TEST_ACCOUNT"              # internal or test traffic (cleanse.test_account_email_patterns)
 UNKNOWN_SURVEY_TYPE = "UNKNOWN_SURVEY_TYPE"
+OUT_OF_RANGE = "OUT_OF_RANGE"              # outside the contract's range, in bronze landed before it had one
+INVALID_ITEMS = "INVALID_ITEMS"            # a store purchase's items text with a bad quantity or price
 ACCOUNTING_COLUMNS = ("_bronze_rows", "_rejected")
 
 
@@ -75,6 +82,8 @@ def with_email(df: DataFrame, raw: str, hmac_key: bytes, prefix: str = "",
     an address outside the `local_part` policy is no address (null)."""
     return (
         standardise.per_distinct(df, raw, partial(standardise.email, local_part=local_part), "_email")
+        # As given (trimmed, lower-cased): a test address the policy refuses is still test traffic.
+        .withColumn("_email_given", F.lower(F.trim(F.col(raw))))
         .withColumn(f"{prefix}email_key", pii.keyed_hash(F.col("_email"), hmac_key))
         .withColumn(f"{prefix}email_masked", pii.mask_email(F.col("_email")))
     )
@@ -92,9 +101,11 @@ def to_reporting(df: DataFrame, amount: str, currency: str, on_date: str, fx_rat
 
 
 def cleanse_fx_rates(bronze_fx: DataFrame) -> DataFrame:
-    # Rates are positive by their contract (schemas/raw.py): bronze has quarantined the others.
     latest = latest_version(bronze_fx, *record_key("fx_rates"))
-    return latest.select("rate_date", F.upper("currency").alias("currency"), "rate", *ACCOUNTING_COLUMNS)
+    # Rates are positive by their contract (schemas/raw.py), and bronze quarantines the others since it says so;
+    # bronze landed before that may still hold one.
+    return reject(latest, ~(F.col("rate") > 0), OUT_OF_RANGE) \
+        .select("rate_date", F.upper("currency").alias("currency"), "rate", *ACCOUNTING_COLUMNS)
 
 
 def cleanse_contacts(bronze_contacts: DataFrame, default_region: str, test_patterns: list[str],
@@ -107,7 +118,7 @@ def cleanse_contacts(bronze_contacts: DataFrame, default_region: str, test_patte
     latest = standardise.per_distinct(latest, "phone", lambda c: standardise.phone_e164(c, default_region), "_phone")
     standardised = with_email(latest, "email", hmac_key, local_part=local_part).select(
         "contact_id", "given_name", "family_name",
-        "_email", "email_key", "email_masked", "_phone",
+        "_email", "_email_given", "email_key", "email_masked", "_phone",
         F.col("street").alias("_street"),
         standardise.address_tokens("street").alias("address_tokens"),
         F.col("_city").alias("city"),
@@ -120,7 +131,7 @@ def cleanse_contacts(bronze_contacts: DataFrame, default_region: str, test_patte
         "email_opt_in", "sms_opt_in", "created_at", "updated_at", "_batch_id", *ACCOUNTING_COLUMNS,
     )
     return (
-        reject(standardised, is_test_account(F.col("_email"), test_patterns), TEST_ACCOUNT)
+        reject(standardised, is_test_traffic(test_patterns), TEST_ACCOUNT)
         .withColumn("phone_key", pii.keyed_hash(F.col("_phone"), hmac_key))
         .withColumn("phone_masked", pii.mask_phone(F.col("_phone")))
     )
@@ -192,6 +203,11 @@ def cleanse_pos(bronze_pos: DataFrame, source_timezone: str, test_loyalty: DataF
         "_batch_id", *ACCOUNTING_COLUMNS,
     ).withColumn("txn_date", F.to_date("txn_ts")).withColumn("line_count", F.size("items"))
     pos = reject(_flag_members(pos, test_loyalty, "loyalty_number"), F.col("_member"), TEST_ACCOUNT).drop("_member")
+    # `items` is text to the contract: its quantities and prices are checked once parsed.
+    bad_item = F.exists("items", lambda i: F.coalesce(
+        (i.quantity < 1) | (i.unit_price < 0) | F.isnan(i.unit_price) | i.unit_price.isin(float("inf"), float("-inf")),
+        F.lit(True)))
+    pos = reject(pos, bad_item, INVALID_ITEMS)
     return to_reporting(pos, "amount", "currency", "txn_date", fx_rates, reporting_currency, "amount_reporting")
 
 
@@ -248,7 +264,7 @@ def cleanse_tickets(bronze_tickets: DataFrame, test_patterns: list[str], hmac_ke
     minutes = lambda a, b: (F.col(b).cast("double") - F.col(a).cast("double")) / 60.0  # noqa: E731
     tickets = with_email(latest_version(bronze_tickets, *record_key("tickets")), "email", hmac_key,
                          local_part=local_part)
-    return reject(tickets, is_test_account(F.col("_email"), test_patterns), TEST_ACCOUNT).select(
+    return reject(tickets, is_test_traffic(test_patterns), TEST_ACCOUNT).select(
         "ticket_id", "_email", "email_key", "email_masked",
         F.when(F.trim("account_id") != "", F.trim("account_id")).alias("account_id"),
         F.lower("channel").alias("channel"), F.lower("category").alias("category"),
@@ -266,9 +282,13 @@ def cleanse_surveys(bronze_surveys: DataFrame, test_patterns: list[str], hmac_ke
     surveys = with_email(latest_version(bronze_surveys, *record_key("surveys")), "email", hmac_key,
                          local_part=local_part).withColumn("survey_type", F.upper(F.trim("survey_type")))
     surveys = reject(surveys, ~F.col("survey_type").isin("NPS", "CSAT"), UNKNOWN_SURVEY_TYPE)
+    # In range by the contract; bronze landed before the contract said so may still hold a score outside.
+    in_range = ((F.col("survey_type") == "NPS") & F.col("score").between(0, 10)) | (
+        (F.col("survey_type") == "CSAT") & F.col("score").between(1, 5))
+    surveys = reject(surveys, ~in_range, OUT_OF_RANGE)
     category = (F.when(F.col("survey_type") != "NPS", F.lit(None))
                 .when(F.col("score") >= 9, "promoter").when(F.col("score") >= 7, "passive").otherwise("detractor"))
-    return reject(surveys, is_test_account(F.col("_email"), test_patterns), TEST_ACCOUNT).select(
+    return reject(surveys, is_test_traffic(test_patterns), TEST_ACCOUNT).select(
         "response_id", "_email", "email_key", "email_masked", "survey_type", "score",
         category.alias("nps_category"), F.when(F.trim("comment") != "", F.trim("comment")).alias("comment"),
         "responded_at", "_batch_id", *ACCOUNTING_COLUMNS,
@@ -279,7 +299,7 @@ def cleanse_campaign_events(bronze_campaign: DataFrame, test_patterns: list[str]
                             local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
     events = with_email(latest_version(bronze_campaign, *record_key("campaign_events")), "email", hmac_key,
                         local_part=local_part)
-    return reject(events, is_test_account(F.col("_email"), test_patterns), TEST_ACCOUNT).select(
+    return reject(events, is_test_traffic(test_patterns), TEST_ACCOUNT).select(
         "interaction_id", "campaign_id", "_email", "email_key", "email_masked",
         F.lower("event_type").alias("event_type"), "event_ts", "_batch_id", *ACCOUNTING_COLUMNS,
     )
@@ -296,7 +316,7 @@ def cleanse_referrals(bronze_referrals: DataFrame, test_patterns: list[str], hma
                       local_part: str = standardise.DELIVERABLE_LOCAL_PART) -> DataFrame:
     referrals = with_email(latest_version(bronze_referrals, *record_key("referrals")), "referred_email", hmac_key,
                            prefix="referred_", local_part=local_part)
-    return reject(referrals, is_test_account(F.col("_email"), test_patterns), TEST_ACCOUNT).select(
+    return reject(referrals, is_test_traffic(test_patterns), TEST_ACCOUNT).select(
         "referral_id", F.upper(F.trim("referrer_loyalty_number")).alias("referrer_loyalty_number"), "_email",
         "referred_email_key", "referred_email_masked", "referred_at", "_batch_id", *ACCOUNTING_COLUMNS,
     )

@@ -144,12 +144,18 @@ def export_rows(members: DataFrame, policy: ExportPolicy, default_phone_region: 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+# A plain number (an E.164 phone: +12125550100) carries no formula: left as it is, so that machine
+# destinations get the phone they can dial and match.
+PLAIN_NUMBER = r"^[+-]?[0-9]+(\.[0-9]+)?$"
+
+
 def neutralise_formulas(df: DataFrame) -> DataFrame:
     """Every text value that a spreadsheet would run as a formula, prefixed with a single quote (OWASP), so
-    that a CSV export opened by a marketer shows the text instead of running it."""
+    that a CSV export opened by a marketer shows the text instead of running it. Plain numbers are left."""
     starts_a_formula = "^[" + "".join(re.escape(c) for c in FORMULA_STARTS) + "]"
     return df.select(*[
-        F.when(F.col(f.name).rlike(starts_a_formula), F.concat(F.lit("'"), F.col(f.name)))
+        F.when(F.col(f.name).rlike(starts_a_formula) & ~F.col(f.name).rlike(PLAIN_NUMBER),
+               F.concat(F.lit("'"), F.col(f.name)))
         .otherwise(F.col(f.name)).alias(f.name) if isinstance(f.dataType, T.StringType) else F.col(f.name)
         for f in df.schema.fields])
 

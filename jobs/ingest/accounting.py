@@ -27,7 +27,8 @@ def accounting_frame(accounting: DataFrame, history: DataFrame) -> DataFrame:
     return run.join(previous, "source", "left").select(
         "*",
         (F.col("rows_quarantined") / F.greatest("rows_read", F.lit(1))).alias("quarantine_share"),
-        (F.col("rows_read") / F.col("prev_rows_read")).alias("row_ratio"),
+        # Null, not an error, after an empty batch (ANSI division by zero raises).
+        F.try_divide("rows_read", "prev_rows_read").alias("row_ratio"),
         (F.col("rows_read") == F.col("rows_loaded") + F.col("rows_quarantined") + F.col("rows_deduplicated"))
         .alias("rows_add_up"),
     )

@@ -210,14 +210,23 @@ def parse_batches(
     if changes:
         outcome.unpersist()
         file, column, failed, rows = changes[0]
+        expected = declared_type(source, column)
         raise ContractViolation(
-            f"{source.name}: column '{column}' in {file} no longer holds {source.column(column).type} "
-            f"({failed} of {rows} rows fail to parse); the contract in schemas/raw.py expects "
-            f"{source.column(column).type}"
+            f"{source.name}: column '{column}' in {file} no longer holds {expected} "
+            f"({failed} of {rows} rows fail to parse); the contract in schemas/raw.py expects {expected}"
         )
     listed = spark.createDataFrame([(uri, uri.rstrip("/").split("/")[-2]) for uri in file_uris(spark, files)],
                                    "source_file string, batch_id string")
     return ParsedBatches(*split_batches(outcome, listed, source.name, run_id, ingested_at), outcome)
+
+
+def declared_type(source: RawSource, column: str) -> str:
+    """The contract's type of a column, or of a field of its structs ('lines.quantity')."""
+    name, _, field = column.partition(".")
+    data_type = source.column(name).data_type
+    if field:
+        return data_type.elementType[field].dataType.simpleString()
+    return source.column(name).type
 
 
 def batch_results(accounting: DataFrame) -> list[BatchResult]:

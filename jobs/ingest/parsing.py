@@ -60,6 +60,11 @@ def csv_fields(lines: DataFrame, source: RawSource, headers: dict[str, str]) -> 
         malformed = odd_quotes | F.col(f"f.c{len(names)}").isNotNull()
         parts.append(parsed.select("source_file", "batch_id", "line_number", "value", *fields,
                                    extra_map.alias("extra_fields"), malformed.alias("malformed")))
+    if not parts:   # every file is empty: no header, no lines, nothing to parse
+        return lines.where(F.lit(False)).select(
+            "source_file", "batch_id", "line_number", "value",
+            *[F.lit(None).cast("string").alias(c) for c in source.column_names],
+            F.lit(None).cast("map<string,string>").alias("extra_fields"), F.lit(False).alias("malformed"))
     result = parts[0]
     for part in parts[1:]:
         result = result.unionByName(part)

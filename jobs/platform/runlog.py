@@ -115,7 +115,7 @@ def run_logged(ctx: RunContext, name: str) -> object:
     try:
         result = step.function()(ctx)
         return result
-    except Exception as exc:
+    except BaseException as exc:   # an interrupt (Ctrl-C) too: it is no success
         error = exc
         raise
     finally:
@@ -126,7 +126,8 @@ def run_logged(ctx: RunContext, name: str) -> object:
                   _rows_out(spark, step, started), round(time.monotonic() - clock, 3), round(ctx.gate_seconds, 3),
                   started,
                   datetime.now(UTC), input_versions, _versions(spark, step.writes),
-                  None if error else json.dumps(result, default=str), str(error) if error else None)
+                  None if error else json.dumps(result, default=str),
+                  (str(error) or type(error).__name__) if error else None)
         _record_run(spark, record)
         # What the stage cached is its own, as when it runs as its own spark-submit: a session that runs
         # stage after stage (`cdp run`, the tests) would otherwise match every later plan against it.

@@ -128,13 +128,17 @@ class IngestConfig(Section):
     @field_validator("plausible_maximum")
     @classmethod
     def _known_limits(cls, limits: dict[str, float]) -> dict[str, float]:
-        from schemas.raw import plausible_maximums
+        from schemas.raw import plausible_ranges
 
-        known = plausible_maximums()
+        known = plausible_ranges()
         unknown = sorted(set(limits) - set(known))
         if unknown:
             raise ValueError(f"{', '.join(unknown)}: no plausible maximum of that name in schemas/raw.py "
                              f"(known: {', '.join(sorted(known))})")
+        below = sorted(f"{name} ({limit:g} < {known[name].minimum:g})" for name, limit in limits.items()
+                       if known[name].minimum is not None and limit < known[name].minimum)
+        if below:
+            raise ValueError(f"below the contract's minimum, every value would be quarantined: {', '.join(below)}")
         return limits
 
     def maximums(self) -> dict[str, float]:
