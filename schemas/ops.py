@@ -40,7 +40,9 @@ SILVER_ACCOUNTING = Table(
         C("merged_rows", "long", False, "earlier versions and copies of a record, merged into its latest"),
         C("rejected_rows", "long", False, "records a silver rule rejected"),
         C("rejected_reasons", "map<string,bigint>", False,
-          "rejected records by reason: TEST_ACCOUNT (cleanse.test_account_email_patterns), UNKNOWN_SURVEY_TYPE"),
+          "rejected records by reason: TEST_ACCOUNT (cleanse.test_account_email_patterns), UNKNOWN_SURVEY_TYPE, "
+          "INVALID_ITEMS (a store purchase's item with a quantity below 1 or a bad price), OUT_OF_RANGE (in bronze "
+          "landed before the contract had the range)"),
         C("rows_add_up", "boolean", False),
         C("run_id", "string", False),
     ),
