@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from jobs.cleanse import standardise
 from jobs.platform import pii
+from jobs.platform.quality import non_finite
 
 RAW_CONTACT_POINTS = ("_email", "_phone", "_street")
 
@@ -205,7 +206,7 @@ def cleanse_pos(bronze_pos: DataFrame, source_timezone: str, test_loyalty: DataF
     pos = reject(_flag_members(pos, test_loyalty, "loyalty_number"), F.col("_member"), TEST_ACCOUNT).drop("_member")
     # `items` is text to the contract: its quantities and prices are checked once parsed.
     bad_item = F.exists("items", lambda i: F.coalesce(
-        (i.quantity < 1) | (i.unit_price < 0) | F.isnan(i.unit_price) | i.unit_price.isin(float("inf"), float("-inf")),
+        (i.quantity < 1) | (i.unit_price < 0) | non_finite(i.unit_price),
         F.lit(True)))
     pos = reject(pos, bad_item, INVALID_ITEMS)
     return to_reporting(pos, "amount", "currency", "txn_date", fx_rates, reporting_currency, "amount_reporting")

@@ -15,6 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.platform.quality import non_finite
 from schemas import Range, RawSource
 
 DATE_LIKE = r"^\s*\d{4}-\d{1,2}-\d{1,2}"
@@ -22,6 +23,7 @@ DATE_LIKE = r"^\s*\d{4}-\d{1,2}-\d{1,2}"
 # type: that breaks the contract and fails the batch instead of quarantining every row.
 TYPE_CHANGE_SHARE = 0.5
 TYPE_CHANGE_MIN_ROWS = 10
+
 
 def _blank_to_null(c: Column) -> Column:
     return F.when(F.trim(c) == "", F.lit(None)).otherwise(c)
@@ -106,10 +108,6 @@ def _struct_fields(data_type: T.DataType) -> list[T.StructField]:
     return []
 
 
-def _non_finite(value: Column) -> Column:
-    return F.isnan(value) | value.isin(float("inf"), float("-inf"))
-
-
 def _unparsed_field(name: str) -> Callable[[Column, Column], Column]:
     return lambda typed, text: text[name].isNotNull() & typed[name].isNull()
 
@@ -129,7 +127,7 @@ def value_checks(source: RawSource, text: dict[str, Column], typed: dict[str, Co
     """The checks on values that parsed: a nested field whose text did not parse (`TYPE_MISMATCH`, not a
     silent null), then `NON_FINITE` for any NaN or infinity, then `OUT_OF_RANGE` against the contract's
     ranges (`maximums` holds the plausibility limits in force, by 'source.column[.field]')."""
-    mismatches, non_finite, out_of_range = [], [], []
+    mismatches, infinite, out_of_range = [], [], []
     for col in source.columns:
         value, fields = typed[col.name], _struct_fields(col.data_type)
         if fields:
@@ -140,10 +138,10 @@ def value_checks(source: RawSource, text: dict[str, Column], typed: dict[str, Co
                 unparsed = F.zip_with(value, texts, _unparsed_field(f.name))
                 mismatches.append((F.array_contains(unparsed, True), "TYPE_MISMATCH", f"{col.name}.{f.name}"))
                 if isinstance(f.dataType, T.DoubleType | T.FloatType):
-                    non_finite.append((F.exists(value, _on_field(f.name, _non_finite)), "NON_FINITE",
-                                       f"{col.name}.{f.name}"))
+                    infinite.append((F.exists(value, _on_field(f.name, non_finite)), "NON_FINITE",
+                                     f"{col.name}.{f.name}"))
         elif isinstance(col.data_type, T.DoubleType | T.FloatType):
-            non_finite.append((_non_finite(value), "NON_FINITE", col.name))
+            infinite.append((non_finite(value), "NON_FINITE", col.name))
         for valid in col.ranges:
             name = ".".join(filter(None, (col.name, valid.field)))
             maximum = maximums.get(f"{source.name}.{name}", valid.maximum) if valid.plausible else valid.maximum
@@ -154,7 +152,7 @@ def value_checks(source: RawSource, text: dict[str, Column], typed: dict[str, Co
             if valid.when:
                 outside = outside & (F.upper(F.trim(text[valid.when[0]])) == valid.when[1].upper())
             out_of_range.append((F.coalesce(outside, F.lit(False)), "OUT_OF_RANGE", name))
-    return mismatches + non_finite + out_of_range
+    return mismatches + infinite + out_of_range
 
 
 def validate(fields: DataFrame, source: RawSource, maximums: dict[str, float] | None = None) -> DataFrame:

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -192,6 +192,11 @@ def _masked(column: str | None, value: Any) -> Any:
     return text[:1] + "***" + f" ({len(text)} chars)"
 
 
+def non_finite(value: Column) -> Column:
+    """NaN or an infinity: numbers no published figure may hold (the ingest contracts and the gates ask it)."""
+    return F.isnan(value) | value.isin(float("inf"), float("-inf"))
+
+
 NON_FINITE_COLUMN = "non_finite_columns"
 # Layers whose every floating-point value must be a number: what analysts, BI and exports read.
 FINITE_LAYERS = ("silver.", "gold.")
@@ -204,7 +209,7 @@ def with_finite_check(df: DataFrame, suite: dict[str, Any]) -> tuple[DataFrame, 
     floating = [f.name for f in df.schema.fields if isinstance(f.dataType, T.DoubleType | T.FloatType)]
     if not floating:
         return df, suite
-    bad = [F.when(F.isnan(c) | F.col(c).isin(float("inf"), float("-inf")), F.lit(c)) for c in floating]
+    bad = [F.when(non_finite(F.col(c)), F.lit(c)) for c in floating]
     flagged = df.withColumn(NON_FINITE_COLUMN, F.nullif(F.concat_ws(",", *bad), F.lit("")))
     check = {"type": "expect_column_values_to_be_null", "kwargs": {"column": NON_FINITE_COLUMN}}
     return flagged, {**suite, "expectations": [*suite["expectations"], check]}
