@@ -1,11 +1,12 @@
 """
 ### CDP erasure (right to be forgotten)
 
-On demand: trigger with one of `customer_id`, `email` or `phone`. The person is removed from
-bronze, silver, gold, the quarantine and the identity graph; every table touched is vacuumed
-so the old files are gone; `ops.erasures` records the request (with a keyed hash of the
-identifier, never the value), and exports leave the customer out from then on. A request that
-names nobody fails at once, without retries.
+On demand: trigger with `request_id`, the id `cdp erase-request` printed (the request holds the person's
+identifier as a suppression key only; no e-mail or phone is ever a DAG param, a command line or a log line).
+The person is removed from landing files, exports, the quarantine, bronze, gate samples, gold, silver and the
+identity graph, and put on the suppression list so cleanse keeps them out; every table touched is vacuumed so
+the old files are gone. Each step is recorded in `ops.erasures`, so a retry resumes after the last one done. A
+request that is unknown or names nobody fails at once, without retries.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from jobs.platform.orchestration import DAG_ARGS, StageOperator
 with DAG(
     dag_id="cdp_erasure",
     schedule=None,
-    params={name: Param(None, type=["null", "string"]) for name in ("customer_id", "email", "phone")},
+    params={"request_id": Param(None, type=["null", "string"])},
     tags=["cdp", "privacy"],
     doc_md=__doc__,
     **DAG_ARGS,
 ):
-    StageOperator(stage="erase", stage_args=[
-        arg for name in ("customer_id", "email", "phone")
-        for arg in (f"--{name.replace('_', '-')}", f"{{{{ params.{name} or '' }}}}")])
+    StageOperator(stage="erase", stage_args=["--request-id", "{{ params.request_id or '' }}"])

@@ -136,13 +136,29 @@ def cmd_tables(settings: Settings, args: argparse.Namespace) -> None:
             print(f"{name:36} {spark.table(name).count():>10}  {location}")
 
 
-def cmd_erase(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.delivery.erasure import ErasureError, ErasureRequest, erase
+def cmd_erase_request(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.delivery.erasure import ErasureError, request_erasure
     from jobs.platform.runtime import spark_session
 
-    request = ErasureRequest(customer_id=args.customer_id, email=args.email, phone=args.phone)
+    # A contact point is read from stdin or a file, never from the command line (shell history, process list).
+    kind = "email" if args.email else "phone" if args.phone else "customer_id"
+    if kind == "customer_id":
+        value = args.customer_id
+    else:
+        value = (sys.stdin.read() if args.from_file == "-" else Path(args.from_file).read_text()).strip()
     try:
-        audit = erase(spark_session(settings), settings, request, args.requested_by)
+        erasure_id = request_erasure(spark_session(settings), settings, kind, value, args.requested_by)
+    except ErasureError as exc:
+        sys.exit(f"cdp erase-request: {exc}")
+    print(erasure_id)
+
+
+def cmd_erase(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.delivery.erasure import ErasureError, erase
+    from jobs.platform.runtime import spark_session
+
+    try:
+        audit = erase(spark_session(settings), settings, args.request_id)
     except ErasureError as exc:
         sys.exit(f"cdp erase: {exc}")
     print(json.dumps(audit, indent=2, default=str))
@@ -321,12 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     value.add_argument("--amount-column", default="amount")
     value.set_defaults(func=cmd_clv)
 
-    er = sub.add_parser("erase", help="erase a person from every layer (right to be forgotten), vacuum, and audit")
-    who = er.add_mutually_exclusive_group(required=True)
+    req = sub.add_parser("erase-request", help="record an erasure request (right to be forgotten); prints its id. "
+                         "An e-mail or phone is read from stdin or --from FILE, never given on the command line")
+    who = req.add_mutually_exclusive_group(required=True)
     who.add_argument("--customer-id")
-    who.add_argument("--email")
-    who.add_argument("--phone")
-    er.add_argument("--requested-by", default=os.environ.get("USER", "cdp"), help="recorded in ops.erasures")
+    who.add_argument("--email", action="store_true", help="the person's e-mail, read from stdin or --from")
+    who.add_argument("--phone", action="store_true", help="the person's phone, read from stdin or --from")
+    req.add_argument("--from", dest="from_file", default="-", help="file holding the e-mail or phone (default: stdin)")
+    req.add_argument("--requested-by", default=os.environ.get("USER", "cdp"), help="recorded in ops.erasures")
+    req.set_defaults(func=cmd_erase_request)
+
+    er = sub.add_parser("erase", help="carry out (or resume) an erasure request: remove the person from every layer "
+                        "and file, keep them out, vacuum, and audit in ops.erasures")
+    er.add_argument("--request-id", required=True, help="printed by cdp erase-request")
     er.set_defaults(func=cmd_erase)
 
     srv = sub.add_parser("serve", help="serve the warehouse and the bi views over JDBC/ODBC (Spark Thrift Server) "

@@ -1,13 +1,13 @@
 """The spark-submit application of every pipeline stage.
 
     spark-submit [--master ...] jobs/submit.py STAGE YYYY-MM-DD RUN_ID
-    spark-submit [--master ...] jobs/submit.py erase YYYY-MM-DD RUN_ID --customer-id ID|--email E|--phone P
+    spark-submit [--master ...] jobs/submit.py erase YYYY-MM-DD RUN_ID --request-id ID
 
 The Airflow DAGs submit this file (with the `jobs` and `schemas` packages shipped as a zip in
 `--py-files`), so the same stage code runs in local mode or on any cluster the Spark connection
 points to. Exit codes: 0 done; 3 the data failed a check (a quality gate or a source contract), the
 date is before the stage's latest published one,
-an erasure request names nobody, where retrying will not help (the reason is written to
+an erasure request is unknown or names nobody, where retrying will not help (the reason is written to
 $CDP_FAILURE_FILE when set); anything else a failure worth retrying.
 """
 
@@ -35,17 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage")
     parser.add_argument("date", type=date.fromisoformat)
     parser.add_argument("run_id")
-    for name in ("--customer-id", "--email", "--phone"):   # erase: who (an empty value counts as not given)
-        parser.add_argument(name, default="")
+    parser.add_argument("--request-id", default="", help="erase: the request id (cdp erase-request)")
     args = parser.parse_args(argv)
     try:
         if args.stage == "erase":
-            from jobs.delivery.erasure import ErasureRequest, erase
+            from jobs.delivery.erasure import erase
             from jobs.platform.runtime import spark_session
 
             settings = load_settings()
-            request = ErasureRequest(args.customer_id or None, args.email or None, args.phone or None)
-            result = erase(spark_session(settings), settings, request, f"airflow:{args.run_id}")
+            result = erase(spark_session(settings), settings, args.request_id)
         else:
             result = run_stage(args.stage, load_settings(), args.date, args.run_id)
     except (QualityGateFailed, ContractViolation, ErasureError, DateOrderError) as exc:

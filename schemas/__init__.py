@@ -80,9 +80,12 @@ class Table:
         dated = {"date", "timestamp", "timestamp_ntz"}
         # Delta keeps min/max statistics on atomic types only (not arrays, maps, structs, binary, booleans).
         atomic = dated | {"string", "int", "bigint", "long", "smallint", "tinyint", "double", "float"}
+        # Never personal data or keyed hashes of contact points: the transaction log keeps every file's minimum
+        # and maximum for as long as the log is retained, after an erasure and its vacuum too.
         return tuple(c.name for c in self.columns if c.name not in self.partition_by
                      and (c.type in atomic or c.type.startswith("decimal"))
-                     and (c.name in self.keys or c.name == "customer_id" or c.type in dated))
+                     and (c.name in self.keys or c.name == "customer_id" or c.type in dated)
+                     and not is_personal(c.name) and c.name not in KEYED_HASH_COLUMNS)
 
     @property
     def database(self) -> str:
@@ -136,6 +139,11 @@ PERSONAL_COLUMNS = frozenset({
     "email", "referred_email", "phone", "street", "first_name", "last_name", "given_name", "family_name",
     "birth_date", "dob", "raw_payload", "text", "comment", "_email", "_phone", "_street",
 })
+
+
+# Columns holding keyed hashes of contact points (HMAC-SHA256 of an e-mail or phone, alone or in an identity-graph
+# node 'email:<hash>'): not reversible, but they name a person across tables, so an erasure removes them too.
+KEYED_HASH_COLUMNS = frozenset({"email_key", "phone_key", "referred_email_key", "node"})
 
 
 def is_personal(column: str) -> bool:

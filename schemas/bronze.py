@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas import C, Column, Table
+from schemas import C, Column, Table, is_personal
 from schemas.raw import SOURCES, RawSource
 
 METADATA = (
@@ -16,8 +16,21 @@ METADATA = (
 )
 
 
+def sealed_columns(source: RawSource) -> dict[str, str]:
+    """The personal fields of a source (name -> its contract's type), which bronze holds encrypted."""
+    return {c.name: c.type for c in source.columns if is_personal(c.name)}
+
+
+def _as_stored(column: Column, source: RawSource) -> Column:
+    if not is_personal(column.name):
+        return column
+    return C(column.name, "binary", column.nullable,
+             f"ENCRYPTED (AES-256-GCM, associated data '{source.name}|<{source.record_id}>|{column.name}'): "
+             f"{column.doc or column.type}")
+
+
 def bronze_table(source: RawSource) -> Table:
-    columns: tuple[Column, ...] = tuple(source.columns) + METADATA
+    columns: tuple[Column, ...] = tuple(_as_stored(c, source) for c in source.columns) + METADATA
     return Table(
         name=f"bronze.{source.name}",
         doc=f"{source.doc} As landed; one row per distinct raw line.",

@@ -58,7 +58,8 @@ QUARANTINE = Table(
         C("batch_id", "string", False),
         C("source_file", "string", False),
         C("line_number", "long", False, "1-based line in the file (the CSV header is line 1)"),
-        C("raw_payload", "string", False),
+        C("raw_payload", "binary", False, "the line as read, ENCRYPTED (AES-256-GCM, associated data "
+          "'quarantine|<source>|<source_file>|<line_number>'): jobs.platform.pii.decrypt"),
         C("reason_code", "string", False,
           "EMPTY_LINE, BAD_ENCODING (not UTF-8), MALFORMED_ROW (unparsable, unbalanced quotes, surplus fields, a "
           "JSON key given twice), MISSING_REQUIRED, TYPE_MISMATCH, IMPOSSIBLE_DATE, NON_FINITE (NaN, infinity) or "
@@ -253,21 +254,47 @@ PIPELINE_RUNS = Table(
 
 ERASURES = Table(
     name="ops.erasures",
-    doc="The audit of every erasure (right to be forgotten) carried out: who asked, how the person was named "
-        "(a keyed hash of the identifier, never the value), what was deleted where, and when the vacuum "
-        "removed the old files. Exports leave out the customer ids listed here.",
+    doc="Every erasure request (right to be forgotten) and its progress: who asked, how the person was named (a "
+        "suppression key, never the value nor the keyed hash silver uses), the steps done (a retry resumes after "
+        "the last), what was deleted or rewritten where, and when the vacuum removed the old files. Exports leave "
+        "out the customer ids listed here from the moment the person is identified.",
     keys=("erasure_id",),
     partition_by=(),
     columns=(
-        C("erasure_id", "string", False),
+        C("erasure_id", "string", False, "the request id (`cdp erase-request` prints it; `cdp erase` takes it)"),
         C("requested_at", "timestamp", False),
         C("requested_by", "string", False),
         C("request_kind", "string", False, "customer_id, email or phone"),
-        C("subject_key", "string", False, "HMAC-SHA256 of the identifier as given in the request"),
-        C("customer_id", "string", False),
-        C("rows_deleted", "map<string,bigint>", False, "table -> rows deleted"),
+        C("subject_key", "string", False,
+          "suppression key (jobs.platform.pii.suppression_key) of the identity-graph node the request names"),
+        C("status", "string", False, "requested, in_progress, done, or nobody (the request matched no one)"),
+        C("steps_done", "array<string>", False, "the steps completed, in order (jobs.delivery.erasure.STEPS)"),
+        C("customer_id", "string", True, "the person's customer id, once identified"),
+        C("rows_deleted", "map<string,bigint>", False, "table -> rows deleted (or samples cleared), over all attempts"),
+        C("files_rewritten", "array<string>", False,
+          "landing and export files rewritten without the person's lines or rows"),
+        C("exports_to_recall", "array<string>", False,
+          "exports that held the person's rows: copies already delivered to their destination are the operator's "
+          "to have deleted there"),
         C("tables_vacuumed", "array<string>", False),
-        C("vacuumed_at", "timestamp", False),
+        C("vacuumed_at", "timestamp", True, "when the vacuum finished (null until then)"),
+        C("updated_at", "timestamp", False, "when the last step was recorded"),
+    ),
+)
+
+ERASED_SUBJECTS = Table(
+    name="ops.erased_subjects",
+    doc="The suppression list: every identifier of an erased person (identity-graph nodes: contact, e-mail, phone, "
+        "loyalty number, account, device) as a suppression key, so cleanse rejects any record carrying one "
+        "(ERASED_PERSON in ops.silver_accounting) and a re-landed file does not bring the person back.",
+    keys=("subject_key",),
+    partition_by=(),
+    columns=(
+        C("subject_key", "string", False, "jobs.platform.pii.suppression_key of the node: not the keyed hash silver "
+                                          "uses, and not reversible"),
+        C("node_type", "string", False, "contact, email, phone, loyalty, account or device"),
+        C("erasure_id", "string", False),
+        C("added_at", "timestamp", False),
     ),
 )
 
@@ -287,4 +314,5 @@ BATCH_RELEASES = Table(
 )
 
 TABLES = (INGEST_ACCOUNTING, SILVER_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS,
-          CLV_MODELS, CLV_HOLDOUT, CHURN_MODELS, INTENT_MODELS, PIPELINE_RUNS, ERASURES, BATCH_RELEASES)
+          CLV_MODELS, CLV_HOLDOUT, CHURN_MODELS, INTENT_MODELS, PIPELINE_RUNS, ERASURES, ERASED_SUBJECTS,
+          BATCH_RELEASES)

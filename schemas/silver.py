@@ -254,3 +254,17 @@ MATCH_RECORD = Table(
         C("loyalty_number", "string"),
     ),
 )
+
+# The identifiers each source's silver records carry, as identity-graph node kinds (kind, column): an erased
+# person's nodes are on the suppression list (ops.erased_subjects), and a record carrying one is theirs.
+IDENTIFIERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "contacts": (("contact", "contact_id"), ("email", "email_key"), ("phone", "phone_key"),
+                 ("loyalty", "loyalty_number")),
+    "orders": (("account", "account_id"), ("email", "email_key")),
+    "pos": (("loyalty", "loyalty_number"),),
+    "events": (("account", "user_id"), ("device", "device_id")),
+    "tickets": (("email", "email_key"), ("account", "account_id")),
+    "surveys": (("email", "email_key"),),
+    "campaign_events": (("email", "email_key"),),
+    "referrals": (("loyalty", "referrer_loyalty_number"), ("email", "referred_email_key")),
+}

@@ -15,7 +15,17 @@ from jobs.ingest.accounting import accounting_frame
 from jobs.ingest.batches import ContractViolation
 from jobs.platform.settings import IngestConfig
 from schemas.raw import CONTACTS, ORDERS, POS, SURVEYS, TICKETS
-from tests.test_ingest import HEADER, NOW, accounting, contact, ingest_source, land, quarantine_reasons
+from tests.test_ingest import (
+    HEADER,
+    NOW,
+    accounting,
+    bronze,
+    contact,
+    ingest_source,
+    land,
+    quarantine_reasons,
+    quarantined,
+)
 
 POS_HEADER = ",".join(POS.column_names)
 
@@ -108,7 +118,7 @@ def test_bytes_that_are_not_utf8_are_quarantined_not_replaced(empty_warehouse: S
     ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-20", "run-1", NOW)
 
     assert quarantine_reasons(spark, "contacts") == {3: ("BAD_ENCODING", None)}
-    assert [r.first_name for r in spark.table("bronze.contacts").collect()] == ["José"]
+    assert [r.first_name for r in bronze(spark, CONTACTS).collect()] == ["José"]
 
 
 def test_empty_and_header_only_files_are_accounted_and_complete_their_batch(
@@ -164,11 +174,11 @@ def test_csv_dialect_quoted_header_crlf_and_embedded_newlines(empty_warehouse: S
 
     [result] = ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-20", "run-1", NOW)
 
-    bronze = {r.contact_id: r for r in spark.table("bronze.contacts").collect()}
-    assert sorted(bronze) == ["c1", "c2"]
-    assert bronze["c1"].updated_at is not None and bronze["c2"].street == "1, Main St"
-    assert bronze["c1"].sms_opt_in is False     # the last field carries no carriage return
+    rows = {r.contact_id: r for r in bronze(spark, CONTACTS).collect()}
+    assert sorted(rows) == ["c1", "c2"]
+    assert rows["c1"].updated_at is not None and rows["c2"].street == "1, Main St"
+    assert rows["c1"].sms_opt_in is False     # the last field carries no carriage return
     # One record per physical line: the two halves of the broken record are quarantined, not glued.
     assert quarantine_reasons(spark, "contacts") == {4: ("MALFORMED_ROW", None), 5: ("MALFORMED_ROW", None)}
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (4, 2, 2)
-    assert spark.table("ops.quarantine").where(F.col("line_number") == 5).first().raw_payload.startswith('Apt 2"')
+    assert quarantined(spark).where(F.col("line_number") == 5).first().raw_payload.startswith('Apt 2"')

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.ingest.batches import (
@@ -19,6 +19,8 @@ from jobs.ingest.batches import (
     list_landed_files,
     parse_batches,
     replay_window_hashes,
+    unsealed_bronze,
+    unsealed_quarantine,
 )
 from jobs.platform.tables import ensure_table, replace_slice, sql_literal
 from schemas import RawSource
@@ -27,6 +29,7 @@ from schemas.ops import INGEST_ACCOUNTING, QUARANTINE, ROW_COUNTS
 from schemas.raw import CONTACTS, ORDERS, POS
 
 NOW = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+KEY = bytes(range(32))      # the encryption key these tests ingest with
 HEADER = ",".join(CONTACTS.column_names)
 
 
@@ -45,7 +48,7 @@ def ingest_source(spark: SparkSession, landing: str, source: RawSource, as_of: s
     ids = ", ".join(sql_literal(b) for b in batches)
     earlier = replay_window_hashes(spark.table(BRONZE[source.name].name), list(batches), replay_from)
     parsed = parse_batches(spark, source, [f for files in batches.values() for f in files], earlier, run_id, now,
-                           maximums)
+                           KEY, maximums)
     try:
         batch_slice = f"source = {sql_literal(source.name)} AND batch_id IN ({ids})"
         replace_slice(parsed.quarantine, QUARANTINE, batch_slice)
@@ -54,6 +57,16 @@ def ingest_source(spark: SparkSession, landing: str, source: RawSource, as_of: s
     finally:
         parsed.release()
     return batch_results(spark.table(INGEST_ACCOUNTING.name).where(batch_slice))
+
+
+def bronze(spark: SparkSession, source: RawSource) -> DataFrame:
+    """bronze.<source> with its personal fields decrypted, as cleanse reads it."""
+    return unsealed_bronze(spark.table(BRONZE[source.name].name), source, KEY)
+
+
+def quarantined(spark: SparkSession) -> DataFrame:
+    """ops.quarantine with its lines decrypted."""
+    return unsealed_quarantine(spark.table(QUARANTINE.name), KEY)
 
 
 def contact(cid: str, **overrides: str) -> str:
@@ -92,11 +105,15 @@ def test_clean_file_loads_completely(empty_warehouse: SparkSession, tmp_path: Pa
     [result] = ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-20", "run-1", NOW)
 
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined, result.rows_deduplicated) == (3, 3, 0, 0)
-    bronze = spark.table("bronze.contacts").orderBy("contact_id").collect()
-    assert [r.contact_id for r in bronze] == ["c1", "c2", "c3"]
-    assert [r._line_number for r in bronze] == [2, 3, 4]
-    assert bronze[0].birth_date.isoformat() == "1980-04-01" and bronze[0].email_opt_in is True
-    assert bronze[0]._batch_id == "2026-11-19" and bronze[0]._source_file.endswith("contacts/2026-11-19/a.csv")
+    stored = spark.table("bronze.contacts").orderBy("contact_id").collect()
+    assert all(b"example.com" not in r.email and b"Ann" not in r.first_name for r in stored)   # encrypted at rest
+    bronze_rows = bronze(spark, CONTACTS).orderBy("contact_id").collect()
+    assert [r.contact_id for r in bronze_rows] == ["c1", "c2", "c3"]
+    assert [r._line_number for r in bronze_rows] == [2, 3, 4]
+    first = bronze_rows[0]
+    assert first.birth_date.isoformat() == "1980-04-01" and first.email_opt_in is True
+    assert first.email == "c1@example.com"
+    assert first._batch_id == "2026-11-19" and first._source_file.endswith("contacts/2026-11-19/a.csv")
 
 
 def test_defects_are_quarantined_with_reason_and_rows_add_up(empty_warehouse: SparkSession, tmp_path: Path) -> None:
@@ -126,7 +143,8 @@ def test_defects_are_quarantined_with_reason_and_rows_add_up(empty_warehouse: Sp
     assert counts == {"rows_read": 9, "rows_loaded": 1, "rows_quarantined": 7, "rows_deduplicated": 1}
     assert counts["rows_read"] == counts["rows_loaded"] + counts["rows_quarantined"] + counts["rows_deduplicated"]
     assert result.rows_read == 9
-    payload = spark.table("ops.quarantine").where("line_number = 4").first().raw_payload
+    assert b"c3@example.com" not in spark.table("ops.quarantine").where("line_number = 4").first().raw_payload
+    payload = quarantined(spark).where("line_number = 4").first().raw_payload
     assert payload == contact("c3", email_opt_in="maybe")
 
 
@@ -256,5 +274,5 @@ def test_reordered_columns_are_read_by_header(empty_warehouse: SparkSession, tmp
     values = dict(zip(CONTACTS.column_names, contact("c1").split(","), strict=True))
     land(tmp_path, "contacts", "2026-11-19", "a.csv", [",".join(names), ",".join(values[n] for n in names)])
     ingest_source(empty_warehouse, str(tmp_path), CONTACTS, "2026-11-20", "run-1", NOW)
-    row = empty_warehouse.table("bronze.contacts").first()
+    row = bronze(empty_warehouse, CONTACTS).first()
     assert (row.contact_id, row.email, row.postcode) == ("c1", "c1@example.com", "10001")

@@ -11,14 +11,17 @@ from pyspark.sql import functions as F
 
 from jobs.cleanse import sources as cleanse
 from jobs.cleanse.accounting import silver_accounting
+from jobs.cleanse.suppression import reject_erased
+from jobs.ingest.batches import unsealed_bronze
 from jobs.platform.context import RunContext
 from jobs.platform.pii import pii_keys
 from jobs.platform.quality import with_reference
 from jobs.platform.tables import concurrently
 from schemas import Table, silver
 from schemas.bronze import TABLES as BRONZE
-from schemas.ops import SILVER_ACCOUNTING
+from schemas.ops import ERASED_SUBJECTS, SILVER_ACCOUNTING
 from schemas.raw import SOURCES
+from schemas.silver import IDENTIFIERS
 
 
 def bronze_as_of(bronze: DataFrame, as_of: date) -> DataFrame:
@@ -31,7 +34,9 @@ def run_cleanse(ctx: RunContext) -> dict[str, int]:
     patterns, currency = list(conf.test_account_email_patterns), conf.reporting_currency
     keys = pii_keys(ctx.settings)
     email = {"local_part": conf.email_local_part}
-    bronze = {name: bronze_as_of(ctx.read(BRONZE[name]), ctx.as_of) for name in SOURCES}
+    # Bronze holds personal fields encrypted: decrypted here, in the stage's memory only.
+    bronze = {name: unsealed_bronze(bronze_as_of(ctx.read(BRONZE[name]), ctx.as_of), source, keys.encryption_key)
+              for name, source in SOURCES.items()}
 
     cleansed_fx = cleanse.cleanse_fx_rates(bronze["fx_rates"]).persist()
     fx = ctx.stage_overwrite(cleanse.kept(cleansed_fx), silver.FX_RATES)
@@ -52,6 +57,11 @@ def run_cleanse(ctx: RunContext) -> dict[str, int]:
         silver.MARKETING_SPEND: cleanse.cleanse_marketing_spend(bronze["marketing_spend"], fx, currency),
         silver.REFERRALS: cleanse.cleanse_referrals(bronze["referrals"], patterns, keys.hmac_key, **email),
     }
+    erased = ctx.read(ERASED_SUBJECTS)
+    if not erased.isEmpty():    # the usual day: nobody erased, no identifier to hash
+        source_of = {table: source for source, table in silver.OF_SOURCE.items()}
+        cleansed = {table: reject_erased(frame, source_of[table], erased, keys.hmac_key)
+                    if source_of[table] in IDENTIFIERS else frame for table, frame in cleansed.items()}
     for frame in cleansed.values():
         frame.persist()  # each is staged, accounted, and feeds the vault or the order lines (with its raw columns)
     outputs = {table: cleanse.kept(frame) for table, frame in cleansed.items()}

@@ -25,15 +25,10 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.cleanse.sources import first_per_key
+from jobs.cleanse.suppression import node
 from jobs.platform.settings import GuardsConfig
 
 log = logging.getLogger(__name__)
-
-
-def node(kind: str, value: Column | str) -> Column:
-    """The graph node of an identifier: '<kind>:<value>'; null when the value is missing."""
-    col = F.col(value) if isinstance(value, str) else value
-    return F.when(col.isNotNull() & (F.trim(col) != ""), F.concat(F.lit(f"{kind}:"), col))
 
 
 def node_type(node_col: Column) -> Column:

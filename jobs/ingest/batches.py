@@ -13,11 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.ingest.parsing import csv_fields, header_names, json_fields, type_changes, validate
+from jobs.platform import pii
 from schemas import RawSource
+from schemas.bronze import sealed_columns
 from schemas.ops import ROW_COUNTS
 
 
@@ -109,6 +111,26 @@ def replay_window_hashes(bronze: DataFrame, batch_ids: list[str], replay_from: s
 
 
 # -- pure transformations ---------------------------------------------------------------------------
+def bronze_context(source: RawSource) -> Column:
+    """Associated data of a bronze row's encrypted fields: '<source>|<record id>' (`pii.seal` adds the field)."""
+    return F.concat_ws("|", F.lit(source.name), F.col(source.record_id))
+
+
+def quarantine_context() -> Column:
+    """Associated data of a quarantined line: 'quarantine|<source>|<file>|<line>' (`pii.seal` adds the field)."""
+    return F.concat_ws("|", F.lit("quarantine"), "source", "source_file", F.col("line_number").cast("string"))
+
+
+def unsealed_bronze(bronze: DataFrame, source: RawSource, encryption_key: bytes) -> DataFrame:
+    """Bronze rows with their personal fields decrypted to the contract's types (what cleanse reads)."""
+    return pii.unseal(bronze, sealed_columns(source), bronze_context(source), encryption_key)
+
+
+def unsealed_quarantine(quarantine: DataFrame, encryption_key: bytes) -> DataFrame:
+    """ops.quarantine rows with `raw_payload` decrypted to the line as read."""
+    return pii.unseal(quarantine, {"raw_payload": "string"}, quarantine_context(), encryption_key)
+
+
 def with_outcome(validated: DataFrame, earlier_hashes: DataFrame) -> DataFrame:
     """Validated lines with `_content_hash` and `outcome`: quarantined (a reason), deduplicated or loaded.
 
@@ -130,20 +152,24 @@ def with_outcome(validated: DataFrame, earlier_hashes: DataFrame) -> DataFrame:
     )
 
 
-def split_batches(outcome: DataFrame, files: DataFrame, source: str, run_id: str, ingested_at: datetime
-                  ) -> tuple[DataFrame, DataFrame, DataFrame]:
+def split_batches(outcome: DataFrame, files: DataFrame, source: RawSource, run_id: str, ingested_at: datetime,
+                  encryption_key: bytes) -> tuple[DataFrame, DataFrame, DataFrame]:
     """Bronze rows, quarantine rows and per-file accounting of lines `with_outcome`, for a set of batches
     of one source: every line is counted once, under its outcome. `files` (source_file, batch_id) lists
-    every file read, so that one without data lines (empty, or a header alone) is accounted too, as `empty`."""
+    every file read, so that one without data lines (empty, or a header alone) is accounted too, as `empty`.
+    Personal fields (`sealed_columns`) and quarantined lines leave encrypted: a bronze or quarantine file holds
+    no contact point in clear (cleanse decrypts what it needs)."""
     stamp = F.lit(ingested_at).cast("timestamp")
     quarantine = outcome.where(F.col("outcome") == "quarantined").select(
-        F.lit(source).alias("source"), "batch_id", F.lit(run_id).alias("run_id"), stamp.alias("ingested_at"),
+        F.lit(source.name).alias("source"), "batch_id", F.lit(run_id).alias("run_id"), stamp.alias("ingested_at"),
         "source_file", "line_number", F.col("value").alias("raw_payload"), "reason_code", "reason_column",
     )
+    quarantine = pii.seal(quarantine, ["raw_payload"], quarantine_context(), encryption_key)
     bronze = outcome.where(F.col("outcome") == "loaded").select(
         "*", F.col("source_file").alias("_source_file"), F.col("line_number").alias("_line_number"),
         F.col("batch_id").alias("_batch_id"), F.lit(run_id).alias("_run_id"), stamp.alias("_ingested_at"),
     )
+    bronze = pii.seal(bronze, sealed_columns(source), bronze_context(source), encryption_key)
     per_file = outcome.groupBy("batch_id", "source_file").agg(
         F.count("*").alias("rows_read"),
         F.count(F.when(F.col("outcome") == "loaded", 1)).alias("rows_loaded"),
@@ -153,7 +179,7 @@ def split_batches(outcome: DataFrame, files: DataFrame, source: str, run_id: str
                      ).alias("extra_columns"),
     )
     accounting = files.join(per_file, ["batch_id", "source_file"], "left").select(
-        F.lit(source).alias("source"), "batch_id", "source_file",
+        F.lit(source.name).alias("source"), "batch_id", "source_file",
         *[F.coalesce(c, F.lit(0).cast("long")).alias(c) for c in ROW_COUNTS],
         F.coalesce("extra_columns", F.array().cast("array<string>")).alias("extra_columns"),
         F.when(F.col("rows_read").isNull(), "empty").otherwise("read").alias("status"),
@@ -193,7 +219,7 @@ class ParsedBatches:
 
 def parse_batches(
     spark: SparkSession, source: RawSource, files: list[str], earlier_hashes: DataFrame, run_id: str,
-    ingested_at: datetime, maximums: dict[str, float] | None = None,
+    ingested_at: datetime, encryption_key: bytes, maximums: dict[str, float] | None = None,
 ) -> ParsedBatches:
     """Parse and validate the files of a set of batches of one source and split them, in one pass; a
     file that breaks the contract raises `ContractViolation` naming the file, the column and the type.
@@ -217,7 +243,7 @@ def parse_batches(
         )
     listed = spark.createDataFrame([(uri, uri.rstrip("/").split("/")[-2]) for uri in file_uris(spark, files)],
                                    "source_file string, batch_id string")
-    return ParsedBatches(*split_batches(outcome, listed, source.name, run_id, ingested_at), outcome)
+    return ParsedBatches(*split_batches(outcome, listed, source, run_id, ingested_at, encryption_key), outcome)
 
 
 def declared_type(source: RawSource, column: str) -> str:

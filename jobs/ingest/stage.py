@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from jobs.ingest.accounting import accounting_frame
 from jobs.ingest.batches import BatchResult, batch_results, landed_batches, parse_batches, replay_window_hashes
 from jobs.platform.context import RunContext
+from jobs.platform.pii import pii_keys
 from jobs.platform.tables import concurrently, sql_literal
 from schemas import Table
 from schemas.bronze import TABLES as BRONZE
@@ -71,7 +72,8 @@ def _stage_source(ctx: RunContext, name: str, batches: dict[str, list[str]]) -> 
     replay_from = (ctx.as_of - timedelta(days=ctx.settings.ingest.replay_window_days)).isoformat()
     earlier = replay_window_hashes(ctx.read(BRONZE[name]), list(batches), replay_from)
     parsed = parse_batches(ctx.spark, SOURCES[name], [f for files in batches.values() for f in files], earlier,
-                           ctx.run_id, ctx.started_at, ctx.settings.ingest.maximums())
+                           ctx.run_id, ctx.started_at, pii_keys(ctx.settings).encryption_key,
+                           ctx.settings.ingest.maximums())
     try:
         return StagedSource(ctx.stage_slice(parsed.bronze, BRONZE[name], f"_batch_id IN ({ids})"),
                             parsed.accounting.localCheckpoint(), parsed.quarantine.localCheckpoint())

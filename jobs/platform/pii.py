@@ -16,19 +16,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from jobs.platform.config import Settings
 
 HMAC_ENV = "CDP_PII_HMAC_KEY"
 ENCRYPTION_ENV = "CDP_PII_ENCRYPTION_KEY"
-NONCE_BYTES = 12
 
 
 class MissingKey(RuntimeError):
@@ -78,51 +76,36 @@ def keyed_hash(value: Column, key: bytes) -> Column:
     return F.when(value.isNotNull(), F.sha2(F.concat(F.lit(opad), inner), 256))
 
 
-def _aesgcm_encrypt_udf(key: bytes):
-    @F.pandas_udf(T.BinaryType())
-    def encrypt(plain: pd.Series, context: pd.Series) -> pd.Series:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-        aead = AESGCM(key)
-
-        def one(text: str | None, ctx: str | None) -> bytes | None:
-            if text is None:
-                return None
-            nonce = os.urandom(NONCE_BYTES)
-            return nonce + aead.encrypt(nonce, text.encode("utf-8"), (ctx or "").encode("utf-8"))
-
-        return pd.Series([one(p, c) for p, c in zip(plain, context)], dtype=object)
-
-    return encrypt
-
-
-def _aesgcm_decrypt_udf(key: bytes):
-    @F.pandas_udf(T.StringType())
-    def decrypt(cipher: pd.Series, context: pd.Series) -> pd.Series:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-        aead = AESGCM(key)
-
-        def one(blob: bytes | None, ctx: str | None) -> str | None:
-            if blob is None:
-                return None
-            blob = bytes(blob)
-            return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], (ctx or "").encode("utf-8")).decode("utf-8")
-
-        return pd.Series([one(b, c) for b, c in zip(cipher, context)], dtype=object)
-
-    return decrypt
-
-
 def encrypt(value: Column, context: Column, key: bytes) -> Column:
-    """AES-256-GCM with a random nonce; `context` (e.g. record id and field) is authenticated
-    as associated data, so a ciphertext moved to another row or field fails to decrypt."""
-    return _aesgcm_encrypt_udf(key)(value, context)
+    """AES-256-GCM with a random nonce, as Spark's `aes_encrypt` lays it out (nonce, ciphertext, tag); `context`
+    (e.g. record id and field) is authenticated as associated data, so a ciphertext moved to another row or field
+    fails to decrypt. Spark built-ins: no Python worker. Always alias the result: its default name shows the key."""
+    return F.aes_encrypt(value.cast("string"), F.lit(key), F.lit("GCM"), F.lit("DEFAULT"), F.lit(b""),
+                         F.encode(F.coalesce(context, F.lit("")), "UTF-8"))
 
 
 def decrypt(value: Column, context: Column, key: bytes) -> Column:
-    """Inverse of `encrypt`; raises (InvalidTag) on a wrong key, context or tampered value."""
-    return _aesgcm_decrypt_udf(key)(value, context)
+    """Inverse of `encrypt`, as text; fails the query on a wrong key, context or tampered value."""
+    return F.aes_decrypt(value, F.lit(key), F.lit("GCM"), F.lit("DEFAULT"),
+                         F.encode(F.coalesce(context, F.lit("")), "UTF-8")).cast("string")
+
+
+def seal(df: DataFrame, columns: Iterable[str], context: Column, key: bytes) -> DataFrame:
+    """`df` with each of `columns` replaced by its ciphertext (`encrypt`), `context|<column>` as associated data."""
+    return df.withColumns({c: encrypt(F.col(c), F.concat_ws("|", context, F.lit(c)), key) for c in columns})
+
+
+def unseal(df: DataFrame, columns: dict[str, str], context: Column, key: bytes) -> DataFrame:
+    """Inverse of `seal`: each column of `columns` (name -> Spark SQL type) decrypted and cast back to its type."""
+    return df.withColumns({c: decrypt(F.col(c), F.concat_ws("|", context, F.lit(c)), key).cast(t)
+                           for c, t in columns.items()})
+
+
+def suppression_key(node: Column, key: bytes) -> Column:
+    """What the suppression list (ops.erased_subjects) holds of an erased person's identifier (an identity-graph
+    node, 'email:<keyed hash>', 'account:<id>'...): a keyed hash of it, in its own domain, so the list holds
+    none of the keyed hashes silver and gold use, and nothing that leads back to a contact point."""
+    return keyed_hash(F.concat(F.lit("erased|"), node), key)
 
 
 def mask_email(email: Column) -> Column:
