@@ -1,14 +1,14 @@
-"""Personal data protection: keyed hashes for matching, column encryption for the vault, masks.
+"""Personal data protection: keyed hashes for matching, column encryption, masks, suppression keys.
 
-Threat model (short): analysts and BI tools read silver and gold tables, where direct contact
-points (e-mail, phone, street) appear only masked or as keyed hashes; the raw values live
-in `silver.pii_vault`, each column encrypted with AES-256-GCM, readable only with the
-encryption key. The hashes are HMAC-SHA256 with a secret key, so a stolen table cannot be
-reversed by hashing a list of known e-mails (as plain SHA-256 could). Keys come from the
-environment (or, on the local and test profiles only, from key files generated on first
-use in the project's `.cache/`); they are never in the repository or in any table. Not
-covered: a compromised Spark driver (it holds the keys while it runs) and names, postcodes
-and birth dates in silver, which identity resolution needs in clear.
+Threat model (short; the README's Security section has it per layer): bronze holds every personal field of a
+raw source (e-mail, phone, names, street, birth date, free text) encrypted, and the quarantine every rejected
+line; silver and gold carry direct contact points only masked or as keyed hashes, and the raw values live in
+`silver.pii_vault`, encrypted. Encryption is AES-256-GCM (Spark's `aes_encrypt`: random nonce, then ciphertext
+and tag) with the record and field as associated data. The hashes are HMAC-SHA256 with a secret key, so a
+stolen table cannot be reversed by hashing a list of known e-mails (as plain SHA-256 could). Keys come from the
+environment (or, on the local and test profiles only, from key files generated on first use in the project's
+`.cache/`); they are never in the repository or in any table. Not covered: a compromised Spark driver (it holds
+the keys while it runs) and names, postcodes and birth dates in silver, which identity resolution needs in clear.
 """
 
 from __future__ import annotations
