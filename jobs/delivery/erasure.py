@@ -191,8 +191,9 @@ class Erasure:
                                                                                                   "street")])))]
         values.append(self.records.select(F.col("record_id").alias("col")))
         for source in IDENTITY_SOURCES:
+            # A referral's referred e-mail is someone else's when they are the referrer: the vault has theirs.
             sealed = [c for c, t in sealed_columns(SOURCES[source]).items() if t == "string"
-                      and c in ("email", "referred_email", "phone", "street")]
+                      and c in ("email", "phone", "street")]
             if sealed:
                 rows = unsealed_bronze(self._bronze_rows(source), SOURCES[source], key)
                 values.append(rows.select(F.explode(F.array(*sealed))))
@@ -346,7 +347,9 @@ def _merge(table: Table, keys: DataFrame, condition: str, clear: str | None = No
     # Most tables hold nothing of one person: a scan finds that out, a MERGE would also commit and rewrite.
     if spark.table(table.name).alias("t").join(keys.alias("s"), F.expr(condition), "left_semi").isEmpty():
         return 0
-    merge = DeltaTable.forName(spark, table.name).alias("t").merge(keys.distinct().alias("s"), condition)
+    # Materialised first: the keys are mostly read from the table they change.
+    keys = keys.distinct().localCheckpoint()
+    merge = DeltaTable.forName(spark, table.name).alias("t").merge(keys.alias("s"), condition)
     (merge.whenMatchedUpdate(set={clear: "NULL"}) if clear else merge.whenMatchedDelete()).execute()
     metrics = spark.sql(f"DESCRIBE HISTORY {table.name} LIMIT 1").first()["operationMetrics"] or {}
     return int(metrics.get("numTargetRowsUpdated" if clear else "numTargetRowsDeleted", 0))
