@@ -278,8 +278,8 @@ class Erasure:
     def ops(self) -> dict:
         samples = self._mentioning(self._table(DQ_RESULTS).where(F.col("unexpected_sample").isNotNull()),
                                    "unexpected_sample").select(*DQ_RESULTS.keys)
-        return {"rows_deleted": {DQ_RESULTS.name: _merge(DQ_RESULTS, samples, _on(DQ_RESULTS.keys),
-                                                         clear="unexpected_sample")}}
+        cleared = _merge(DQ_RESULTS, samples, _on(DQ_RESULTS.keys), clear="unexpected_sample")
+        return {"rows_deleted": {DQ_RESULTS.name: cleared} if cleared else {}}
 
     def _person(self) -> DataFrame:
         return self.spark.createDataFrame([(self.request["customer_id"],)], "customer_id string")
