@@ -1,6 +1,7 @@
 """The slow end-to-end variants (`make test-slow`): a two-day backfill through Airflow, equal to each day
 run in turn with `cdp run`; `cdp rebuild` of every stage from time travel; the refit and erasure DAGs run
-for real. Run them whenever a change touches what they cover."""
+for real; a whole erasure (a crash and a retry, every file under the data root searched byte for byte, the
+person's records landed again). Run them whenever a change touches what they cover."""
 
 from __future__ import annotations
 
@@ -118,19 +119,6 @@ def test_the_erasure_dag_removes_the_person(refitted: dict[str, str], spark: Spa
     assert _table(spark, refitted, "gold.customer_profile").where(F.col("customer_id") == customer_id).count() == 0
     erasures = _table(spark, refitted, "ops.erasures").collect()
     assert [(e.erasure_id, e.customer_id, e.status) for e in erasures] == [(request_id, customer_id, "done")]
-
-
-def test_a_bad_batch_after_good_days_fails_its_gate_and_leaves_every_table_as_it_was(
-    backfilled: dict[str, str], spark: SparkSession
-) -> None:
-    # Last in the module: the day after the backfill, refit and erasure, with a corrupt orders batch.
-    env = backfilled
-    published = {name: sorted(_table(spark, env, name).inputFiles())
-                 for name in ("bronze.orders", "ops.ingest_accounting", "gold.customer_profile")}
-    corrupt_batch(env, NEXT_DAY)
-    failed = _cdp(env, "airflow-run", "--date", NEXT_DAY, check=False)
-    assert_failed_at_ingest(spark, env, failed, NEXT_DAY)
-    assert {name: sorted(_table(spark, env, name).inputFiles()) for name in published} == published
 
 
 # -- erasure: the whole of it, in this process, on a small warehouse of its own -------------------------------------
@@ -274,3 +262,16 @@ def test_an_erasure_leaves_no_byte_of_the_person_resumes_after_a_crash_and_keeps
     accounting = spark.table("ops.silver_accounting").where(
         (F.col("as_of_date") == F.lit(next_day)) & (F.col("source") == "contacts")).first()
     assert accounting.rejected_reasons.get("ERASED_PERSON", 0) >= len(person["contact_ids"])
+
+
+def test_a_bad_batch_after_good_days_fails_its_gate_and_leaves_every_table_as_it_was(
+    backfilled: dict[str, str], spark: SparkSession
+) -> None:
+    # Last in the module: the day after the backfill, refit and erasure, with a corrupt orders batch.
+    env = backfilled
+    published = {name: sorted(_table(spark, env, name).inputFiles())
+                 for name in ("bronze.orders", "ops.ingest_accounting", "gold.customer_profile")}
+    corrupt_batch(env, NEXT_DAY)
+    failed = _cdp(env, "airflow-run", "--date", NEXT_DAY, check=False)
+    assert_failed_at_ingest(spark, env, failed, NEXT_DAY)
+    assert {name: sorted(_table(spark, env, name).inputFiles()) for name in published} == published
