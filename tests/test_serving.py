@@ -100,11 +100,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for_port(proc: subprocess.Popen, port: int, timeout: float) -> None:
+def _wait_for_port(proc: subprocess.Popen, port: int, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"cdp serve exited with {proc.returncode}:\n{proc.stdout.read()}")
+            raise AssertionError(f"cdp serve exited with {proc.returncode}:\n{log.read_text()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -127,10 +127,13 @@ def serving_env(warehouse: Path) -> dict[str, str]:
 def thrift_port(serving_env: dict[str, str]) -> Iterator[int]:
     port = _free_port()
     cdp = Path(sys.executable).with_name("cdp")
-    proc = subprocess.Popen([str(cdp), "serve", "--port", str(port)], env=serving_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    # To a file, not a pipe: the server logs a stack trace per refused statement, and a full pipe would stop it.
+    log = Path(serving_env["CDP__PATHS__SERVING"]).with_name("serve.log")
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(cdp), "serve", "--port", str(port)], env=serving_env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for_port(proc, port, timeout=120)
+        _wait_for_port(proc, port, log, timeout=120)
         yield port
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -180,7 +183,7 @@ def test_bi_views_over_hiveserver2(thrift_port: int) -> None:
                                "ORDER BY clv_decile") == [(1, 1, 10.0, 10 / 310), (2, 1, 300.0, 300 / 310)]
 
 
-def test_logins_need_a_user_and_password(thrift_port: int, serving_env: dict[str, str]) -> None:
+def test_logins_need_a_user_and_password(thrift_port: int) -> None:
     from thrift.transport.TTransport import TTransportException
 
     for user, password in [(USER, None), (USER, "wrong horse battery"), ("intruder", PASSWORD)]:
