@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from schemas.gold import (
     SEGMENT_MEMBERSHIP,
 )
 from schemas.silver import PII_VAULT
+from schemas.silver import TABLES as SILVER
 from tests.factories import frame, write_delta
 
 pytestmark = pytest.mark.e2e
@@ -123,17 +125,18 @@ def serving_env(warehouse: Path) -> dict[str, str]:
             "CDP__PATHS__SERVING": str(warehouse.parent / "serving"), "CDP__PATHS__SERVING_USERS": str(users)}
 
 
-@pytest.fixture(scope="module")
-def thrift_port(serving_env: dict[str, str]) -> Iterator[int]:
+@contextmanager
+def _server(env: dict[str, str], *args: str) -> Iterator[int]:
+    """`cdp serve *args` on a free port, until the block ends."""
     port = _free_port()
     cdp = Path(sys.executable).with_name("cdp")
     # To a file, not a pipe: the server logs a stack trace per refused statement, and a full pipe would stop it.
-    log = Path(serving_env["CDP__PATHS__SERVING"]).with_name("serve.log")
+    log = Path(env["CDP__PATHS__SERVING"]).with_name(f"serve-{port}.log")
     with log.open("w") as out:
-        proc = subprocess.Popen([str(cdp), "serve", "--port", str(port)], env=serving_env, stdout=out,
+        proc = subprocess.Popen([str(cdp), "serve", "--port", str(port), *args], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for_port(proc, port, log, timeout=120)
+        _wait_for_port(proc, port, log, timeout=180)
         yield port
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -142,6 +145,12 @@ def thrift_port(serving_env: dict[str, str]) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def thrift_port(serving_env: dict[str, str]) -> Iterator[int]:
+    with _server(serving_env) as port:
+        yield port
 
 
 def _query(port: int, sql: str, user: str = USER, password: str | None = PASSWORD) -> list[tuple]:
@@ -154,12 +163,12 @@ def _query(port: int, sql: str, user: str = USER, password: str | None = PASSWOR
         return cursor.fetchall()
 
 
-def _refusal(port: int, sql: str) -> str:
+def _refusal(port: int, sql: str, user: str = USER) -> str:
     """The error of a statement the server refuses."""
     from pyhive.exc import OperationalError
 
     with pytest.raises(OperationalError) as refused:
-        _query(port, sql)
+        _query(port, sql, user)
     return str(refused.value)
 
 
@@ -228,6 +237,33 @@ def test_the_analyst_cannot_change_anything(thrift_port: int, serving_env: dict[
     refused = {e["operation"] for e in events if e["event"] == "error" and "read-only" in e["detail"]}
     assert statements["DROP TABLE bi.customer_360"]["operation"] in refused
     assert {e["user"] for e in events if e["event"] == "session"} == {USER}
+
+
+@pytest.mark.slow
+def test_the_silver_reader_role(spark: SparkSession, warehouse: Path, serving_env: dict[str, str]) -> None:
+    """A second server, for the opt-in role: its named users only, silver but the vault, audited."""
+    from thrift.transport.TTransport import TTransportException
+
+    for table in SILVER:
+        if table is not PII_VAULT:
+            write_delta(frame(spark, table, []), table, table_path(warehouse, table))
+    reader = "reader1"
+    add_user(Path(serving_env["CDP__PATHS__SERVING_USERS"]), reader, PASSWORD, iterations=10_000)
+    env = {**serving_env, "CDP__SERVING__SILVER_READERS": f"[{reader}]"}
+    with _server(env, "--role", "silver_reader") as port:
+        with pytest.raises(TTransportException, match="Error validating the login"):
+            _query(port, "SELECT 1")   # the analyst is not a silver reader
+        assert sorted(r[0] for r in _query(port, "SHOW DATABASES", reader)) == ["bi", "default", "silver"]
+        served = sorted(r[1] for r in _query(port, "SHOW VIEWS IN silver", reader))
+        assert served == sorted(t.name.split(".")[1] for t in SILVER if t is not PII_VAULT)
+        assert _query(port, "SELECT count(*) FROM silver.contacts", reader) == [(0,)]
+        assert "silver.pii_vault is not in a served database" in _refusal(port, "SELECT * FROM silver.pii_vault",
+                                                                         reader)
+        assert "DropView is not a query" in _refusal(port, "DROP VIEW silver.contacts", reader)
+    audit = [json.loads(line) for line in (Path(env["CDP__PATHS__SERVING"]) / "audit.jsonl").read_text().splitlines()]
+    assert any(e["server"] == "silver_reader" and e["user"] == reader and e["detail"] == "SELECT count(*) FROM "
+               "silver.contacts" for e in audit)
+    assert any(e["server"] == "silver_reader" and e["event"] == "login_failed" and e["user"] == USER for e in audit)
 
 
 def test_users_file_and_server_settings(tmp_path: Path) -> None:

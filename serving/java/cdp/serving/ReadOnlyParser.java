@@ -75,8 +75,10 @@ final class ReadOnlyParser implements ParserInterface {
 
   private static boolean allowedCommand(LogicalPlan plan) {
     String name = plan.getClass().getSimpleName();
-    // Delta's DESCRIBE DETAIL / HISTORY name files and operations of tables the reader may not see.
-    return COMMANDS.contains(name) || (name.startsWith("Show") || name.startsWith("Describe")) && !name.contains("Delta");
+    // Delta's DESCRIBE DETAIL / HISTORY name files and operations of tables the reader may not see, and
+    // DESCRIBE QUERY holds its query as a field, out of reach of the checks below.
+    return COMMANDS.contains(name) || (name.startsWith("Show") || name.startsWith("Describe"))
+        && !name.contains("Delta") && !name.equals("DescribeQueryCommand");
   }
 
   private void visit(LogicalPlan plan, boolean root) {
