@@ -78,5 +78,5 @@ cluster-demo: setup ## the same pipeline on a Spark standalone cluster (master +
 clean: ## remove generated data, tables, Airflow state
 	rm -rf data .airflow spark-warehouse metastore_db derby.log
 
-distclean: clean ## also remove the venv and the jar cache
+distclean: clean ## also remove the venv and .cache (the jar cache, local PII keys, the serving users)
 	rm -rf $(VENV) .cache

@@ -437,7 +437,7 @@ class ServingConfig(Section):
     authentication: Literal["password", "ldap"] = "password"
     ldap: LdapConfig | None = None
     tls: TlsConfig = TlsConfig()
-    # Users (of the users file, or LDAP) that `cdp serve --role silver_reader` admits; nobody by default.
+    # Users of the users file that `cdp serve --role silver_reader` admits; nobody by default.
     silver_readers: tuple[Name, ...] = ()
     silver_reader_port: Port = 10001
 
