@@ -139,14 +139,13 @@ def generate_chunk(plan: GeneratorPlan, chunk: int) -> dict[str, Counter]:
         landed["referrals"] = _land(plan, builder, "referrals", referrals)
     truth = plan.truth / "records" / f"part-{chunk:05d}.csv"
     truth.parent.mkdir(parents=True, exist_ok=True)
-    truth.write_bytes(text.body(pa.concat_arrays([text.strings(["source,record_id,person_id,defects,batch"]),
-                                                  *(part.truth for part in landed.values())])))
+    truth.write_bytes(text.body(pa.concat_arrays([part.truth for part in landed.values()]),
+                                "source,record_id,person_id,defects,batch"))
     referrer = np.full(n, -1)
     referrer[referred] = referrals.person
     persons = plan.truth / "persons" / f"part-{chunk:05d}.csv"
     persons.parent.mkdir(parents=True, exist_ok=True)
-    persons.write_bytes(text.body(pa.concat_arrays([text.strings([",".join(PERSON_COLUMNS)]),
-                                                    _person_lines(pop, purchases, clock, referrer)])))
+    persons.write_bytes(text.body(_person_lines(pop, purchases, clock, referrer), ",".join(PERSON_COLUMNS)))
     return {name: part.counts for name, part in landed.items()}
 
 
@@ -193,9 +192,8 @@ def _write_global_sources(plan: GeneratorPlan) -> None:
         source = SOURCES[name]
         lines = text.lines(source, fields)
         batch = plan.batch_of(day)
-        header = text.strings([",".join(source.column_names)])
         write_files(plan.landing / name, "part-00000.csv", {
-            plan.batch_dates[b]: text.body(pa.concat_arrays([header, lines.filter(pa.array(batch == b))]))
+            plan.batch_dates[b]: text.body(lines.filter(pa.array(batch == b)), ",".join(source.column_names))
             for b in np.unique(batch)})
 
 

@@ -138,7 +138,7 @@ def _as_field(source: RawSource, name: str, value: str) -> str:
 
 
 def _break_lines(lines: pa.StringArray, kinds: np.ndarray) -> pa.StringArray:
-    for kind, broken in (("broken_json", lambda line: line[: max(5, len(line) // 2)]),
+    for kind, broken in (("broken_json", lambda line: line[: max(5, (len(line) - 1) // 2)] + "\n"),
                          ("broken_quote", lambda line: '"' + line)):
         mask = kinds == MALFORMED_KINDS.index(kind)
         if mask.any():
@@ -152,7 +152,7 @@ class Landed:
     """Where a chunk's records of one source landed."""
 
     files: dict[str, bytes]             # batch date -> file body
-    truth: pa.StringArray               # one CSV line per record: source, record_id, person_id, defects, batch
+    truth: pa.StringArray               # a CSV line per record: source, record_id, person_id, defects, batch
     counts: Counter
 
 
@@ -188,14 +188,11 @@ def land(rng: np.random.Generator, source: RawSource, recs: Records, rates: Dirt
     order = np.lexsort((records, batches))
     batches, records = batches[order], records[order]
     bounds = np.flatnonzero(np.diff(batches)) + 1
-    header = [",".join(source.column_names)] if source.format == "csv" else []
-    files = {}
-    for part_batches, part in zip(np.split(batches, bounds), np.split(records, bounds)):
-        if len(part):
-            files[batch_dates[part_batches[0]]] = text.body(pa.concat_arrays(
-                [text.strings(header), lines.take(pa.array(part))]))
+    header = ",".join(source.column_names) if source.format == "csv" else None
+    files = {batch_dates[part_batches[0]]: text.body(lines.take(pa.array(part)), header)
+             for part_batches, part in zip(np.split(batches, bounds), np.split(records, bounds)) if len(part)}
     truth = text.concat(source.name, ",", recs.fields[source.record_id], ",", person_ids.take(pa.array(recs.person)),
-                        ",", recs.defect_labels(), ",", text.pick(batch_dates, batch))
+                        ",", recs.defect_labels(), ",", text.pick(batch_dates, batch), "\n")
     return Landed(files, truth, recs.counts())
 
 

@@ -24,8 +24,14 @@ def strings(values: Sequence[str] | np.ndarray) -> pa.StringArray:
 
 
 def concat(*parts: pa.Array | str) -> pa.StringArray:
-    """Element-wise concatenation of arrays and constants."""
-    return pc.binary_join_element_wise(*parts, "")
+    """Element-wise concatenation of arrays and constants (neighbouring constants are merged first)."""
+    merged: list[pa.Array | str] = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    return pc.binary_join_element_wise(*merged, "")
 
 
 def pick(values: Sequence[str], index: np.ndarray) -> pa.StringArray:
@@ -65,18 +71,20 @@ class Clock:
         self.start = start
         self._start_s = int(start.timestamp())
 
-    def _utc(self, days: np.ndarray, tz: str = "UTC") -> pa.TimestampArray:
+    def _utc(self, days: np.ndarray) -> pa.TimestampArray:
         seconds = self._start_s + np.floor(np.asarray(days, dtype=np.float64) * 86400).astype(np.int64)
-        return pa.array(seconds, type=pa.timestamp("s", tz="UTC")).cast(pa.timestamp("s", tz=tz))
+        return pa.array(seconds, type=pa.timestamp("s"))
 
+    # Arrow's strftime is slow; its cast of a timestamp to text ("2025-01-31 08:00:00") is not.
     def iso(self, days: np.ndarray) -> pa.StringArray:
-        return pc.strftime(self._utc(days), format="%Y-%m-%dT%H:%M:%SZ")
+        return concat(pc.utf8_replace_slice(self._utc(days).cast(pa.string()), 10, 11, "T"), "Z")
 
     def berlin_local(self, days: np.ndarray) -> pa.StringArray:
-        return pc.strftime(self._utc(days, "Europe/Berlin"), format="%Y-%m-%d %H:%M:%S")
+        local = pc.local_timestamp(self._utc(days).cast(pa.timestamp("s", tz="Europe/Berlin")))
+        return local.cast(pa.string())
 
     def date(self, days: np.ndarray) -> pa.StringArray:
-        return pc.strftime(self._utc(days), format="%Y-%m-%d")
+        return self._utc(days).cast(pa.date32()).cast(pa.string())
 
 
 def where(mask: np.ndarray, yes: pa.Array | str, no: pa.Array | str) -> pa.StringArray:
@@ -85,44 +93,58 @@ def where(mask: np.ndarray, yes: pa.Array | str, no: pa.Array | str) -> pa.Strin
 
 def csv_field(values: pa.StringArray) -> pa.StringArray:
     """Quoted where needed, as csv.writer's minimal quoting does."""
-    needs = pc.match_substring_regex(values, '[",\r\n]')
-    if not pc.any(needs).as_py():
+    data = values.buffers()[2]
+    raw = data.to_pybytes() if data is not None else b""
+    if all(raw.find(char) < 0 for char in (b'"', b",", b"\r", b"\n")):
         return values
+    needs = pc.match_substring_regex(values, '[",\r\n]')
     quoted = concat('"', pc.replace_substring(values, '"', '""'), '"')
     return pc.if_else(needs, quoted, values)
 
 
-def json_value(values: pa.StringArray) -> pa.StringArray:
-    """A JSON string, or null for an empty field (ensure_ascii=False: only quotes, backslashes and
-    control characters are escaped)."""
-    escaped = values
-    for char, escape in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
-        escaped = pc.replace_substring(escaped, char, escape)
-    return pc.if_else(pc.equal(values, ""), "null", concat('"', escaped, '"'))
+def _json_escaped(values: pa.StringArray) -> pa.StringArray:
+    """Quotes, backslashes and control characters escaped (ensure_ascii=False writes the rest as is)."""
+    data = values.buffers()[2]
+    raw = data.to_pybytes() if data is not None else b""
+    # A scan of the bytes for the characters to escape is much cheaper than a regular expression.
+    if any(raw.find(char) >= 0 for char in (b"\\", b'"', b"\n", b"\r", b"\t")):
+        for char, escape in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+            values = pc.replace_substring(values, char, escape)
+    return values
 
 
 def lines(source: RawSource, fields: dict[str, pa.StringArray],
           raw_json: frozenset[str] = frozenset()) -> pa.StringArray:
-    """One serialized line per record, in the source's column order. `raw_json` names fields that
-    already hold JSON text (an order's lines), written as they are ("" is null)."""
-    if source.format == "jsonl":
-        parts: list[pa.Array | str] = []
-        for k, name in enumerate(source.column_names):
-            value = fields[name]
-            value = pc.if_else(pc.equal(value, ""), "null", value) if name in raw_json else json_value(value)
-            parts += ["{" if k == 0 else ",", f'"{name}":', value]
-        return concat(*parts, "}")
-    return csv_lines([fields[name] for name in source.column_names])
+    """One serialized line per record, ending in a newline, in the source's column order. `raw_json` names fields that
+    already hold JSON text (an order's lines), written as they are. An empty field is null in JSON."""
+    if source.format != "jsonl":
+        return csv_lines([fields[name] for name in source.column_names])
+    parts: list[pa.Array | str] = []
+    for k, name in enumerate(source.column_names):
+        value = fields[name]
+        parts.append(("{" if k == 0 else ",") + f'"{name}":')
+        empty = pc.equal(value, "")
+        has_empty = pc.any(empty).as_py()
+        if name not in raw_json:
+            value = concat('"', _json_escaped(value), '"')
+        parts.append(pc.if_else(empty, "null", value) if has_empty else value)
+    return concat(*parts, "}\n")
 
 
 def csv_lines(columns: Sequence[pa.StringArray]) -> pa.StringArray:
-    return pc.binary_join_element_wise(*(csv_field(c) for c in columns), ",")
+    fields = [csv_field(c) for c in columns]
+    return pc.binary_join_element_wise(*fields[:-1], concat(fields[-1], "\n"), ",")
 
 
-def body(lines: pa.StringArray) -> bytes:
-    """The lines joined into a file's text, each ending in a newline."""
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines), "\n")
-    return (joined[0].as_py() + "\n").encode("utf-8") if len(lines) else b""
+def body(lines: pa.StringArray, header: str | None = None) -> bytes:
+    """A file's text: the header line, if any, then the lines (each ends in a newline)."""
+    head = f"{header}\n".encode() if header is not None else b""
+    if not len(lines):
+        return head
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
+    start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
+    data = lines.buffers()[2]
+    return head + data[start:end].to_pybytes()
 
 
 def choose(which: np.ndarray, options: Sequence[pa.Array | str]) -> pa.StringArray:
