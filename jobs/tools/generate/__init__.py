@@ -1,8 +1,11 @@
 """`cdp generate`: a seeded, multi-channel customer population with ground truth.
 
-Work is split into chunks of customers; each chunk draws its people and records from its
-own random stream (seed, chunk) and writes its own files, so memory stays bounded by the
-chunk size, chunks can run in parallel, and the same seed gives byte-identical files.
+Work is split into chunks of customers; each chunk draws its people from its own random stream
+(seed, chunk), each source's records from one of its own (seed, chunk, source), and writes its
+own files, so memory stays bounded by the chunk size, chunks can run in parallel, and the same
+seed gives byte-identical files. Within a chunk everything is column-wise: numpy arrays for the
+draws, Arrow string arrays for the text (text.py), per-record Python only for the rare typos
+and broken lines.
 
 Layout written:
   landing/<source>/<batch date>/part-<chunk>.<csv|jsonl>   what the pipeline ingests

@@ -263,7 +263,8 @@ class Purchases:
     def last_day(self, n: int) -> np.ndarray:
         """Per person, the day of the last purchase (nan without any)."""
         last = np.full(n, np.nan)
-        last[self.person] = self.day    # ordered by time within a person: the last write wins
+        final = np.flatnonzero(np.r_[self.person[1:] != self.person[:-1], True]) if len(self.person) else []
+        last[self.person[final]] = self.day[final]   # ordered by time within a person
         return last
 
 
