@@ -163,12 +163,11 @@ class ChunkBuilder:
         recs.flag("duplicate_contact", np.ones(len(who), dtype=bool))
         take, moved = pa.array(who), pop.moved[who]
         city = np.where(moved, pop.new_city_index[who], pop.city_index[who])
-        # The channels other than the one the person signed up with.
-        options = [[c for c in DUPLICATE_CHANNELS if c != signup] for signup in SIGNUP_CHANNELS]
+        # One of the channels other than the one the person signed up with (rows padded to a table).
+        options = [[SIGNUP_CHANNELS.index(c) for c in DUPLICATE_CHANNELS if c != signup] for signup in SIGNUP_CHANNELS]
+        table = np.array([o + o[:1] * (len(DUPLICATE_CHANNELS) - len(o)) for o in options])
         signup = pop.signup_channel[who]
-        pick = rng.integers(0, np.array([len(o) for o in options])[signup])
-        channel = np.array([SIGNUP_CHANNELS.index(o[k]) for o in options for k in range(len(o))])[
-            np.cumsum([0] + [len(o) for o in options])[:-1][signup] + pick]
+        channel = table[signup, rng.integers(0, np.array([len(o) for o in options])[signup])]
         email = self.email_of(rng, recs, pop.second_email.take(take))
         phone = self.phone_of(rng, recs)
         born, swappable = dirt.swapped_dates(pop.birth_date[who])
