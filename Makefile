@@ -16,7 +16,9 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 	@echo "  variables: DATE=$(DATE) (logical date of make run), CUSTOMERS=$(CUSTOMERS) (generated people)"
 
-setup: $(VENV)/.installed .cache/jars/manifest.json chromium ## create the venv from uv.lock, cache the Delta jars, install Chromium if missing (idempotent)
+SERVING_JAR := .cache/jars/serving/cdp-serving.jar
+
+setup: $(VENV)/.installed .cache/jars/manifest.json $(SERVING_JAR) chromium ## create the venv from uv.lock, cache the Delta jars, compile the serving endpoint's classes, install Chromium if missing (idempotent)
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -28,6 +30,10 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	@touch $@
 
 .cache/jars/manifest.json: $(VENV)/.installed conf/base.yaml
+	$(BIN)/cdp setup-jars
+
+# Compiled with javac against PySpark's jars (serving/java: authentication, the read-only parser, the audit).
+$(SERVING_JAR): .cache/jars/manifest.json $(wildcard serving/java/cdp/serving/*.java)
 	$(BIN)/cdp setup-jars
 
 # Headless Chromium renders the run report in its test (skipped without it); apt-get needs root.
@@ -49,10 +55,10 @@ run: setup ## generate sample data, run the daily DAG in Airflow for DATE, print
 test: setup ## the suite CI runs: unit, the stage tier, a DAG run in Airflow, a JDBC client (not slow), on 2 workers
 	$(BIN)/pytest -m "not slow" -n 2 --dist loadfile
 
-test-slow: setup ## the slow end-to-end variants: the daily DAG backfilled in Airflow, every stage rebuilt, refit and erasure DAGs, the erasure search, a failing cleanse gate, cluster
+test-slow: setup ## the slow end-to-end variants: the daily DAG backfilled in Airflow, every stage rebuilt, refit and erasure DAGs, the erasure search, a failing cleanse gate, cluster, the silver_reader serving role
 	$(BIN)/pytest -m slow
 
-serve: setup ## serve gold and the bi views over JDBC/ODBC (Spark Thrift Server); holds the metastore: not during make run
+serve: setup ## serve the bi views over JDBC/ODBC (Spark Thrift Server), read-only, to users of cdp serve-user add
 	$(BIN)/cdp serve
 
 lint: setup ## ruff
@@ -72,5 +78,5 @@ cluster-demo: setup ## the same pipeline on a Spark standalone cluster (master +
 clean: ## remove generated data, tables, Airflow state
 	rm -rf data .airflow spark-warehouse metastore_db derby.log
 
-distclean: clean ## also remove the venv and the jar cache
+distclean: clean ## also remove the venv and .cache (the jar cache, local PII keys, the serving users)
 	rm -rf $(VENV) .cache

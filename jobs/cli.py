@@ -12,6 +12,7 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
+from jobs.delivery.serving_commands import add_commands as add_serving_commands
 from jobs.identity.commands import add_commands as add_identity_commands
 from jobs.platform.config import Settings, load_settings
 from jobs.platform.stages import STAGES
@@ -48,10 +49,11 @@ def _airflow(settings: Settings, *args: str) -> None:
 
 
 def cmd_setup_jars(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.platform.jars import fetch_jars
+    from jobs.platform.jars import build_serving_jar, fetch_jars
 
     jars = fetch_jars(settings.delta.maven_coordinates, settings.paths.jars)
     print(f"Delta Lake jars ready in {settings.paths.jars} ({len(jars)} jars)")
+    print(f"serving endpoint classes ready in {build_serving_jar(settings.root, settings.paths.jars)}")
 
 
 def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
@@ -215,12 +217,6 @@ def cmd_docs(settings: Settings, args: argparse.Namespace) -> None:
     print(f"wrote {write_tables_doc(settings.root / 'docs' / 'tables.md')}")
 
 
-def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
-    from jobs.delivery.serving import serve
-
-    serve(settings, args.port)
-
-
 def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
     from jobs.delivery.erasure import erased_customers
     from jobs.delivery.export import ExportError, export_segment
@@ -283,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", help="configuration profile (conf/<profile>.yaml); default $CDP_PROFILE or local")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("setup-jars", help="resolve Delta Lake jars from Maven Central into the jar cache (once)") \
+    sub.add_parser("setup-jars", help="resolve Delta Lake jars from Maven Central into the jar cache (once), "
+                   "compile the serving endpoint's classes") \
         .set_defaults(func=cmd_setup_jars)
 
     gen = sub.add_parser("generate", help="write a seeded multi-channel sample dataset with ground truth")
@@ -352,10 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--request-id", required=True, help="printed by cdp erase-request")
     er.set_defaults(func=cmd_erase)
 
-    srv = sub.add_parser("serve", help="serve the warehouse and the bi views over JDBC/ODBC (Spark Thrift Server) "
-                         "until stopped; holds the Derby metastore meanwhile")
-    srv.add_argument("--port", type=int, help="default from conf serving.port")
-    srv.set_defaults(func=cmd_serve)
+    add_serving_commands(sub)
 
     exp = sub.add_parser("export", help="export a segment's consenting members for a marketing destination, "
                          "with a manifest and the customers added and removed since the previous export")

@@ -107,6 +107,8 @@ def test_replaced_paths_and_spark_conf_are_validated_again() -> None:
     ("ingest: {plausible_maximum: {orders.lines.quantity: 0}}",
      r"ingest\.plausible_maximum: Value error, below the contract's minimum.*orders\.lines\.quantity \(0 < 1\)"),
     ("export: {default_destination: billboard}", r"export: Value error, destination\(s\) \['billboard'\]"),
+    ("serving: {authentication: ldap}", r"serving: Value error, authentication: ldap needs the ldap: settings"),
+    ("serving: {tls: {enabled: true}}", r"serving\.tls: Value error, tls\.enabled needs tls\.keystore"),
     ("paths: {landing: 5}", r"paths\.landing: Input is not a valid path"),
     ("clv: 7", r"clv: Input should be a valid dictionary"),
 ])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 from collections import Counter
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobs.platform.config import Settings
-from jobs.tools.generate import DUPLICATED, generate
+from jobs.tools.generate import DUPLICATED, generate, text
 from jobs.tools.generate.dirt import swap_day_month
 from jobs.tools.generate.sources import DUPLICATE_BIRTH_DATE_BLANK, DUPLICATE_EMAIL_BLANK, DUPLICATE_PHONE_BLANK
 from schemas.raw import SOURCES
@@ -132,6 +133,65 @@ def test_dirt_rates_match_configuration(sample, settings: Settings) -> None:
                 assert _within(counts.get(kind, 0), n, rates[kind]), (source, kind, counts.get(kind, 0), n)
                 checked += 1
     assert checked >= 15
+
+
+def test_contact_and_order_dirt_rates_match_configuration(sample) -> None:
+    _, summary = sample
+    rates, counts = summary["dirt_rates"], summary["counts"]
+    contacts = counts["contacts"]
+    first_versions = contacts["records"] - contacts["duplicate_contact"]   # the ones blank_one applies to
+    assert _within(contacts["name_typo"], 2 * contacts["records"], rates["name_typo"])    # first and last name
+    assert _within(contacts["moved_address"], PEOPLE, rates["moved_address"])
+    assert _within(contacts["missing_field"], first_versions, rates["missing_field"])
+    assert _within(counts["orders"]["missing_field"], counts["orders"]["records"], rates["missing_field"])
+    transactions = counts["orders"]["records"] + counts["pos"]["records"]
+    outliers = counts["orders"].get("outlier_amount", 0) + counts["pos"].get("outlier_amount", 0)
+    assert _within(outliers, transactions, rates["outlier_amount"])
+
+
+def test_lines_are_written_as_csv_writer_and_json_dumps_write_them() -> None:
+    values = ["plain", "", 'say "hi", then go', "tab\tend", "line\nbreak", "back\\slash", "中文，逗号", "O'Brien"]
+    for source in (SOURCES["tickets"], SOURCES["events"]):
+        columns = source.column_names
+        # Each column has every value, in a different order.
+        fields = {c: text.strings(values[k:] + values[:k]) for k, c in enumerate(columns)}
+        rows = [{c: fields[c][i].as_py() for c in columns} for i in range(len(values))]
+        if source.format == "csv":
+            expected = []
+            for row in rows:
+                buffer = io.StringIO()
+                csv.writer(buffer, lineterminator="\n").writerow([row[c] for c in columns])
+                expected.append(buffer.getvalue())
+        else:
+            expected = [json.dumps({c: row[c] or None for c in columns}, ensure_ascii=False, separators=(",", ":"))
+                        + "\n" for row in rows]
+        assert text.lines(source, fields).to_pylist() == expected, source.name
+
+
+def test_every_purchase_lands_once_as_an_order_or_a_store_transaction(sample) -> None:
+    out, _ = sample
+    landed = Counter(r["person_id"] for p in (out / "truth" / "records").glob("*.csv")
+                     for r in csv.DictReader(p.open()) if r["source"] in ("orders", "pos"))
+    bought = {p: int(r["n_purchases"]) for p, r in _persons(out).items() if r["n_purchases"] != "0"}
+    assert landed == bought
+
+
+def test_order_values_follow_gamma_gamma_with_the_buyers_rate(sample) -> None:
+    """value ~ Gamma(shape spend_p, rate nu): value * nu ~ Gamma(spend_p, 1), of mean and variance spend_p."""
+    out, summary = sample
+    nu = {p: float(r["nu"]) for p, r in _persons(out).items()}
+    truth = {r["record_id"]: r for p in (out / "truth" / "records").glob("*.csv") for r in csv.DictReader(p.open())
+             if r["source"] == "orders" and not {"outlier_amount", "malformed_row"} & _defects(r)}
+    scaled = {o["order_id"]: sum(line["quantity"] * line["unit_price"] for line in o["lines"])
+              * nu[truth[o["order_id"]]["person_id"]]
+              for p in (out / "landing" / "orders").rglob("*.jsonl") for o in _parse_lines("orders", p)
+              if o["order_id"] in truth}
+    p, n = summary["btyd"]["spend_p"], len(scaled)
+    mean = sum(scaled.values()) / n
+    variance = sum((v - mean) ** 2 for v in scaled.values()) / (n - 1)
+    assert n > 500
+    assert abs(mean - p) < 4 * math.sqrt(p / n)
+    assert abs(variance - p) < 4 * math.sqrt((2 * p**2 + 6 * p) / n)
 
 
 def test_exact_duplicates_in_truth_are_really_repeated_lines(sample) -> None:

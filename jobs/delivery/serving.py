@@ -1,40 +1,44 @@
 """Serving: gold to BI tools over JDBC/ODBC (Spark Thrift Server) and to Python without Spark (delta-rs).
 
-`cdp serve` (`make serve`) builds the project's SparkSession (`jobs.platform.runtime.spark_session`: Delta, the
-warehouse, the Derby metastore), creates the curated views of the `bi` database and starts Spark's
-Thrift Server (HiveServer2 protocol, bundled with PySpark) inside that session, on the loopback
-interface and the port of conf `serving:`. BI tools connect with any HiveServer2 driver:
-``jdbc:hive2://127.0.0.1:10000/bi``, or ``pyhive.hive.connect("127.0.0.1", 10000, database="bi")``.
+`cdp serve` (`make serve`) starts Spark's Thrift Server (HiveServer2 protocol, bundled with PySpark)
+inside a SparkSession of its own: Delta, and a metastore of its own under `paths.serving`, which holds
+nothing but the views of one role, created at each start over the warehouse's Delta tables by path
+(``delta.`<warehouse>/gold.db/...` ``). The analyst role's catalog is the `bi` database: bronze, silver,
+the PII vault, the quarantine and gold's own tables are not named in it at all. The opt-in
+silver_reader role (conf `serving.silver_readers`, its own port) adds a `silver` database without the vault.
+BI tools connect with any HiveServer2 driver and a user of `cdp serve-user add`:
+``jdbc:hive2://127.0.0.1:10000/bi;user=NAME;password=...``, or
+``pyhive.hive.connect("127.0.0.1", 10000, database="bi", username=NAME, password=..., auth="CUSTOM")``.
 
-The embedded Derby metastore admits one JVM at a time: while the server runs, `cdp run`, `make run`
-and the Airflow DAG cannot open the metastore (and the other way round). Stop the server for a run,
-or point the server at a copy: with its own `paths.metastore` it registers the Delta tables it finds
-under `paths.warehouse` by location (`register_tables`), so any warehouse copy can be served.
+Three pieces of serving/java (compiled into the jar cache at `make setup`) make it an endpoint for others:
+`PasswordFileAuthenticator` (HiveServer2 CUSTOM authentication against salted hashes,
+`jobs.delivery.serving_auth`), `ReadOnlyExtension` (a parser that refuses, once the views exist, anything
+but queries over the served databases, SHOW, DESCRIBE, USE and SET: no DDL, DML, reads by path or Java
+reflection) and `AuditListener` (each session, statement and error to `paths.serving`/audit.jsonl).
 
-The views read the latest as-of date at query time, so they follow the pipeline without being
-recreated. They expose masked contact points only: names, birth years and the PII vault are not in
-`bi`. The server itself authenticates and restricts nobody: a client can query any table of the
-metastore (the vault stays encrypted), which is why it listens on the loopback interface only.
+The server never opens the pipeline's metastore, so it runs beside `make run` and the Airflow DAG. The
+views read the latest as-of date at query time, so they follow the pipeline without being recreated.
+They expose masked contact points only: names, birth years and the PII vault are not in `bi`.
 
-`read_table` opens the same Delta tables with delta-rs into pandas, with no JVM (and so no
-metastore lock): for notebooks, scripts and DuckDB (which queries a pandas frame in place).
+`read_table` opens the same Delta tables with delta-rs into pandas, with no JVM: for notebooks,
+scripts and DuckDB (which queries a pandas frame in place).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import SparkSession
 
+from jobs.delivery.serving_auth import ROLES, server_properties
 from jobs.platform.config import Settings
-from jobs.platform.jars import require_jars
-from jobs.platform.tables import sql_literal, table_exists
+from jobs.platform.jars import require_jars, require_serving_jar
 from schemas import Table
 from schemas.gold import (
     CUSTOMER_PROFILE,
@@ -45,13 +49,20 @@ from schemas.gold import (
     SEGMENT_MEMBERSHIP,
 )
 
-log = logging.getLogger(__name__)
-
 BI_DATABASE = "bi"
+SILVER_DATABASE = "silver"
+
+# How a view names a table it reads: by its metastore name, or by path (`by_path`).
+Relation = Callable[[Table], str]
 
 
-def _latest(table: Table) -> str:
-    return f"(SELECT max(as_of_date) FROM {table.name})"
+def by_name(table: Table) -> str:
+    return table.name
+
+
+def by_path(warehouse: Path) -> Relation:
+    """Tables read as ``delta.`<location>` ``: views over them need no table in the catalog."""
+    return lambda table: "delta.`" + table_path(warehouse, table).as_uri().replace("`", "``") + "`"
 
 
 # Profile columns fit for BI: masked contact points, coarse geography and age, consent, activity.
@@ -71,28 +82,32 @@ _SEGMENT_COLUMNS = ("rfm_segment", "r_score", "f_score", "m_score", "cluster_lab
                     "relationship_stage", "purchase_intent")
 
 
-def bi_views() -> dict[str, str]:
-    """The curated views of the `bi` database: view name -> SELECT over gold."""
-    p, v, s = CUSTOMER_PROFILE.name, CUSTOMER_VALUE.name, CUSTOMER_SEGMENTS.name
+def bi_views(relation: Relation = by_name) -> dict[str, str]:
+    """The curated views of the `bi` database: view name -> SELECT over gold (tables named by `relation`)."""
+    p, v, s = relation(CUSTOMER_PROFILE), relation(CUSTOMER_VALUE), relation(CUSTOMER_SEGMENTS)
+
+    def latest(table: Table) -> str:
+        return f"(SELECT max(as_of_date) FROM {relation(table)})"
+
     select_360 = ", ".join([*(f"p.{c}" for c in _PROFILE_COLUMNS), *(f"v.{c}" for c in _VALUE_COLUMNS),
                             *(f"s.{c}" for c in _SEGMENT_COLUMNS), "p.as_of_date AS profile_as_of",
                             "v.as_of_date AS value_as_of", "s.as_of_date AS segments_as_of"])
     kpi = ("SELECT as_of_date, period_start, segment_type, segment, kpi, value, numerator, denominator "
-           f"FROM {KPI.name} WHERE grain = '{{grain}}' AND as_of_date = {_latest(KPI)}")
+           f"FROM {relation(KPI)} WHERE grain = '{{grain}}' AND as_of_date = {latest(KPI)}")
     return {
         "customer_360":
             f"SELECT {select_360} FROM {p} p "
-            f"LEFT JOIN (SELECT * FROM {v} WHERE as_of_date = {_latest(CUSTOMER_VALUE)}) v "
+            f"LEFT JOIN (SELECT * FROM {v} WHERE as_of_date = {latest(CUSTOMER_VALUE)}) v "
             "ON v.customer_id = p.customer_id "
-            f"LEFT JOIN (SELECT * FROM {s} WHERE as_of_date = {_latest(CUSTOMER_SEGMENTS)}) s "
+            f"LEFT JOIN (SELECT * FROM {s} WHERE as_of_date = {latest(CUSTOMER_SEGMENTS)}) s "
             "ON s.customer_id = p.customer_id",
         "segment_membership":
             "SELECT as_of_date, segment_type, segment, customer_id, entered_on "
-            f"FROM {SEGMENT_MEMBERSHIP.name} WHERE as_of_date = {_latest(SEGMENT_MEMBERSHIP)}",
+            f"FROM {relation(SEGMENT_MEMBERSHIP)} WHERE as_of_date = {latest(SEGMENT_MEMBERSHIP)}",
         # from_stage is null on a customer's first row: the stage they were first seen in.
         "lifecycle_transitions":
             "SELECT customer_id, model, previous_stage AS from_stage, stage AS to_stage, reason, "
-            f"valid_from AS transition_date FROM {LIFECYCLE_HISTORY.name}",
+            f"valid_from AS transition_date FROM {relation(LIFECYCLE_HISTORY)}",
         "kpi_daily": kpi.format(grain="day"),
         "kpi_monthly": kpi.format(grain="month"),
         # Deciles by CLV (1 = lowest) of the latest scoring, with each decile's share of the total.
@@ -101,22 +116,46 @@ def bi_views() -> dict[str, str]:
             "avg(clv) AS avg_clv, sum(clv) AS total_clv, "
             "sum(clv) / sum(sum(clv)) OVER (PARTITION BY as_of_date) AS clv_share "
             "FROM (SELECT as_of_date, clv, ntile(10) OVER (ORDER BY clv, customer_id) AS clv_decile "
-            f"FROM {v} WHERE as_of_date = {_latest(CUSTOMER_VALUE)}) GROUP BY as_of_date, clv_decile",
+            f"FROM {v} WHERE as_of_date = {latest(CUSTOMER_VALUE)}) GROUP BY as_of_date, clv_decile",
     }
 
 
 VIEW_SOURCES = (CUSTOMER_PROFILE, CUSTOMER_VALUE, CUSTOMER_SEGMENTS, SEGMENT_MEMBERSHIP, LIFECYCLE_HISTORY, KPI)
 
 
-def create_bi_views(spark: SparkSession) -> list[str]:
-    """Create (or replace) every view of `bi`; returns their names. Fails naming the gold tables missing."""
-    missing = [t.name for t in VIEW_SOURCES if not table_exists(spark, t.name)]
+def _silver_tables() -> tuple[Table, ...]:
+    from schemas.silver import PII_VAULT, TABLES
+
+    return tuple(t for t in TABLES if t is not PII_VAULT)
+
+
+def silver_views(relation: Relation) -> dict[str, str]:
+    """The silver_reader role's `silver` database: every silver table but the PII vault, as it is."""
+    return {t.name.split(".")[1]: f"SELECT * FROM {relation(t)}" for t in _silver_tables()}
+
+
+def role_views(role: str, warehouse: Path) -> dict[str, dict[str, str]]:
+    """Database -> view name -> SELECT, of what `role` is served: gold (and silver) of `warehouse`, by path.
+    Fails naming the tables missing from `warehouse`."""
+    tables = VIEW_SOURCES + (_silver_tables() if role == "silver_reader" else ())
+    missing = [t.name for t in tables if not (table_path(warehouse, t) / "_delta_log").is_dir()]
     if missing:
-        raise LookupError(f"the bi views need {missing}: run the pipeline (make run) first")
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {BI_DATABASE}")
-    for name, query in bi_views().items():
-        spark.sql(f"CREATE OR REPLACE VIEW {BI_DATABASE}.{name} AS {query}")
-    return [f"{BI_DATABASE}.{name}" for name in bi_views()]
+        raise LookupError(f"the served views need {missing} in {warehouse}: run the pipeline (make run) first")
+    relation = by_path(warehouse)
+    views = {BI_DATABASE: bi_views(relation)}
+    if role == "silver_reader":
+        views[SILVER_DATABASE] = silver_views(relation)
+    return views
+
+
+def create_views(spark: SparkSession, views: dict[str, dict[str, str]]) -> list[str]:
+    """Create the databases of `views` afresh (no view of an older version stays); returns the views' names."""
+    for database, queries in views.items():
+        spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+        spark.sql(f"CREATE DATABASE {database}")
+        for name, query in queries.items():
+            spark.sql(f"CREATE VIEW {database}.{name} AS {query}")
+    return [f"{database}.{name}" for database, queries in views.items() for name in queries]
 
 
 def table_path(warehouse: Path, table: Table) -> Path:
@@ -125,52 +164,53 @@ def table_path(warehouse: Path, table: Table) -> Path:
     return warehouse / f"{database}.db" / name
 
 
-def register_tables(spark: SparkSession, warehouse: Path, tables: tuple[Table, ...]) -> list[str]:
-    """Name in the session's metastore every table of `tables` that exists under `warehouse` but is not
-    registered yet (a fresh metastore over a warehouse copy); returns the names registered."""
-    registered = []
-    for table in tables:
-        path = table_path(warehouse, table)
-        if table_exists(spark, table.name) or not (path / "_delta_log").is_dir():
-            continue
-        spark.sql(f"CREATE DATABASE IF NOT EXISTS {table.database}")
-        spark.sql(f"CREATE TABLE {table.name} USING DELTA LOCATION {sql_literal(path.as_uri())}")
-        registered.append(table.name)
-    return registered
+def thrift_settings(settings: Settings, role: str, host: str, port: int) -> Settings:
+    """The server's settings: a metastore and a (viewless) warehouse of its own for `role` under
+    `paths.serving`; its address in the Spark conf (the server reads its HiveConf from it); the read-only
+    parser; and what the server needs beyond a batch session: the Delta jars and ours on the driver's
+    class path (it runs statements under a class loader that does not see `spark.jars`), and no answers
+    from Delta statistics (`max(as_of_date)` from the log builds java.sql dates, which fail in the
+    server's sessions, where Spark uses java.time)."""
+    from jobs.platform.runtime import DELTA_EXTENSION
+
+    jars = [*require_jars(settings.delta.maven_coordinates, settings.paths.jars),
+            require_serving_jar(settings.root, settings.paths.jars)]
+    home = settings.paths.serving / role
+    own = settings.with_paths(metastore=home / "metastore", warehouse=home / "warehouse")
+    return own.with_spark_conf({"spark.hadoop.hive.server2.thrift.bind.host": host,
+                                "spark.hadoop.hive.server2.thrift.port": str(port),
+                                "spark.sql.extensions": f"{DELTA_EXTENSION},cdp.serving.ReadOnlyExtension",
+                                "spark.driver.extraClassPath": os.pathsep.join(str(j) for j in jars),
+                                "spark.databricks.delta.optimizeMetadataQuery.enabled": "false"})
 
 
-def thrift_settings(settings: Settings, host: str, port: int) -> Settings:
-    """`settings` with the Thrift Server's address in the Spark conf (the server reads its HiveConf from it)
-    and what the server needs beyond a batch session: the Delta jars on the driver's class path (it runs
-    statements under a class loader that does not see `spark.jars`), and no answers from Delta statistics
-    (`max(as_of_date)` from the log builds java.sql dates, which fail in the server's sessions, where
-    Spark uses java.time)."""
-    jars = require_jars(settings.delta.maven_coordinates, settings.paths.jars)
-    return settings.with_spark_conf({"spark.hadoop.hive.server2.thrift.bind.host": host,
-                                     "spark.hadoop.hive.server2.thrift.port": str(port),
-                                     "spark.driver.extraClassPath": os.pathsep.join(str(j) for j in jars),
-                                     "spark.databricks.delta.optimizeMetadataQuery.enabled": "false"})
-
-
-def serve(settings: Settings, port: int | None = None) -> None:
-    """Serve the warehouse over HiveServer2 (`port`, default from conf) until SIGTERM or SIGINT."""
+def serve(settings: Settings, role: str = "analyst", port: int | None = None) -> None:
+    """Serve `role`'s views over HiveServer2 (`port`, default from conf) until SIGTERM or SIGINT."""
     from jobs.platform.runtime import spark_session
-    from schemas.gold import TABLES
 
-    host, port = settings.serving.host, port or settings.serving.port
-    spark = spark_session(thrift_settings(settings, host, port))
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {ROLES}")
+    # Missing users, secrets or tables fail here, before Spark starts.
+    properties = server_properties(settings, role)
+    views = role_views(role, settings.paths.warehouse)
+    default_port = settings.serving.port if role == "analyst" else settings.serving.silver_reader_port
+    host, port = settings.serving.host, port or default_port
+    spark = spark_session(thrift_settings(settings, role, host, port), databases=())
     try:
-        registered = register_tables(spark, settings.paths.warehouse, TABLES)
-        if registered:
-            log.info("registered by location: %s", ", ".join(registered))
-        views = create_bi_views(spark)
-        server = spark._jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithSparkSession(
+        jvm = spark._jvm
+        for key, value in properties.items():
+            jvm.java.lang.System.setProperty(key, value)
+        served = create_views(spark, views)
+        jvm.cdp.serving.ReadOnlyExtension.enforce()
+        spark.sparkContext._jsc.sc().addSparkListener(jvm.cdp.serving.AuditListener())
+        server = jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithSparkSession(
             spark._jsparkSession, True)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         # The listener thread binds the port a moment after this line; clients retry until it does.
-        print(f"serving {', '.join(views)} on jdbc:hive2://{host}:{port}/{BI_DATABASE}", flush=True)
+        print(f"serving {', '.join(served)} to the {role} role on jdbc:hive2://{host}:{port}/{BI_DATABASE}",
+              flush=True)
         stop.wait()
         server.stop()
     finally:

@@ -5,6 +5,9 @@ the machine's Maven (`mvn dependency:copy-dependencies`), else with Spark's own 
 resolution, and keeps only the jars Spark does not ship already (Spark's own versions
 of Jackson, Parquet, Hadoop and logging must win). A manifest records what was resolved,
 so a session can tell a complete cache from a stale or partial one.
+
+The serving endpoint's own Java classes (serving/java) are compiled into the cache too
+(`build_serving_jar`), against the jars PySpark ships: no download, only a JDK.
 """
 
 from __future__ import annotations
@@ -140,3 +143,47 @@ def require_jars(coordinates: str, jar_dir: Path) -> list[Path]:
             f"Run: {FIX_COMMAND}"
         )
     return [*jars, similarity_jar()]
+
+
+SERVING_JAR = "serving/cdp-serving.jar"
+
+
+def serving_sources(root: Path) -> list[Path]:
+    return sorted((root / "serving" / "java").rglob("*.java"))
+
+
+def build_serving_jar(root: Path, jar_dir: Path) -> Path:
+    """Compile the serving endpoint's Java classes (serving/java: password authentication, the read-only
+    parser, the audit listener) against PySpark's own jars into <jar_dir>/serving; returns the jar.
+    Rebuilt only when a source is newer than the jar."""
+    jar = jar_dir / SERVING_JAR
+    sources = serving_sources(root)
+    if jar.is_file() and all(s.stat().st_mtime <= jar.stat().st_mtime for s in sources):
+        return jar
+    javac, jar_tool = shutil.which("javac"), shutil.which("jar")
+    if javac is None or jar_tool is None:
+        raise JarCacheError("javac and jar are required to build the serving jar "
+                            "(apt-get install openjdk-17-jdk-headless)")
+    import pyspark
+
+    class_path = str(Path(pyspark.__file__).parent / "jars" / "*")
+    with tempfile.TemporaryDirectory() as tmp:
+        compiled = subprocess.run([javac, "--release", "17", "-cp", class_path, "-d", tmp, *map(str, sources)],
+                                  capture_output=True, text=True)
+        if compiled.returncode != 0:
+            raise JarCacheError(f"javac failed on serving/java:\n{compiled.stdout}{compiled.stderr}")
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        staged = jar.with_suffix(".staging")
+        subprocess.run([jar_tool, "cf", str(staged), "-C", tmp, "."], check=True)
+        staged.rename(jar)
+    return jar
+
+
+def require_serving_jar(root: Path, jar_dir: Path) -> Path:
+    """The compiled serving jar, or one clear error naming the command that builds it."""
+    jar = jar_dir / SERVING_JAR
+    if not jar.is_file():
+        raise JarCacheError(f"the serving jar {jar} is missing. Run: {FIX_COMMAND}")
+    if any(s.stat().st_mtime > jar.stat().st_mtime for s in serving_sources(root)):
+        raise JarCacheError(f"the serving jar {jar} is older than serving/java. Run: {FIX_COMMAND}")
+    return jar

@@ -15,10 +15,12 @@ from jobs.platform.config import Settings
 from jobs.platform.jars import require_jars
 
 DATABASES = ("bronze", "silver", "gold", "ops")
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 
 
-def spark_session(settings: Settings) -> SparkSession:
-    """Build (or return the running) SparkSession for these settings, with Delta configured."""
+def spark_session(settings: Settings, databases: tuple[str, ...] = DATABASES) -> SparkSession:
+    """Build (or return the running) SparkSession for these settings, with Delta configured and `databases`
+    created in the metastore."""
     jars = require_jars(settings.delta.maven_coordinates, settings.paths.jars)
     metastore = settings.paths.metastore
     metastore.mkdir(parents=True, exist_ok=True)
@@ -33,7 +35,7 @@ def spark_session(settings: Settings) -> SparkSession:
     builder = (
         builder
         .config("spark.jars", ",".join(str(j) for j in jars))
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.warehouse.dir", str(settings.paths.warehouse))
         # Embedded Derby metastore inside the project, so tables are addressable by name.
@@ -47,6 +49,6 @@ def spark_session(settings: Settings) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark.log_level)
-    for database in DATABASES:
+    for database in databases:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
     return spark

@@ -65,6 +65,8 @@ class Paths:
     alerts: Path
     exports: Path
     bench: Path
+    serving: Path
+    serving_users: Path
 
     def under(self, root: Path) -> Paths:
         """Relative paths resolved against `root` (absolute ones stay as they are)."""
@@ -411,9 +413,39 @@ class QualityConfig(Section):
     build_data_docs: Annotated[bool, Strict()]
 
 
+class LdapConfig(Section):
+    url: Name                    # hive.server2.authentication.ldap.url, e.g. ldaps://ldap.example.com:636
+    base_dn: str | None = None   # ...ldap.baseDN: the user's DN is uid=<user>,<base_dn>
+    domain: str | None = None    # ...ldap.Domain: the user binds as <user>@<domain> (Active Directory)
+
+
+class TlsConfig(Section):
+    enabled: Annotated[bool, Strict()] = False
+    keystore: Path | None = None                      # a Java keystore (JKS or PKCS12) with the server's key
+    keystore_password_env: Name = "CDP_SERVING_KEYSTORE_PASSWORD"   # the variable holding its password
+
+    @model_validator(mode="after")
+    def _keystore_when_enabled(self) -> TlsConfig:
+        if self.enabled and self.keystore is None:
+            raise ValueError("tls.enabled needs tls.keystore")
+        return self
+
+
 class ServingConfig(Section):
     host: Name
     port: Port
+    authentication: Literal["password", "ldap"] = "password"
+    ldap: LdapConfig | None = None
+    tls: TlsConfig = TlsConfig()
+    # Users of the users file that `cdp serve --role silver_reader` admits; nobody by default.
+    silver_readers: tuple[Name, ...] = ()
+    silver_reader_port: Port = 10001
+
+    @model_validator(mode="after")
+    def _ldap_when_chosen(self) -> ServingConfig:
+        if self.authentication == "ldap" and self.ldap is None:
+            raise ValueError("authentication: ldap needs the ldap: settings (url, and base_dn or domain)")
+        return self
 
 
 class DestinationConfig(Section):

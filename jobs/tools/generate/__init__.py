@@ -1,8 +1,11 @@
 """`cdp generate`: a seeded, multi-channel customer population with ground truth.
 
-Work is split into chunks of customers; each chunk draws its people and records from its
-own random stream (seed, chunk) and writes its own files, so memory stays bounded by the
-chunk size, chunks can run in parallel, and the same seed gives byte-identical files.
+Work is split into chunks of customers; each chunk draws its people from its own random stream
+(seed, chunk), each source's records from one of its own (seed, chunk, source), and writes its
+own files, so memory stays bounded by the chunk size, chunks can run in parallel, and the same
+seed gives byte-identical files. Within a chunk everything is column-wise: numpy arrays for the
+draws, Arrow string arrays for the text (text.py), per-record Python only for the rare typos
+and broken lines.
 
 Layout written:
   landing/<source>/<batch date>/part-<chunk>.<csv|jsonl>   what the pipeline ingests
@@ -15,12 +18,9 @@ The pipeline never reads truth/.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shutil
 from collections import Counter
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -28,16 +28,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from jobs.platform.settings import GeneratorConfig
-from jobs.tools.generate.population import CITIES, draw_population, simulate_purchases
-from jobs.tools.generate.sources import ChunkBuilder, Clock, Record, new_id
-from schemas.raw import SOURCES, RawSource
+from jobs.tools.generate import text
+from jobs.tools.generate.commerce import events, transactions
+from jobs.tools.generate.landing import DUPLICATED, LATE, REPLAYED, Landed, Records, land, write_files
+from jobs.tools.generate.population import (
+    CITIES,
+    SIGNUP_CHANNELS,
+    Population,
+    Purchases,
+    draw_population,
+    simulate_purchases,
+)
+from jobs.tools.generate.sources import ChunkBuilder
+from jobs.tools.generate.text import Clock
+from schemas.raw import SOURCES
 
-DUPLICATED = {"contacts", "orders", "pos", "tickets", "surveys", "referrals"}
-REPLAYED = {"events", "campaign_events"}
-LATE = {"orders", "pos", "events", "tickets", "surveys", "campaign_events"}
+__all__ = ["DUPLICATED", "LATE", "REPLAYED", "GeneratorPlan", "generate", "generate_chunk"]
 SPEND_CHANNELS = {"search": 900.0, "social": 600.0, "email": 150.0, "display": 350.0}
+PERSON_COLUMNS = ["person_id", "given_name", "family_name", "email", "phone_e164", "birth_date", "gender", "city",
+                  "region", "signup_channel", "email_opt_in", "is_test", "is_prospect", "first_seen", "lam", "p_drop",
+                  "nu", "n_purchases", "last_purchase", "alive", "dropout_date", "referred_by", "household_of"]
 
 
 @dataclass(frozen=True)
@@ -72,11 +85,16 @@ class GeneratorPlan:
     def n_chunks(self) -> int:
         return max(1, -(-self.customers // self.chunk_size))
 
-    def batch_date(self, day: int) -> str:
-        """History lands as one batch dated the day before the daily batches begin."""
-        daily_from = self.history_days - self.gen.daily_batches
-        day = min(max(day, daily_from - 1), self.history_days - 1)
-        return (self.start + timedelta(days=day)).strftime("%Y-%m-%d")
+    @property
+    def batch_dates(self) -> list[str]:
+        """History lands as one batch dated the day before the daily batches begin, then a batch a day."""
+        first = self.history_days - self.gen.daily_batches - 1
+        return [(self.start + timedelta(days=day)).strftime("%Y-%m-%d") for day in range(first, self.history_days)]
+
+    def batch_of(self, days: np.ndarray) -> np.ndarray:
+        """The batch (index into batch_dates) each of `days` lands in; later than history is the last day."""
+        first = self.history_days - self.gen.daily_batches - 1
+        return np.clip(np.floor(days).astype(np.int64), first, self.history_days - 1) - first
 
 
 def eur_usd_rates(seed: int, days: int) -> np.ndarray:
@@ -89,86 +107,13 @@ def campaign_days(history_days: int) -> list[int]:
     return list(range(14, history_days, 28))
 
 
-# -- record-level dirt ---------------------------------------------------------------------------
-def _malform(rng: np.random.Generator, source: RawSource, line: str, rec: Record) -> tuple[str, str]:
-    """Break one serialized record; returns the broken line and the kind of break."""
-    kinds = ["wrong_type", "impossible_date", "missing_required"]
-    kinds.append("broken_json" if source.format == "jsonl" else "broken_quote")
-    kind = kinds[int(rng.integers(0, len(kinds)))]
-    if kind == "broken_json":
-        return line[: max(5, len(line) // 2)], kind
-    if kind == "broken_quote":
-        return '"' + line, kind
-    broken = dict(rec)
-    ts = [c.name for c in source.columns if c.type in ("timestamp", "timestamp_ntz", "date")]
-    if kind == "wrong_type":
-        # Text where a number, flag or list belongs; a source without such columns gets it in a
-        # timestamp (not date-like, so a type mismatch, unlike an impossible date), so every
-        # source, events included, plants wrong types at the same share of its broken rows.
-        typed = [c.name for c in source.columns if c.type in ("int", "double", "boolean") or c.type.startswith("array")]
-        typed = typed or ts
-        broken[typed[int(rng.integers(0, len(typed)))]] = "n/a"
-    if kind == "impossible_date":
-        col = ts[int(rng.integers(0, len(ts)))]
-        broken[col] = "2025-02-30" if source.column(col).type == "date" else "2025-02-30T25:61:00Z" \
-            if source.column(col).type == "timestamp" else "2025-02-30 25:61:00"
-    if kind == "missing_required":
-        broken[source.required[int(rng.integers(1, len(source.required))) if len(source.required) > 1 else 0]] = ""
-    return _serialize(source, broken), kind
-
-
-def _serialize(source: RawSource, rec: Record) -> str:
-    if source.format == "jsonl":
-        return json.dumps({c: (rec.get(c) if rec.get(c) != "" else None) for c in source.column_names},
-                          ensure_ascii=False, separators=(",", ":"))
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow([rec.get(c, "") for c in source.column_names])
-    return buf.getvalue()
-
-
-def _lines_by_batch(plan: GeneratorPlan, rng: np.random.Generator, source: RawSource, records: list[Record],
-                    truth: list[list[str]]) -> dict[str, list[str]]:
-    """Serialize records into batches, applying duplicates, replays, breaks and late arrival."""
-    rates = plan.gen.dirt
-    batches: dict[str, list[str]] = {}
-    for rec in records:
-        day = int(rec["_day"])
-        if source.name in LATE and rng.random() < rates.late_arrival:
-            day += int(rng.integers(1, 6))
-            rec["_defects"].append("late_arrival")
-        batch = plan.batch_date(day)
-        line = _serialize(source, rec)
-        if rng.random() < rates.malformed_row:
-            line, kind = _malform(rng, source, line, rec)
-            rec["_defects"].append(f"malformed_row:{kind}")
-        lines = batches.setdefault(batch, [])
-        lines.append(line)
-        if source.name in DUPLICATED and rng.random() < rates.exact_duplicate:
-            lines.append(line)
-            rec["_defects"].append("exact_duplicate")
-        if source.name in REPLAYED and rng.random() < rates.replayed_event:
-            batches.setdefault(plan.batch_date(day + 1), []).append(line)
-            rec["_defects"].append("replayed_event")
-        truth.append([source.name, str(rec[source.record_id]), rec["_person"], ";".join(rec["_defects"]), batch])
-    return batches
-
-
-def _write_batches(plan: GeneratorPlan, source: RawSource, chunk: int, batches: dict[str, list[str]]) -> None:
-    ext = "jsonl" if source.format == "jsonl" else "csv"
-    header = ",".join(source.column_names)
-    for batch, lines in sorted(batches.items()):
-        folder = plan.landing / source.name / batch
-        folder.mkdir(parents=True, exist_ok=True)
-        body = "\n".join(([header] if ext == "csv" else []) + lines) + "\n"
-        (folder / f"part-{chunk:05d}.{ext}").write_text(body, encoding="utf-8")
-
-
-def _write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+def _land(plan: GeneratorPlan, builder: ChunkBuilder, name: str, recs: Records, **options: Any) -> Landed:
+    source = SOURCES[name]
+    landed = land(builder.stream("landing", list(SOURCES).index(name)), source, recs, plan.gen.dirt,
+                  plan.batch_of, plan.batch_dates, builder.pop.person_id, **options)
+    write_files(plan.landing / name, f"part-{builder.chunk:05d}.{'jsonl' if source.format == 'jsonl' else 'csv'}",
+                landed.files)
+    return landed
 
 
 def generate_chunk(plan: GeneratorPlan, chunk: int) -> dict[str, Counter]:
@@ -178,65 +123,81 @@ def generate_chunk(plan: GeneratorPlan, chunk: int) -> dict[str, Counter]:
     n = min(plan.chunk_size, plan.customers - first)
     end = np.datetime64(plan.end_date.isoformat())
     pop = draw_population(rng, first, n, plan.gen, plan.history_days, end)
-    purchases, dropout_day, alive = simulate_purchases(rng, pop, plan.history_days)
+    purchases = simulate_purchases(rng, pop, plan.history_days)
     clock = Clock(plan.start)
-    builder = ChunkBuilder(rng, pop, purchases, plan.history_days, clock, plan.gen.dirt,
+    builder = ChunkBuilder(plan.seed, chunk, pop, purchases, plan.history_days, clock, plan.gen.dirt,
                            eur_usd_rates(plan.seed, plan.history_days), plan.gen.btyd.spend_p)
-    orders, pos = builder.transactions()
-    records = {
-        "contacts": builder.contacts(), "orders": orders, "pos": pos, "events": builder.events(orders),
-        "tickets": builder.tickets(), "surveys": builder.surveys(),
-        "campaign_events": builder.campaign_events(campaign_days(plan.history_days)),
-        "referrals": builder.referrals(),
-    }
-    truth: list[list[str]] = []
-    counts: dict[str, Counter] = {}
-    # Contacts are batched first from the random stream: contacts_only writes the very contacts of a full run.
-    for name, recs in (list(records.items())[:1] if plan.contacts_only else records.items()):
-        batches = _lines_by_batch(plan, rng, SOURCES[name], recs, truth)
-        _write_batches(plan, SOURCES[name], chunk, batches)
-        counts[name] = Counter(d.split(":")[0] for r in recs for d in r["_defects"])
-        counts[name]["records"] = len(recs)
-    _write_csv(plan.truth / "records" / f"part-{chunk:05d}.csv",
-               ["source", "record_id", "person_id", "defects", "batch"], truth)
-    referred_by = {r["_referred_person"]: r["_person"] for r in records["referrals"]}
-    _write_csv(
-        plan.truth / "persons" / f"part-{chunk:05d}.csv",
-        ["person_id", "given_name", "family_name", "email", "phone_e164", "birth_date", "gender", "city", "region",
-         "signup_channel", "email_opt_in", "is_test", "is_prospect", "first_seen", "lam", "p_drop", "nu",
-         "n_purchases", "last_purchase", "alive", "dropout_date", "referred_by", "household_of"],
-        (
-            [pop.person_id[i], pop.given_name[i], pop.family_name[i], pop.email[i], f"+1{pop.phone_digits[i]}",
-             str(pop.birth_date[i]), pop.gender[i], CITIES[pop.city_index[i]][0], CITIES[pop.city_index[i]][1],
-             pop.signup_channel[i], int(pop.email_opt_in[i]), int(pop.is_test[i]), int(pop.is_prospect[i]),
-             clock.iso(pop.first_seen[i]), f"{pop.lam[i]:.6f}", f"{pop.p_drop[i]:.6f}", f"{pop.nu[i]:.6f}",
-             len(purchases[i]), clock.iso(purchases[i][-1]) if len(purchases[i]) else "", int(alive[i]),
-             clock.iso(dropout_day[i]) if np.isfinite(dropout_day[i]) else "", referred_by.get(pop.person_id[i], ""),
-             pop.person_id[pop.household_of[i]] if pop.household_of[i] >= 0 else ""]
-            for i in range(n)
-        ),
-    )
-    return counts
+    # Every source has its own random streams: contacts_only writes the very contacts of a full run.
+    landed = {"contacts": _land(plan, builder, "contacts", builder.contacts())}
+    referrals, referred = builder.referrals()
+    if not plan.contacts_only:
+        orders, pos = transactions(builder)
+        landed["orders"] = _land(plan, builder, "orders", orders, raw_json=frozenset({"lines"}))
+        landed["pos"] = _land(plan, builder, "pos", pos)
+        landed["events"] = _land(plan, builder, "events", events(builder, orders))
+        landed["tickets"] = _land(plan, builder, "tickets", builder.tickets())
+        landed["surveys"] = _land(plan, builder, "surveys", builder.surveys())
+        landed["campaign_events"] = _land(plan, builder, "campaign_events",
+                                          builder.campaign_events(campaign_days(plan.history_days)))
+        landed["referrals"] = _land(plan, builder, "referrals", referrals)
+    truth = plan.truth / "records" / f"part-{chunk:05d}.csv"
+    truth.parent.mkdir(parents=True, exist_ok=True)
+    truth.write_bytes(text.body(pa.concat_arrays([part.truth for part in landed.values()]),
+                                "source,record_id,person_id,defects,batch"))
+    referrer = np.full(n, -1)
+    referrer[referred] = referrals.person
+    persons = plan.truth / "persons" / f"part-{chunk:05d}.csv"
+    persons.parent.mkdir(parents=True, exist_ok=True)
+    persons.write_bytes(text.body(_person_lines(pop, purchases, clock, referrer), ",".join(PERSON_COLUMNS)))
+    return {name: part.counts for name, part in landed.items()}
+
+
+def _person_lines(pop: Population, purchases: Purchases, clock: Clock, referrer: np.ndarray) -> pa.StringArray:
+    """The true attributes and behaviour of each person, as truth/persons lines."""
+    n = len(pop)
+
+    def person_or_blank(index: np.ndarray) -> pa.StringArray:
+        return text.where(index >= 0, pop.person_id.take(pa.array(np.maximum(index, 0))), "")
+
+    def day_or_blank(days: np.ndarray) -> pa.StringArray:
+        known = np.isfinite(days)
+        return text.where(known, clock.iso(np.where(known, days, 0)), "")
+
+    def flag(values: np.ndarray) -> pa.StringArray:
+        return text.number(values.astype(np.int64))
+
+    return text.csv_lines([
+        pop.person_id, pop.given_name, pop.family_name, pop.email, text.concat("+1", pop.phone_digits),
+        text.dates(pop.birth_date), pop.gender, text.pick([c[0] for c in CITIES], pop.city_index),
+        text.pick([c[1] for c in CITIES], pop.city_index), text.pick(SIGNUP_CHANNELS, pop.signup_channel),
+        flag(pop.email_opt_in), flag(pop.is_test), flag(pop.is_prospect), clock.iso(pop.first_seen),
+        text.fixed(pop.lam, 6), text.fixed(pop.p_drop, 6), text.fixed(pop.nu, 6), text.number(purchases.count(n)),
+        day_or_blank(purchases.last_day(n)), flag(purchases.alive), day_or_blank(purchases.dropout_day),
+        person_or_blank(referrer), person_or_blank(pop.household_of),
+    ])
 
 
 def _write_global_sources(plan: GeneratorPlan) -> None:
     """Sources that do not belong to a chunk of people: exchange rates and marketing spend."""
     rng = np.random.default_rng([plan.seed, 10**6 + 1])
     clock = Clock(plan.start)
-    rates = eur_usd_rates(plan.seed, plan.history_days)
-    fx: dict[str, list[str]] = {}
-    spend: dict[str, list[str]] = {}
-    for day in range(plan.history_days):
-        batch = plan.batch_date(day)
-        fx.setdefault(batch, []).append(_serialize(SOURCES["fx_rates"], {
-            "rate_id": f"FX-{clock.date(day)}-EUR", "rate_date": clock.date(day), "currency": "EUR",
-            "rate": f"{rates[day]:.4f}"}))
-        for channel, base in SPEND_CHANNELS.items():
-            spend.setdefault(batch, []).append(_serialize(SOURCES["marketing_spend"], {
-                "spend_id": new_id(rng, "SP"), "spend_date": clock.date(day), "channel": channel, "currency": "USD",
-                "amount": f"{base * float(rng.lognormal(0, 0.25)):.2f}"}))
-    _write_batches(plan, SOURCES["fx_rates"], 0, fx)
-    _write_batches(plan, SOURCES["marketing_spend"], 0, spend)
+    days = np.arange(plan.history_days, dtype=np.float64)
+    dates = clock.date(days)
+    fx = {"rate_id": text.concat("FX-", dates, "-EUR"), "rate_date": dates,
+          "currency": text.constant("EUR", len(days)), "rate": text.fixed(eur_usd_rates(plan.seed, len(days)), 4)}
+    spend_days = np.repeat(days, len(SPEND_CHANNELS))
+    base = np.tile(list(SPEND_CHANNELS.values()), len(days))
+    spend = {"spend_id": text.new_ids(rng, "SP", len(spend_days)), "spend_date": clock.date(spend_days),
+             "channel": text.pick(list(SPEND_CHANNELS), np.tile(np.arange(len(SPEND_CHANNELS)), len(days))),
+             "currency": text.constant("USD", len(spend_days)),
+             "amount": text.money(base * rng.lognormal(0, 0.25, len(spend_days)))}
+    for name, fields, day in (("fx_rates", fx, days), ("marketing_spend", spend, spend_days)):
+        source = SOURCES[name]
+        lines = text.lines(source, fields)
+        batch = plan.batch_of(day)
+        write_files(plan.landing / name, "part-00000.csv", {
+            plan.batch_dates[b]: text.body(lines.filter(pa.array(batch == b)), ",".join(source.column_names))
+            for b in np.unique(batch)})
 
 
 def generate(gen: GeneratorConfig, landing: Path, truth: Path, customers: int | None = None,

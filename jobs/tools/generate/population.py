@@ -9,11 +9,14 @@ from the start of the history window.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from jobs.platform.settings import GeneratorConfig
+from jobs.tools.generate import text
 
 GIVEN_NAMES = [
     ("James", "M"), ("Mary", "F"), ("Robert", "M"), ("Patricia", "F"), ("John", "M"), ("Jennifer", "F"),
@@ -55,27 +58,40 @@ SIGNUP_WEIGHTS = [0.32, 0.18, 0.2, 0.08, 0.12, 0.1]
 CATEGORIES = ["apparel", "shoes", "beauty", "home", "electronics", "sports", "books", "toys", "grocery", "garden"]
 
 
+TEST_GIVEN_NAME, TEST_FAMILY_NAME = "Test", "User"
+# Name codes: an index into these lists (test accounts have the last of each).
+GIVEN = [g for g, _ in GIVEN_NAMES] + [TEST_GIVEN_NAME]
+FAMILY = [*FAMILY_NAMES, TEST_FAMILY_NAME]
+
+
+def _ascii_fold(name: str) -> str:
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower().replace("'", "")
+
+
 @dataclass
 class Population:
-    """Arrays over the people of one chunk (index i is one person)."""
+    """Arrays over the people of one chunk (index i is one person); text as Arrow string arrays."""
 
-    person_id: np.ndarray
-    given_name: np.ndarray
-    family_name: np.ndarray
-    gender: np.ndarray
+    index: np.ndarray               # global index of each person
+    person_id: pa.StringArray
+    given_code: np.ndarray          # index into GIVEN
+    family_code: np.ndarray         # index into FAMILY
+    given_name: pa.StringArray
+    family_name: pa.StringArray
+    gender: pa.StringArray
     birth_date: np.ndarray          # datetime64[D]
-    email: np.ndarray
-    second_email: np.ndarray        # another mailbox of the same person, never used by anyone else
-    phone_digits: np.ndarray        # 10 national digits (NANP)
+    email: pa.StringArray
+    second_email: pa.StringArray    # another mailbox of the same person, never used by anyone else
+    phone_digits: pa.StringArray    # 10 national digits (NANP)
     city_index: np.ndarray
-    street: np.ndarray
-    postcode: np.ndarray
+    street: pa.StringArray
+    postcode: pa.StringArray
     moved: np.ndarray               # a second, newer address exists
-    new_street: np.ndarray
+    new_street: pa.StringArray
     new_city_index: np.ndarray
-    new_postcode: np.ndarray
+    new_postcode: pa.StringArray
     household_of: np.ndarray        # chunk index of the housemate whose name and address were taken, or -1
-    signup_channel: np.ndarray
+    signup_channel: np.ndarray      # index into SIGNUP_CHANNELS
     email_opt_in: np.ndarray
     sms_opt_in: np.ndarray
     is_test: np.ndarray
@@ -92,22 +108,19 @@ class Population:
     second_account: np.ndarray      # has two e-commerce accounts
     has_loyalty: np.ndarray
 
-
-def _email_local(given: str, family: str, k: int) -> str:
-    """A plausible mailbox name, unique per person (`k` is the person's global index)."""
-    import unicodedata
-
-    def ascii_fold(s: str) -> str:
-        return unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode().lower().replace("'", "")
-
-    g, f = ascii_fold(given), ascii_fold(family)
-    return [f"{g}.{f}.{k}", f"{g[0]}{f}{k}", f"{g}{f}{k}", f"{f}.{g}{k}"][k % 4]
+    def __len__(self) -> int:
+        return len(self.index)
 
 
-def _second_email(given: str, family: str, k: int, tag: str, domain: str) -> str:
-    """A second mailbox of person `k`: names hold no digits, so the digits before the tag are
-    `k` and the address is the person's own; ending in letters, it is nobody's first address."""
-    return f"{_email_local(given, family, k)}.{tag}@{domain}"
+def email_locals(given_code: np.ndarray, family_code: np.ndarray, k: np.ndarray) -> pa.StringArray:
+    """Plausible mailbox names, unique per person (`k` is the person's global index)."""
+    g = text.pick([_ascii_fold(name) for name in GIVEN], given_code)
+    f = text.pick([_ascii_fold(name) for name in FAMILY], family_code)
+    initial = text.pick([_ascii_fold(name)[:1] for name in GIVEN], given_code)
+    digits = text.number(k)
+    styles = [text.concat(g, ".", f, ".", digits), text.concat(initial, f, digits), text.concat(g, f, digits),
+              text.concat(f, ".", g, digits)]
+    return text.choose(k % 4, styles)
 
 
 def _households(rng: np.random.Generator, is_test: np.ndarray, share: float) -> np.ndarray:
@@ -123,12 +136,10 @@ def _households(rng: np.random.Generator, is_test: np.ndarray, share: float) -> 
     return np.where(joins, np.arange(n) - 1, -1)
 
 
-def _move_in(household_of: np.ndarray, *columns: np.ndarray) -> None:
-    """Copy the housemate's values of `columns` in place. In index order, so a chain of
-    households (i joins i-1, who joined i-2) ends with everyone at the same address."""
-    for i in np.flatnonzero(household_of >= 0):
-        for column in columns:
-            column[i] = column[household_of[i]]
+def household_root(household_of: np.ndarray) -> np.ndarray:
+    """The person whose name and address each one ends up with: a chain of households (i joins
+    i-1, who joined i-2) ends with everyone at the first one's address."""
+    return np.maximum.accumulate(np.where(household_of >= 0, 0, np.arange(len(household_of))))
 
 
 def draw_population(
@@ -138,58 +149,53 @@ def draw_population(
     """Draw `n` people (global indices first_index..first_index+n-1) with their true traits."""
     btyd = gen.btyd
     idx = np.arange(first_index, first_index + n)
-    given_i = rng.integers(0, len(GIVEN_NAMES), n)
-    family_i = rng.integers(0, len(FAMILY_NAMES), n)
-    given = np.array([GIVEN_NAMES[i][0] for i in given_i], dtype=object)
-    gender = np.array([GIVEN_NAMES[i][1] for i in given_i], dtype=object)
-    family = np.array([FAMILY_NAMES[i] for i in family_i], dtype=object)
+    given_code = rng.integers(0, len(GIVEN_NAMES), n)
+    family_code = rng.integers(0, len(FAMILY_NAMES), n)
+    gender = text.pick([sex for _, sex in GIVEN_NAMES], given_code)
     is_test = rng.random(n) < gen.test_account_share
-    given[is_test] = "Test"
-    family[is_test] = "User"
+    given_code[is_test] = GIVEN.index(TEST_GIVEN_NAME)
+    family_code[is_test] = FAMILY.index(TEST_FAMILY_NAME)
     # Housemates share a family name before any address is built from it (hard negatives:
     # different people, same surname and address, own given name, birth date, e-mail, phone).
     household_of = _households(rng, is_test, gen.dirt.household_share)
-    _move_in(household_of, family)
+    root = household_root(household_of)
+    family_code = family_code[root]
 
+    local = email_locals(given_code, family_code, idx)
     domains = rng.integers(0, len(EMAIL_DOMAINS), n)
-    email = np.array(
-        [
-            f"qa+{i}@cdp-internal.test" if t else f"{_email_local(g, f, int(i))}@{EMAIL_DOMAINS[d]}"
-            for i, g, f, d, t in zip(idx, given, family, domains, is_test)
-        ],
-        dtype=object,
-    )
+    email = text.where(is_test, text.concat("qa+", text.number(idx), "@cdp-internal.test"),
+                       text.concat(local, "@", text.pick(EMAIL_DOMAINS, domains)))
     tags = rng.integers(0, len(SECOND_MAILBOX_TAGS), n)
     domains2 = rng.integers(0, len(EMAIL_DOMAINS), n)
-    # Test accounts get none: their duplicates are never generated, and any address of theirs
-    # must stay inside the test-account patterns that silver filters on.
-    second_email = np.array(
-        [
-            "" if t else _second_email(g, f, int(i), SECOND_MAILBOX_TAGS[tg], EMAIL_DOMAINS[d])
-            for i, g, f, tg, d, t in zip(idx, given, family, tags, domains2, is_test)
-        ],
-        dtype=object,
-    )
+    # Names hold no digits, so the digits before the tag are the person's index and the address is
+    # the person's own; ending in letters, it is nobody's first address. Test accounts get none:
+    # their duplicates are never generated, and any address of theirs must stay inside the
+    # test-account patterns that silver filters on.
+    second_email = text.where(is_test, "", text.concat(local, ".", text.pick(SECOND_MAILBOX_TAGS, tags), "@",
+                                                      text.pick(EMAIL_DOMAINS, domains2)))
     city_index = rng.integers(0, len(CITIES), n)
     new_city_index = np.where(rng.random(n) < 0.7, city_index, rng.integers(0, len(CITIES), n))
-    area = np.array([CITIES[c][4][k % len(CITIES[c][4])] for c, k in zip(city_index, idx)], dtype=object)
-    line = rng.integers(2_000_000, 9_999_999, n)
-    phone = np.array([f"{a}{ln:07d}" for a, ln in zip(area, line)], dtype=object)
+    areas = [(c, a) for c, city in enumerate(CITIES) for a in city[4]]
+    first_area = np.array([[c for c, _ in areas].index(c) for c in range(len(CITIES))])
+    n_areas = np.array([len(city[4]) for city in CITIES])
+    area = first_area[city_index] + idx % n_areas[city_index]
+    phone = text.concat(text.pick([a for _, a in areas], area), text.number(rng.integers(2_000_000, 9_999_999, n), 7))
 
-    def street_of(k: np.ndarray) -> np.ndarray:
-        num = rng.integers(1, 2500, len(k))
-        return np.array([f"{x} {STREETS[s]}" for x, s in zip(num, rng.integers(0, len(STREETS), len(k)))], dtype=object)
+    def street_of() -> pa.StringArray:
+        num = rng.integers(1, 2500, n)
+        return text.concat(text.number(num), " ", text.pick(STREETS, rng.integers(0, len(STREETS), n)))
 
-    def postcode_of(cities: np.ndarray) -> np.ndarray:
-        digits = rng.integers(0, 100, len(cities))
-        return np.array([f"{CITIES[c][3]}{d:02d}" for c, d in zip(cities, digits)], dtype=object)
+    def postcode_of(cities: np.ndarray) -> pa.StringArray:
+        return text.concat(text.pick([c[3] for c in CITIES], cities), text.number(rng.integers(0, 100, n), 2))
 
-    street, postcode = street_of(idx), postcode_of(city_index)
+    street, postcode = street_of(), postcode_of(city_index)
     moved = rng.random(n) < gen.dirt.moved_address
-    new_street, new_postcode = street_of(idx), postcode_of(new_city_index)
+    new_street, new_postcode = street_of(), postcode_of(new_city_index)
     # Both addresses (and whether there is a second) come from the housemate, so every source
     # sees one household; the phone keeps the person's own area code, like a mobile number.
-    _move_in(household_of, city_index, street, postcode, moved, new_city_index, new_street, new_postcode)
+    take = pa.array(root)
+    street, postcode, new_street, new_postcode = (a.take(take) for a in (street, postcode, new_street, new_postcode))
+    city_index, moved, new_city_index = city_index[root], moved[root], new_city_index[root]
 
     age_days = rng.integers(18 * 365, 80 * 365, n)
     birth_date = end_date - age_days.astype("timedelta64[D]")
@@ -204,9 +210,12 @@ def draw_population(
 
     pref = rng.dirichlet(np.full(len(CATEGORIES), 0.4), n)
     return Population(
-        person_id=np.array([f"P{i:09d}" for i in idx], dtype=object),
-        given_name=given,
-        family_name=family,
+        index=idx,
+        person_id=text.concat("P", text.number(idx, 9)),
+        given_code=given_code,
+        family_code=family_code,
+        given_name=text.pick(GIVEN, given_code),
+        family_name=text.pick(FAMILY, family_code),
         gender=gender,
         birth_date=birth_date,
         email=email,
@@ -220,7 +229,7 @@ def draw_population(
         new_city_index=new_city_index,
         new_postcode=new_postcode,
         household_of=household_of,
-        signup_channel=np.array([SIGNUP_CHANNELS[c] for c in channel], dtype=object),
+        signup_channel=channel,
         email_opt_in=rng.random(n) < 0.7,
         sms_opt_in=rng.random(n) < 0.35,
         is_test=is_test,
@@ -239,17 +248,35 @@ def draw_population(
     )
 
 
-def simulate_purchases(
-    rng: np.random.Generator, pop: Population, history_days: int
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Purchase times per person under BG/NBD, the dropout day (inf if alive) and alive flags.
+@dataclass
+class Purchases:
+    """Every purchase of a chunk, ordered by person and then time."""
+
+    person: np.ndarray              # chunk index of the buyer
+    day: np.ndarray                 # days from the start of history
+    dropout_day: np.ndarray         # per person: the day they dropped out, inf if alive or never bought
+    alive: np.ndarray               # per person
+
+    def count(self, n: int) -> np.ndarray:
+        return np.bincount(self.person, minlength=n)
+
+    def last_day(self, n: int) -> np.ndarray:
+        """Per person, the day of the last purchase (nan without any)."""
+        last = np.full(n, np.nan)
+        final = np.flatnonzero(np.r_[self.person[1:] != self.person[:-1], True]) if len(self.person) else []
+        last[self.person[final]] = self.day[final]   # ordered by time within a person
+        return last
+
+
+def simulate_purchases(rng: np.random.Generator, pop: Population, history_days: int) -> Purchases:
+    """Purchase times under BG/NBD, with each person's dropout day (inf if alive) and alive flag.
 
     The first purchase happens when the person is acquired (`first_seen`); prospects make
     none. A person can drop out only after a repeat purchase, as BG/NBD assumes.
     """
-    n = len(pop.person_id)
+    n = len(pop)
     buyers = ~pop.is_prospect
-    times: list[list[float]] = [[float(pop.first_seen[i])] if buyers[i] else [] for i in range(n)]
+    people, days = [np.flatnonzero(buyers)], [pop.first_seen[buyers]]
     dropout_day = np.full(n, np.inf)
     current = pop.first_seen.copy()
     active = buyers.copy()
@@ -257,11 +284,13 @@ def simulate_purchases(
         ids = np.flatnonzero(active)
         nxt = current[ids] + rng.exponential(1.0 / pop.lam[ids])
         within = nxt < history_days
-        for i, t in zip(ids[within], nxt[within]):
-            times[i].append(float(t))
+        people.append(ids[within])
+        days.append(nxt[within])
         current[ids] = nxt
         drops = within & (rng.random(len(ids)) < pop.p_drop[ids])
         dropout_day[ids[drops]] = nxt[drops]
         active[ids[~within | drops]] = False
-    alive = buyers & np.isinf(dropout_day)
-    return [np.array(t) for t in times], dropout_day, alive
+    person, day = np.concatenate(people), np.concatenate(days)
+    # Rounds are in time order for each person, so a stable sort by person keeps each one's times ordered.
+    order = np.argsort(person, kind="stable")
+    return Purchases(person[order], day[order], dropout_day, buyers & np.isinf(dropout_day))

@@ -1,27 +1,23 @@
 """Turn one chunk of the latent population into raw records of every channel, with dirt.
 
-A record is a dict of the source's fields (as text, the way they will be written) plus
-metadata under keys starting with '_': `_person` (the true person), `_day` (days from the
-start of history when it happened), `_defects` (dirt applied, for the ground truth).
+Each source is built column-wise (`landing.Records`) from its own random stream, so a source's
+records do not depend on which other sources are built (`cdp generate --contacts-only` writes the
+contacts of a full run). Purchases drive orders, store transactions, surveys and the sessions that
+end in an order (`commerce.py`).
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
-
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from jobs.platform.settings import DirtConfig
-from jobs.tools.generate import dirt
-from jobs.tools.generate.population import CATEGORIES, CITIES, Population
+from jobs.tools.generate import dirt, text
+from jobs.tools.generate.landing import Records
+from jobs.tools.generate.population import CITIES, FAMILY, SIGNUP_CHANNELS, Population, Purchases
+from jobs.tools.generate.text import Clock
 
-Record = dict[str, Any]
-BERLIN = ZoneInfo("Europe/Berlin")
-STORES = [f"S{i:03d}" for i in range(1, 13)]
-EVENT_PLATFORMS = ["web", "ios", "android"]
 TICKET_CATEGORIES = ["delivery", "refund", "product", "account", "billing"]
 TICKET_TEXT = {
     "delivery": ["My parcel has not arrived yet, can you check?",
@@ -37,7 +33,7 @@ COMMENTS_MID = ["It was okay", "Average experience", "Fine, nothing special"]
 COMMENTS_BAD = ["Terrible support, never again", "Product broke quickly, very disappointed",
                 "Slow delivery and rude staff"]
 # People with a Chinese family name write their feedback in Chinese: the same templates, in the same
-# positions, so the random stream (and every other record) is the one an English-only sample draws.
+# positions, drawn the same way.
 CHINESE_FAMILY_NAMES = {"Wang", "Li", "Zhang", "Chen"}
 TICKET_TEXT_ZH = {
     "delivery": ["我的包裹还没有到，能帮我查一下吗？", "快递太慢了，箱子还被压坏了。"],
@@ -55,332 +51,253 @@ DUPLICATE_CHANNELS = ["store", "app", "web"]
 DUPLICATE_EMAIL_BLANK = 0.5
 DUPLICATE_PHONE_BLANK = 0.6
 DUPLICATE_BIRTH_DATE_BLANK = 0.1
+# Random streams of a chunk, one per part (numbers, so that adding one leaves the others as they are).
+STREAMS = {"accounts": 1, "contacts": 2, "transactions": 3, "events": 4, "tickets": 5, "surveys": 6,
+           "campaign_events": 7, "referrals": 8, "landing": 9}
 
 
-class Clock:
-    """Maps days since the start of history to timestamps."""
-
-    def __init__(self, start: datetime):
-        self.start = start
-
-    def utc(self, day: float) -> datetime:
-        return self.start + timedelta(days=float(day))
-
-    def iso(self, day: float) -> str:
-        return self.utc(day).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def berlin_local(self, day: float) -> str:
-        return self.utc(day).astimezone(BERLIN).strftime("%Y-%m-%d %H:%M:%S")
-
-    def date(self, day: float) -> str:
-        return self.utc(day).strftime("%Y-%m-%d")
+def hours(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
+    """Random durations between lo and hi hours, in days."""
+    return rng.uniform(lo, hi, n) / 24.0
 
 
-def new_id(rng: np.random.Generator, prefix: str) -> str:
-    return f"{prefix}-{uuid.UUID(bytes=rng.bytes(16), version=4).hex[:20]}"
-
-
-def _rec(person: str, day: float, **fields: Any) -> Record:
-    return {"_person": person, "_day": day, "_defects": [], **fields}
+def flags(values: np.ndarray) -> pa.StringArray:
+    return text.where(values, "true", "false")
 
 
 class ChunkBuilder:
-    """Builds every source's records for one chunk; all randomness comes from `rng`."""
+    """Builds every source's records for one chunk; the randomness of each comes from its stream."""
 
-    def __init__(self, rng: np.random.Generator, pop: Population, purchases: list[np.ndarray],
-                 history_days: int, clock: Clock, dirt_rates: DirtConfig, eur_usd: np.ndarray,
-                 spend_p: float):
-        self.rng, self.pop, self.purchases, self.spend_p = rng, pop, purchases, spend_p
+    def __init__(self, seed: int, chunk: int, pop: Population, purchases: Purchases, history_days: int,
+                 clock: Clock, dirt_rates: DirtConfig, eur_usd: np.ndarray, spend_p: float):
+        self.seed, self.chunk = seed, chunk
+        self.pop, self.purchases, self.spend_p = pop, purchases, spend_p
         self.history_days, self.clock, self.rates, self.eur_usd = history_days, clock, dirt_rates, eur_usd
-        n = len(pop.person_id)
-        self.account = np.array([new_id(rng, "A") for _ in range(n)], dtype=object)
-        self.account2 = np.array([new_id(rng, "A") for _ in range(n)], dtype=object)
-        self.loyalty = np.array(
-            [f"L{rng.integers(10**8, 10**9)}" if has else "" for has in pop.has_loyalty], dtype=object)
-        self.devices = [[new_id(rng, "D") for _ in range(int(rng.integers(1, 4)))] for _ in range(n)]
+        rng, n = self.stream("accounts"), len(pop)
+        self.account = text.new_ids(rng, "A", n)
+        self.account2 = text.new_ids(rng, "A", n)
+        self.loyalty = text.where(pop.has_loyalty, text.concat("L", text.number(rng.integers(10**8, 10**9, n))), "")
+        self.device_count = rng.integers(1, 4, n)
+        self.device_first = np.concatenate([[0], np.cumsum(self.device_count)[:-1]])
+        self.devices = text.new_ids(rng, "D", int(self.device_count.sum()))
+        self.chinese = np.isin(pop.family_code, [FAMILY.index(f) for f in CHINESE_FAMILY_NAMES])
+
+    def stream(self, name: str, *more: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.chunk, STREAMS[name], *more])
 
     # -- dirt helpers -------------------------------------------------------------------------
-    def _chance(self, kind: str) -> bool:
-        return bool(self.rng.random() < getattr(self.rates, kind))
+    def email_of(self, rng: np.random.Generator, recs: Records, emails: pa.StringArray | None = None) -> pa.StringArray:
+        """The person's e-mail address (or `emails`, one per record), sometimes in a messy form."""
+        emails = self.pop.email.take(pa.array(recs.person)) if emails is None else emails
+        messy, mask = dirt.messy_emails(rng, emails, self.rates.email_case_whitespace)
+        recs.flag("email_case_whitespace", mask)
+        return messy
 
-    def email_of(self, i: int, rec: Record) -> str:
-        return self.messy_email(self.pop.email[i], rec)
+    def phone_of(self, rng: np.random.Generator, recs: Records) -> pa.StringArray:
+        phones, mask = dirt.format_phones(rng, self.pop.phone_digits.take(pa.array(recs.person)),
+                                          self.rates.phone_format_variation)
+        recs.flag("phone_format_variation", mask)
+        return phones
 
-    def messy_email(self, email: str, rec: Record) -> str:
-        if self._chance("email_case_whitespace"):
-            rec["_defects"].append("email_case_whitespace")
-            return dirt.messy_email(self.rng, email)
-        return email
+    def names_of(self, rng: np.random.Generator, recs: Records) -> None:
+        take = pa.array(recs.person)
+        for column, names, flag in (("first_name", self.pop.given_name, "first_name_typo"),
+                                    ("last_name", self.pop.family_name, "last_name_typo")):
+            recs.fields[column], mask = dirt.typos(rng, names.take(take), self.rates.name_typo)
+            recs.flag(flag, mask)
 
-    def phone_of(self, i: int, rec: Record) -> str:
-        vary = self._chance("phone_format_variation")
-        if vary:
-            rec["_defects"].append("phone_format_variation")
-        return dirt.format_phone(self.rng, self.pop.phone_digits[i], vary)
-
-    def name_of(self, name: str, rec: Record) -> str:
-        if self._chance("name_typo"):
-            rec["_defects"].append("name_typo")
-            return dirt.typo(self.rng, name)
-        return name
-
-    def birth_date_of(self, i: int, rec: Record) -> str:
-        """The birth date as keyed in again: sometimes left out, sometimes day and month swapped."""
-        born = str(self.pop.birth_date[i])
-        if self.rng.random() < DUPLICATE_BIRTH_DATE_BLANK:
-            return ""
-        swapped = dirt.swap_day_month(born)
-        if swapped is not None and self._chance("dob_swapped"):
-            rec["_defects"].append("dob_swapped")
-            return swapped
-        return born
-
-    def blank_one(self, rec: Record, optional: list[str]) -> None:
-        if self._chance("missing_field"):
-            field = optional[int(self.rng.integers(0, len(optional)))]
-            rec[field] = ""
-            rec["_defects"].append(f"missing_field:{field}")
-
-    def writes_chinese(self, i: int) -> bool:
-        return self.pop.family_name[i] in CHINESE_FAMILY_NAMES
-
-    def hours(self, lo: float, hi: float) -> float:
-        return float(self.rng.uniform(lo, hi)) / 24.0
+    def person_fields(self, recs: Records) -> dict[str, pa.StringArray]:
+        """The contact fields a person gives the same way every time."""
+        pop, take = self.pop, pa.array(recs.person)
+        return {"country": text.constant("US", len(recs)),
+                "gender": pop.gender.take(take),
+                "email_opt_in": flags(pop.email_opt_in[recs.person]),
+                "sms_opt_in": flags(pop.sms_opt_in[recs.person])}
 
     # -- sources ------------------------------------------------------------------------------
-    def contacts(self) -> list[Record]:
-        pop, out = self.pop, []
-        for i in range(len(pop.person_id)):
-            versions = [(pop.street[i], pop.city_index[i], pop.postcode[i], pop.first_seen[i])]
-            if pop.moved[i]:
-                moved_day = float(self.rng.uniform(pop.first_seen[i], self.history_days))
-                versions.append((pop.new_street[i], pop.new_city_index[i], pop.new_postcode[i], moved_day))
-            for k, (street, city, postcode, day) in enumerate(versions):
-                rec = _rec(pop.person_id[i], day, contact_id=new_id(self.rng, "C"))
-                if k == 1:
-                    rec["_defects"].append("moved_address")
-                rec.update(
-                    first_name=self.name_of(pop.given_name[i], rec),
-                    last_name=self.name_of(pop.family_name[i], rec),
-                    email=self.email_of(i, rec),
-                    phone=self.phone_of(i, rec),
-                    street=street, city=CITIES[city][0], postcode=postcode, country="US",
-                    birth_date=str(pop.birth_date[i]), gender=pop.gender[i], loyalty_number=self.loyalty[i],
-                    signup_channel=pop.signup_channel[i],
-                    email_opt_in=str(bool(pop.email_opt_in[i])).lower(),
-                    sms_opt_in=str(bool(pop.sms_opt_in[i])).lower(),
-                    created_at=self.clock.iso(pop.first_seen[i]), updated_at=self.clock.iso(day),
-                )
-                self.blank_one(rec, ["phone", "email", "birth_date", "postcode", "street"])
-                out.append(rec)
-            # Test accounts get none: a second mailbox would escape the test-account patterns.
-            if not pop.is_test[i] and self._chance("duplicate_contact"):
-                out.append(self.duplicate_contact(i, after=versions[-1][3]))
-        return out
+    def contacts(self) -> Records:
+        """A contact per person, a second one at the new address of those who moved, and a later
+        duplicate of some (`duplicate_contacts`)."""
+        pop, rng, n = self.pop, self.stream("contacts"), len(self.pop)
+        moved = np.flatnonzero(pop.moved)
+        moved_day = rng.uniform(pop.first_seen[moved], self.history_days)
+        recs = Records(np.concatenate([np.arange(n), moved]), np.concatenate([pop.first_seen, moved_day]))
+        is_new = np.arange(len(recs)) >= n
+        recs.flag("moved_address", is_new)
+        take_moved = pa.array(moved)
+        city = np.concatenate([pop.city_index, pop.new_city_index[moved]])
+        recs.fields.update(
+            contact_id=text.new_ids(rng, "C", len(recs)),
+            email=self.email_of(rng, recs),
+            phone=self.phone_of(rng, recs),
+            street=pa.concat_arrays([pop.street, pop.new_street.take(take_moved)]),
+            city=text.pick([c[0] for c in CITIES], city),
+            postcode=pa.concat_arrays([pop.postcode, pop.new_postcode.take(take_moved)]),
+            birth_date=text.dates(pop.birth_date[recs.person]),
+            loyalty_number=self.loyalty.take(pa.array(recs.person)),
+            signup_channel=text.pick(SIGNUP_CHANNELS, pop.signup_channel[recs.person]),
+            created_at=self.clock.iso(pop.first_seen[recs.person]),
+            updated_at=self.clock.iso(recs.day),
+            **self.person_fields(recs),
+        )
+        self.names_of(rng, recs)
+        recs.blank_one(rng, self.rates.missing_field, ["phone", "email", "birth_date", "postcode", "street"])
+        last_version_day = pop.first_seen.copy()
+        last_version_day[moved] = moved_day
+        return Records.concat([recs, self.duplicate_contacts(rng, last_version_day)])
 
-    def duplicate_contact(self, i: int, after: float) -> Record:
-        """A second CRM record of person i, opened later from another channel: new contact id,
+    def duplicate_contacts(self, rng: np.random.Generator, after: np.ndarray) -> Records:
+        """Second CRM records of some people, opened later from another channel: new contact id,
         the current address, no loyalty number, and identifiers that are missing or different
-        (a second mailbox), so only a probabilistic match can tie it to the first record.
+        (a second mailbox), so only a probabilistic match can tie them to the first records.
 
-        It is opened after the person's last move (`after`), so the current address is the one
+        Each is opened after the person's last move (`after`), so the current address is the one
         they would give. The identifier blanks are the point of the record, so `blank_one`'s
-        random missing field is not applied on top.
+        random missing field is not applied on top. Test accounts get none: a second mailbox would
+        escape the test-account patterns.
         """
         pop = self.pop
-        day = float(self.rng.uniform(after, self.history_days))
-        if pop.moved[i]:
-            street, city, postcode = pop.new_street[i], pop.new_city_index[i], pop.new_postcode[i]
-        else:
-            street, city, postcode = pop.street[i], pop.city_index[i], pop.postcode[i]
-        channels = [c for c in DUPLICATE_CHANNELS if c != pop.signup_channel[i]]
-        rec = _rec(pop.person_id[i], day, contact_id=new_id(self.rng, "C"))
-        rec["_defects"].append("duplicate_contact")
-        rec.update(
-            first_name=self.name_of(pop.given_name[i], rec),
-            last_name=self.name_of(pop.family_name[i], rec),
-            email="" if self.rng.random() < DUPLICATE_EMAIL_BLANK else self.messy_email(pop.second_email[i], rec),
-            phone="" if self.rng.random() < DUPLICATE_PHONE_BLANK else self.phone_of(i, rec),
-            street=street, city=CITIES[city][0], postcode=postcode, country="US",
-            birth_date=self.birth_date_of(i, rec), gender=pop.gender[i], loyalty_number="",
-            signup_channel=channels[int(self.rng.integers(0, len(channels)))],
-            email_opt_in=str(bool(pop.email_opt_in[i])).lower(),
-            sms_opt_in=str(bool(pop.sms_opt_in[i])).lower(),
-            created_at=self.clock.iso(day), updated_at=self.clock.iso(day),
+        who = np.flatnonzero(~pop.is_test & (rng.random(len(pop)) < self.rates.duplicate_contact))
+        day = rng.uniform(after[who], self.history_days)
+        recs = Records(who, day)
+        recs.flag("duplicate_contact", np.ones(len(who), dtype=bool))
+        take, moved = pa.array(who), pop.moved[who]
+        city = np.where(moved, pop.new_city_index[who], pop.city_index[who])
+        # One of the channels other than the one the person signed up with (rows padded to a table).
+        options = [[SIGNUP_CHANNELS.index(c) for c in DUPLICATE_CHANNELS if c != signup] for signup in SIGNUP_CHANNELS]
+        table = np.array([o + o[:1] * (len(DUPLICATE_CHANNELS) - len(o)) for o in options])
+        signup = pop.signup_channel[who]
+        channel = table[signup, rng.integers(0, np.array([len(o) for o in options])[signup])]
+        email = self.email_of(rng, recs, pop.second_email.take(take))
+        phone = self.phone_of(rng, recs)
+        born, swappable = dirt.swapped_dates(pop.birth_date[who])
+        swap = swappable & (rng.random(len(who)) < self.rates.dob_swapped)
+        recs.flag("dob_swapped", swap)
+        birth_date = text.where(swap, born, text.dates(pop.birth_date[who]))
+        recs.fields.update(
+            contact_id=text.new_ids(rng, "C", len(who)),
+            email=text.where(rng.random(len(who)) < DUPLICATE_EMAIL_BLANK, "", email),
+            phone=text.where(rng.random(len(who)) < DUPLICATE_PHONE_BLANK, "", phone),
+            street=text.choose(moved.astype(int), [pop.street.take(take), pop.new_street.take(take)]),
+            city=text.pick([c[0] for c in CITIES], city),
+            postcode=text.choose(moved.astype(int), [pop.postcode.take(take), pop.new_postcode.take(take)]),
+            birth_date=text.where(rng.random(len(who)) < DUPLICATE_BIRTH_DATE_BLANK, "", birth_date),
+            loyalty_number=text.constant("", len(who)),
+            signup_channel=text.pick(SIGNUP_CHANNELS, channel),
+            created_at=self.clock.iso(day),
+            updated_at=self.clock.iso(day),
+            **self.person_fields(recs),
         )
-        return rec
+        self.names_of(rng, recs)
+        # A blank identifier carries no format defect.
+        for column, flag in (("email", "email_case_whitespace"), ("phone", "phone_format_variation"),
+                             ("birth_date", "dob_swapped")):
+            recs.unflag(flag, pc.equal(recs.fields[column], "").to_numpy(zero_copy_only=False))
+        return recs
 
-    def _basket(self, i: int, value: float) -> list[tuple[str, str, int, float]]:
-        """Split an order value over 1-4 lines in the person's preferred categories."""
-        k = int(self.rng.integers(1, 5))
-        cats = self.rng.choice(len(CATEGORIES), k, p=self.pop.category_pref[i])
-        qty = self.rng.integers(1, 3, k)
-        share = self.rng.dirichlet(np.ones(k)) * value
-        return [(f"SKU-{c:02d}{int(self.rng.integers(0, 40)):03d}", CATEGORIES[c], int(q), round(float(s / q), 2))
-                for c, q, s in zip(cats, qty, share)]
+    def tickets(self) -> Records:
+        pop, rng, h = self.pop, self.stream("tickets"), self.history_days
+        years = (h - pop.first_seen) / 365.0
+        person = np.repeat(np.arange(len(pop)), rng.poisson(pop.support_need * years * (1.5 - pop.satisfaction)))
+        m = len(person)
+        day = rng.uniform(pop.first_seen[person], h)
+        recs = Records(person, day)
+        category = rng.integers(0, len(TICKET_CATEGORIES), m)
+        respond = day + hours(rng, 0.2, 30, m)
+        resolved = respond + hours(rng, 1, 120, m)
+        # Templates: [language][category][variant], flattened.
+        templates = [t for texts in (TICKET_TEXT, TICKET_TEXT_ZH) for c in TICKET_CATEGORIES for t in texts[c]]
+        template = (self.chinese[person] * len(TICKET_CATEGORIES) + category) * 2 + rng.integers(0, 2, m)
+        recs.fields.update(
+            ticket_id=text.new_ids(rng, "K", m),
+            email=self.email_of(rng, recs),
+            account_id=text.where(rng.random(m) < 0.5, self.account.take(pa.array(person)), ""),
+            channel=text.pick(["email", "phone", "chat"], rng.integers(0, 3, m)),
+            category=text.pick(TICKET_CATEGORIES, category),
+            priority=text.pick(["low", "normal", "high"], rng.choice(3, m, p=[0.3, 0.55, 0.15])),
+            created_at=self.clock.iso(day),
+            first_response_at=text.where(respond < h, self.clock.iso(respond), ""),
+            resolved_at=text.where(resolved < h, self.clock.iso(resolved), ""),
+            text=text.pick(templates, template),
+        )
+        return recs
 
-    def transactions(self) -> tuple[list[Record], list[Record]]:
-        """Orders (e-commerce) and POS transactions from the true purchase times and values."""
-        pop, orders, pos = self.pop, [], []
-        for i, times in enumerate(self.purchases):
-            for t in times:
-                value = float(self.rng.gamma(self.spend_p, 1.0 / pop.nu[i]))
-                is_outlier = self._chance("outlier_amount")
-                if is_outlier:
-                    value *= 100
-                basket = self._basket(i, value)
-                if self.rng.random() < pop.store_share[i]:
-                    rate = self.eur_usd[min(int(t), len(self.eur_usd) - 1)]
-                    eur_lines = [(s, c, q, round(p / rate, 2)) for s, c, q, p in basket]
-                    rec = _rec(pop.person_id[i], t, transaction_id=new_id(self.rng, "T"),
-                               store_id=STORES[int(self.rng.integers(0, len(STORES)))],
-                               loyalty_number=self.loyalty[i] if self.rng.random() < 0.8 else "",
-                               local_ts=self.clock.berlin_local(t), currency="EUR",
-                               amount=f"{sum(q * p for _, _, q, p in eur_lines):.2f}",
-                               items="|".join(f"{s}:{c}:{q}:{p:.2f}" for s, c, q, p in eur_lines))
-                    pos.append(rec)
-                else:
-                    account = self.account2[i] if pop.second_account[i] and self.rng.random() < 0.4 else self.account[i]
-                    status = self.rng.choice(["completed", "returned", "cancelled"], p=[0.92, 0.05, 0.03])
-                    rec = _rec(pop.person_id[i], t, order_id=new_id(self.rng, "O"), account_id=account)
-                    rec.update(email=self.email_of(i, rec), order_ts=self.clock.iso(t),
-                               channel="app" if self.rng.random() < 0.35 else "web", currency="USD",
-                               status=str(status), shipping_postcode=pop.postcode[i],
-                               lines=[{"sku": s, "category": c, "quantity": q, "unit_price": p}
-                                      for s, c, q, p in basket])
-                    self.blank_one(rec, ["email", "shipping_postcode"])
-                    orders.append(rec)
-                if is_outlier:
-                    rec["_defects"].append("outlier_amount")
-        return orders, pos
+    def surveys(self) -> Records:
+        """Some purchases are followed by an NPS or CSAT survey, scored from the person's satisfaction."""
+        pop, rng, h = self.pop, self.stream("surveys"), self.history_days
+        bought = self.purchases
+        day = bought.day + rng.uniform(1, 10, len(bought.day))
+        keep = (rng.random(len(day)) <= 0.3 * pop.engagement[bought.person]) & (day < h)
+        recs = Records(bought.person[keep], day[keep])
+        m, person = len(recs), recs.person
+        nps = rng.random(m) < 0.5
+        sat = np.clip(pop.satisfaction[person] + rng.normal(0, 0.1, m), 0, 1)
+        score = np.where(nps, np.rint(sat * 10), 1 + np.rint(sat * 4)).astype(np.int64)
+        mood = np.where(sat > 0.7, 0, np.where(sat > 0.4, 1, 2))
+        comments = [c for group in (COMMENTS_GOOD, COMMENTS_MID, COMMENTS_BAD, COMMENTS_GOOD_ZH, COMMENTS_MID_ZH,
+                                    COMMENTS_BAD_ZH) for c in group]
+        comment = text.pick(comments, (self.chinese[person] * 3 + mood) * 3 + rng.integers(0, 3, m))
+        recs.fields.update(
+            response_id=text.new_ids(rng, "R", m),
+            email=self.email_of(rng, recs),
+            survey_type=text.where(nps, "NPS", "CSAT"),
+            score=text.number(score),
+            comment=text.where(rng.random(m) < 0.6, comment, ""),
+            responded_at=self.clock.iso(day[keep]),
+        )
+        return recs
 
-    def events(self, orders: list[Record]) -> list[Record]:
-        """Sessions of web/app events; purchase sessions log in, browsing sessions may not.
+    def campaign_events(self, campaign_days: list[int]) -> Records:
+        """Opted-in people get about half of the campaigns sent after they became known: sent, then
+        perhaps opened and clicked; an unsubscribe ends their campaigns."""
+        pop, rng = self.pop, self.stream("campaign_events")
+        days = np.asarray(campaign_days, dtype=np.float64)
+        shape = (len(pop), len(days))
+        sent = ((pop.email_opt_in & ~pop.is_test)[:, None] & (days[None, :] >= pop.first_seen[:, None])
+                & (rng.random(shape) >= 0.5))
+        opened = rng.random(shape) < 0.6 * pop.engagement[:, None]
+        clicked = opened & (rng.random(shape) < 0.3)
+        unsubscribed = sent & (rng.random(shape) < 0.01 * (1.5 - pop.satisfaction)[:, None])
+        sent &= np.cumsum(unsubscribed, axis=1) - unsubscribed == 0   # nothing after an unsubscribe
+        person, campaign = np.nonzero(sent)
+        steps = np.stack([np.ones(len(person), dtype=bool), opened[person, campaign], clicked[person, campaign],
+                          unsubscribed[person, campaign]], axis=1)
+        mail, step = np.nonzero(steps)
+        start = days[campaign] + hours(rng, 6, 12, len(person))
+        delay = hours(rng, 0.1, 24, len(mail))
+        elapsed = np.cumsum(delay)
+        first = np.flatnonzero(np.r_[True, mail[1:] != mail[:-1]])
+        elapsed -= np.repeat(elapsed[first] - delay[first], np.diff(np.r_[first, len(mail)]))
+        t = start[mail] + elapsed
+        recs = Records(person[mail], t)
+        ids = text.concat("CMP-", pc.replace_substring(self.clock.date(days), "-", ""))
+        recs.fields.update(
+            interaction_id=text.new_ids(rng, "M", len(recs)),
+            campaign_id=ids.take(pa.array(campaign[mail])),
+            event_type=text.pick(["sent", "open", "click", "unsubscribe"], step),
+            event_ts=self.clock.iso(t),
+        )
+        recs.fields["email"] = self.email_of(rng, recs)
+        return recs
 
-        Only people with an online order have an account to log in to (it is created at the
-        first checkout), so every account in the events is known to the orders as well.
-        """
-        pop, out = self.pop, []
-        orders_by_person: dict[str, list[Record]] = {}
-        for o in orders:
-            orders_by_person.setdefault(o["_person"], []).append(o)
-        for i in range(len(pop.person_id)):
-            person = pop.person_id[i]
-            sessions = [(o["_day"] - self.hours(0.05, 0.5), o) for o in orders_by_person.get(person, [])]
-            end = self.history_days
-            n_browse = int(self.rng.poisson(2 + 12 * pop.engagement[i]))
-            sessions += [(float(self.rng.uniform(pop.first_seen[i], end)), None) for _ in range(n_browse)]
-            for start, order in sessions:
-                device = self.devices[i][int(self.rng.integers(0, len(self.devices[i])))]
-                platform = EVENT_PLATFORMS[int(self.rng.integers(0, 3))]
-                hint = new_id(self.rng, "S") if self.rng.random() < 0.5 else ""
-                has_account = person in orders_by_person
-                logs_in = order is not None or (has_account and self.rng.random() < 0.3)
-                login_at = int(self.rng.integers(0, 3)) if logs_in else None
-                n_ev = int(self.rng.integers(2, 7))
-                t = start
-                for k in range(n_ev + (1 if order else 0)):
-                    t += self.hours(0.002, 0.1)
-                    if login_at is not None and k == login_at:
-                        etype = "login"
-                    elif order is not None and k == n_ev:
-                        etype = "purchase"
-                    else:
-                        etype = str(self.rng.choice(["page_view", "product_view", "search", "add_to_cart"]))
-                    user = (order or orders_by_person.get(person, [{"account_id": ""}])[0])["account_id"]
-                    rec = _rec(person, t, event_id=new_id(self.rng, "E"), device_id=device,
-                               user_id=user if login_at is not None and k >= login_at else "",
-                               session_hint=hint, event_type=etype, event_ts=self.clock.iso(t), platform=platform,
-                               sku=f"SKU-{int(self.rng.integers(0, 10)):02d}{int(self.rng.integers(0, 40)):03d}"
-                               if etype in ("product_view", "add_to_cart") else "",
-                               order_id=order["order_id"] if etype == "purchase" else "")
-                    out.append(rec)
-        return out
+    def referrals(self) -> tuple[Records, np.ndarray]:
+        """Referred buyers name an earlier buyer with a loyalty number as their referrer; the
+        records (their person is the referrer) and the referred person of each."""
+        pop, rng = self.pop, self.stream("referrals")
+        referrers = np.flatnonzero(pop.has_loyalty & ~pop.is_prospect)
+        referrers = referrers[np.argsort(pop.first_seen[referrers], kind="stable")]
+        referred = np.flatnonzero((pop.signup_channel == SIGNUP_CHANNELS.index("referral")) & ~pop.is_test)
+        # Referrers known more than a day before the referred person.
+        earlier = np.searchsorted(pop.first_seen[referrers], pop.first_seen[referred] - 1, side="left")
+        referred, earlier = referred[earlier > 0], earlier[earlier > 0]
+        referrer = referrers[rng.integers(0, earlier)] if len(referred) else referred
+        day = np.maximum(pop.first_seen[referred] - rng.uniform(0, 1, len(referred)), pop.first_seen[referrer])
+        recs = Records(referrer, day)
+        recs.fields.update(
+            referral_id=text.new_ids(rng, "F", len(recs)),
+            referrer_loyalty_number=self.loyalty.take(pa.array(referrer)),
+            referred_email=self.email_of(rng, recs, pop.email.take(pa.array(referred))),
+            referred_at=self.clock.iso(day),
+        )
+        return recs, referred
 
-    def tickets(self) -> list[Record]:
-        pop, out = self.pop, []
-        for i in range(len(pop.person_id)):
-            years = (self.history_days - pop.first_seen[i]) / 365.0
-            for _ in range(int(self.rng.poisson(pop.support_need[i] * years * (1.5 - pop.satisfaction[i])))):
-                day = float(self.rng.uniform(pop.first_seen[i], self.history_days))
-                category = TICKET_CATEGORIES[int(self.rng.integers(0, len(TICKET_CATEGORIES)))]
-                rec = _rec(pop.person_id[i], day, ticket_id=new_id(self.rng, "K"))
-                respond = day + self.hours(0.2, 30)
-                resolved = respond + self.hours(1, 120)
-                rec.update(email=self.email_of(i, rec), account_id=self.account[i] if self.rng.random() < 0.5 else "",
-                           channel=str(self.rng.choice(["email", "phone", "chat"])), category=category,
-                           priority=str(self.rng.choice(["low", "normal", "high"], p=[0.3, 0.55, 0.15])),
-                           created_at=self.clock.iso(day),
-                           first_response_at=self.clock.iso(respond) if respond < self.history_days else "",
-                           resolved_at=self.clock.iso(resolved) if resolved < self.history_days else "",
-                           text=(TICKET_TEXT_ZH if self.writes_chinese(i) else TICKET_TEXT)[category][
-                               int(self.rng.integers(0, 2))])
-                out.append(rec)
-        return out
-
-    def surveys(self) -> list[Record]:
-        pop, out = self.pop, []
-        for i, times in enumerate(self.purchases):
-            for t in times:
-                if self.rng.random() > 0.3 * pop.engagement[i]:
-                    continue
-                day = t + float(self.rng.uniform(1, 10))
-                if day >= self.history_days:
-                    continue
-                nps = self.rng.random() < 0.5
-                sat = float(np.clip(pop.satisfaction[i] + self.rng.normal(0, 0.1), 0, 1))
-                score = round(sat * 10) if nps else 1 + round(sat * 4)
-                if self.writes_chinese(i):
-                    mood = COMMENTS_GOOD_ZH if sat > 0.7 else COMMENTS_MID_ZH if sat > 0.4 else COMMENTS_BAD_ZH
-                else:
-                    mood = COMMENTS_GOOD if sat > 0.7 else COMMENTS_MID if sat > 0.4 else COMMENTS_BAD
-                rec = _rec(pop.person_id[i], day, response_id=new_id(self.rng, "R"))
-                rec.update(email=self.email_of(i, rec), survey_type="NPS" if nps else "CSAT", score=str(score),
-                           comment=mood[int(self.rng.integers(0, 3))] if self.rng.random() < 0.6 else "",
-                           responded_at=self.clock.iso(day))
-                out.append(rec)
-        return out
-
-    def campaign_events(self, campaign_days: list[int]) -> list[Record]:
-        pop, out = self.pop, []
-        for i in range(len(pop.person_id)):
-            if not pop.email_opt_in[i] or pop.is_test[i]:
-                continue
-            for cday in campaign_days:
-                if cday < pop.first_seen[i] or self.rng.random() < 0.5:
-                    continue
-                campaign = f"CMP-{self.clock.date(cday).replace('-', '')}"
-                t = cday + self.hours(6, 12)
-                steps = ["sent"]
-                if self.rng.random() < 0.6 * pop.engagement[i]:
-                    steps.append("open")
-                    if self.rng.random() < 0.3:
-                        steps.append("click")
-                if self.rng.random() < 0.01 * (1.5 - pop.satisfaction[i]):
-                    steps.append("unsubscribe")
-                for step in steps:
-                    t += self.hours(0.1, 24)
-                    rec = _rec(pop.person_id[i], t, interaction_id=new_id(self.rng, "M"), campaign_id=campaign,
-                               event_type=step, event_ts=self.clock.iso(t))
-                    rec["email"] = self.email_of(i, rec)
-                    out.append(rec)
-                if steps[-1] == "unsubscribe":
-                    break
-        return out
-
-    def referrals(self) -> list[Record]:
-        """Referred buyers name an earlier buyer with a loyalty number as their referrer."""
-        pop, out = self.pop, []
-        referrers = [i for i in range(len(pop.person_id)) if self.loyalty[i] and not pop.is_prospect[i]]
-        for i in np.flatnonzero((pop.signup_channel == "referral") & ~pop.is_test):
-            earlier = [j for j in referrers if pop.first_seen[j] < pop.first_seen[i] - 1 and j != i]
-            if not earlier:
-                continue
-            j = earlier[int(self.rng.integers(0, len(earlier)))]
-            day = max(float(pop.first_seen[i]) - float(self.rng.uniform(0, 1)), float(pop.first_seen[j]))
-            rec = _rec(pop.person_id[j], day, referral_id=new_id(self.rng, "F"),
-                       referrer_loyalty_number=self.loyalty[j], referred_at=self.clock.iso(day))
-            rec["referred_email"] = self.email_of(int(i), rec)
-            rec["_referred_person"] = pop.person_id[i]
-            out.append(rec)
-        return out
