@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             request = ErasureRequest(args.customer_id or None, args.email or None, args.phone or None)
             result = erase(spark_session(settings), settings, request, f"airflow:{args.run_id}")
         else:
-            result = run_stage(args.stage, load_settings(), args.date, args.run_id)
+            from jobs.platform.stages import stage
+
+            result = run_stage(args.stage, load_settings(), args.date, args.run_id,
+                               f"airflow:{stage(args.stage).dag}/{args.run_id}")
     except (QualityGateFailed, ContractViolation, ErasureError, DateOrderError) as exc:
         print(str(exc), file=sys.stderr)
         if os.environ.get("CDP_FAILURE_FILE"):
