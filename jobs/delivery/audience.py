@@ -110,8 +110,8 @@ def preview(view: DataFrame, audiences: tuple[AudienceConfig, ...], name: str,
                         *[is_member(a).alias(f"_member_{i}") for i, a in enumerate(audiences)])
     flags = flags.where(F.col(f"_member_{audiences.index(audience)}")).localCheckpoint()
     others = [(i, a) for i, a in enumerate(audiences) if a is not audience]
-    totals = flags.agg(F.count(F.lit(1)).alias("size"), F.count(F.when("_allowed", 1)).alias("allowed"),
-                       *[F.count(F.when(f"_member_{i}", 1)).alias(f"_overlap_{i}") for i, _ in others]).first()
+    totals = flags.agg(F.count(F.lit(1)).alias("size"), F.count(F.when(F.col("_allowed"), 1)).alias("allowed"),
+                       *[F.count(F.when(F.col(f"_member_{i}"), 1)).alias(f"_overlap_{i}") for i, _ in others]).first()
     by_segment = {}
     for segment in PREVIEW_SEGMENTS:
         rows = flags.groupBy(segment).count().orderBy(F.desc("count"), segment).collect()

@@ -44,7 +44,7 @@ def run_export(ctx: RunContext) -> dict[str, object]:
     version = table_version(spark, gold.AUDIENCE_MEMBERSHIP)
     acks = {(r.audience, r.destination): r for r in ctx.read(AUDIENCE_SYNCS).where(
         F.col("audience").isin([a.name for a in due])).collect()}
-    run = SyncRun(ctx.as_of, ctx.run_id, ctx.requested_by, ctx.started_at, settings.paths.exports)
+    run = SyncRun(ctx.as_of, ctx.run_id, ctx.requested_by, settings.paths.exports)
     for audience in due:
         summary[audience.name] = sync_audience(spark, audience, policies[audience.name], rows[audience.name], erased,
                                                version, acks.get((audience.name, audience.destination)), run,

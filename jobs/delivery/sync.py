@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,11 @@ Record = Callable[[DataFrame, Table, str], None]    # writes an operational reco
 
 @dataclass(frozen=True)
 class SyncRun:
-    """Who syncs, for which date, when and where to."""
+    """Who syncs, for which date and where to."""
 
     as_of: date
     run_id: str
     exported_by: str
-    started_at: datetime
     out_dir: Path
 
 
@@ -122,7 +121,7 @@ def changes_since(spark: SparkSession, audience: str, ack: Row, version: int, me
 
 
 def _ack_row(audience: AudienceConfig, run: SyncRun, version: int, manifest: dict[str, Any] | None,
-             previous: Row | None, rows: dict[str, int]) -> tuple:
+             previous: Row | None, rows: dict[str, int], now: datetime) -> tuple:
     if manifest is None:    # nothing sent: the destination still holds the last export's members
         path, fmt, columns = (previous["members_path"], previous["format"], previous["columns"]) if previous \
             else (None, None, None)
@@ -130,7 +129,7 @@ def _ack_row(audience: AudienceConfig, run: SyncRun, version: int, manifest: dic
     else:
         export_id, fmt, columns = manifest["export_id"], manifest["format"], manifest["columns"]
         path = str(run.out_dir / audience.name / export_id / "members")
-    return (audience.name, audience.destination, version, run.as_of, run.started_at, export_id, path, fmt,
+    return (audience.name, audience.destination, version, run.as_of, now, export_id, path, fmt,
             columns, rows.get("entered", 0), rows.get("exited", 0), rows.get("members", 0))
 
 
@@ -141,14 +140,14 @@ def acknowledge(spark: SparkSession, record: Record, row: tuple) -> None:
 
 
 def audit(spark: SparkSession, record: Record, audience: AudienceConfig, run: SyncRun, manifest: dict[str, Any],
-          from_version: int | None, to_version: int) -> None:
+          from_version: int | None, to_version: int, now: datetime) -> None:
     """One ops.audience_exports row: who published what, and every file's checksum (manifest.json too)."""
     folder = run.out_dir / audience.name / manifest["export_id"]
     files = [(f["path"], f["sha256"]) for entries in manifest["files"].values() for f in entries]
     files.append((export.MANIFEST_FILE, export.sha256_file(folder / export.MANIFEST_FILE)))
     rows = manifest["rows"]
     row = (manifest["export_id"], audience.name, audience.destination, audience.condition, run.as_of,
-           run.exported_by, run.run_id, run.started_at, from_version, to_version, rows["entered"], rows["exited"],
+           run.exported_by, run.run_id, now, from_version, to_version, rows["entered"], rows["exited"],
            rows["members"], audience.format, files)
     record(spark.createDataFrame([row], AUDIENCE_EXPORTS.struct), AUDIENCE_EXPORTS,
            f"export_id = {sql_literal(manifest['export_id'])}")
@@ -161,6 +160,7 @@ def sync_audience(spark: SparkSession, audience: AudienceConfig, policy: ExportP
     exportable rows (`exportable`). Returns the rows sent, or why nothing was."""
     if ack is not None and ack["acknowledged_version"] >= version:
         return {"sent": "nothing new"}
+    now = datetime.now(UTC)
     members = members_at(spark, audience.name, version)
     full = rows.drop("entered_on").join(members, "customer_id").select(*policy.columns)
     contact = ["customer_id", *policy.contact_columns]
@@ -173,15 +173,15 @@ def sync_audience(spark: SparkSession, audience: AudienceConfig, policy: ExportP
         exited = (sent.join(exited_ids, "customer_id", "left_semi")
                   .join(erased.select("customer_id"), "customer_id", "left_anti").select(*contact))
         if entered.isEmpty() and exited.isEmpty():
-            acknowledge(spark, record, _ack_row(audience, run, version, None, ack, {}))
-            return {"sent": "no change", "version": version}
+            acknowledge(spark, record, _ack_row(audience, run, version, None, ack, {}, now))
+            return {"sent": "nothing new"}
     export_id = "-".join([audience.name, audience.destination, run.as_of.isoformat(),
-                          run.started_at.strftime("%Y%m%dT%H%M%S%fZ")])
+                          now.strftime("%Y%m%dT%H%M%S%fZ")])
     from_version = None if ack is None else ack["acknowledged_version"]
     manifest = export.publish(run.out_dir / audience.name, export_id,
                               dict(zip(DATA_FOLDERS, (entered, exited, full))), audience.format, {
         "export_id": export_id,
-        "created_at": run.started_at.isoformat(),
+        "created_at": now.isoformat(),
         "as_of_date": run.as_of.isoformat(),
         "audience": audience.model_dump(),
         "destination": audience.destination,
@@ -191,6 +191,6 @@ def sync_audience(spark: SparkSession, audience: AudienceConfig, policy: ExportP
         "versions": {"table": AUDIENCE_MEMBERSHIP.name, "after": from_version, "up_to": version},
         "exported_by": run.exported_by,
     })
-    audit(spark, record, audience, run, manifest, from_version, version)
-    acknowledge(spark, record, _ack_row(audience, run, version, manifest, ack, manifest["rows"]))
+    audit(spark, record, audience, run, manifest, from_version, version, now)
+    acknowledge(spark, record, _ack_row(audience, run, version, manifest, ack, manifest["rows"], now))
     return {**manifest["rows"], "export_id": export_id}
