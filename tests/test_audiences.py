@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import hashlib
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from jobs.platform.context import RunContext
 from jobs.platform.pii import pii_keys
 from jobs.platform.settings import AudienceConfig, ExportConfig
 from jobs.platform.stages import stage
-from jobs.platform.tables import overwrite
+from jobs.platform.tables import concurrently, overwrite
 from schemas.gold import AUDIENCE_MEMBERSHIP, CUSTOMER_PROFILE, CUSTOMER_SEGMENTS, CUSTOMER_VALUE, IDENTITY_GRAPH
 from schemas.ops import AUDIENCE_EXPORTS, AUDIENCE_SYNCS, ERASURES
 from schemas.silver import PII_VAULT
@@ -150,11 +151,11 @@ def warehouse(spark: SparkSession, settings: Settings, tmp_path: Path) -> Settin
     """Gold and the vault of the customers above; no membership, acknowledgement or audit yet; one audience."""
     for table in (AUDIENCE_MEMBERSHIP, AUDIENCE_SYNCS, AUDIENCE_EXPORTS, ERASURES):
         spark.sql(f"DROP TABLE IF EXISTS {table.name}")
-    overwrite(frame(spark, CUSTOMER_PROFILE, PROFILES), CUSTOMER_PROFILE)
-    overwrite(_value(spark), CUSTOMER_VALUE)
-    overwrite(_segments(spark), CUSTOMER_SEGMENTS)
-    overwrite(frame(spark, IDENTITY_GRAPH, graph_rows(CONTACTS, D1)), IDENTITY_GRAPH)
-    overwrite(vault_frame(spark, CONTACTS, pii_keys(settings).encryption_key), PII_VAULT)
+    vault = vault_frame(spark, CONTACTS, pii_keys(settings).encryption_key)
+    concurrently(partial(overwrite, df, table) for df, table in (
+        (frame(spark, CUSTOMER_PROFILE, PROFILES), CUSTOMER_PROFILE), (_value(spark), CUSTOMER_VALUE),
+        (_segments(spark), CUSTOMER_SEGMENTS), (frame(spark, IDENTITY_GRAPH, graph_rows(CONTACTS, D1)), IDENTITY_GRAPH),
+        (vault, PII_VAULT)))
     export = ExportConfig.model_validate({**settings.export.model_dump(), "audiences": [
         {"name": "champions", "condition": "rfm_segment = 'Champions'", "destination": "email_platform"}]})
     return dataclasses.replace(settings.with_paths(exports=tmp_path / "exports"), export=export)
@@ -234,3 +235,21 @@ def test_a_sync_that_fails_before_its_acknowledgement_is_resent_and_a_rerun_send
     assert audits[1].from_version == audits[2].from_version == audits[0].to_version
     (ack,) = spark.table(AUDIENCE_SYNCS.name).collect()
     assert ack.export_id == resent["export_id"] and ack.acknowledged_version > audits[2].to_version
+
+
+@pytest.mark.slow
+def test_after_an_erasure_vacuumed_the_change_files_a_sync_compares_with_what_was_sent(
+        warehouse: Settings, spark: SparkSession) -> None:
+    settings = warehouse
+    _sync(settings, D1)                                             # C1 C2 C5 sent
+    # C5 is erased as `cdp erase` does it: deleted everywhere, then every older file vacuumed, change files too.
+    overwrite(frame(spark, ERASURES, [{"erasure_id": "e1", "customer_id": "C5"}]), ERASURES)
+    spark.sql(f"DELETE FROM {AUDIENCE_MEMBERSHIP.name} WHERE customer_id = 'C5'")
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        spark.sql(f"VACUUM {AUDIENCE_MEMBERSHIP.name} RETAIN 0 HOURS")
+    finally:
+        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "true")
+    second = _sync(settings, D2)
+    assert [r["customer_id"] for r in _rows(settings, second["export_id"], "entered")] == ["C3"]
+    assert [r["customer_id"] for r in _rows(settings, second["export_id"], "exited")] == ["C2"]

@@ -18,12 +18,14 @@ file. Erased customers never leave, not even in `exited/`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
@@ -36,6 +38,8 @@ from jobs.platform.tables import location, sql_literal
 from schemas import Table
 from schemas.gold import AUDIENCE_MEMBERSHIP
 from schemas.ops import AUDIENCE_EXPORTS, AUDIENCE_SYNCS
+
+log = logging.getLogger(__name__)
 
 DATA_FOLDERS = ("entered", "exited", "members")
 Record = Callable[[DataFrame, Table, str], None]    # writes an operational record now (RunContext.record)
@@ -115,7 +119,10 @@ def changes_since(spark: SparkSession, audience: str, ack: Row, version: int, me
     try:
         entered, exited = net_changes(read_changes(spark, ack["acknowledged_version"], version), audience)
         return entered.localCheckpoint(), exited.localCheckpoint()
-    except PySparkException:
+    except (PySparkException, Py4JJavaError) as exc:
+        log.warning("audience %s: the change feed after version %s is not readable (%s); comparing today's "
+                    "members with those last sent", audience, ack["acknowledged_version"],
+                    str(exc).strip().splitlines()[0])
         now, before = members.select("customer_id"), sent.select("customer_id")
         return now.subtract(before), before.subtract(now)
 
