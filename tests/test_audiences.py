@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs.delivery import sync
 from jobs.delivery.audience import audience_view, check_conditions, preview
+from jobs.delivery.commands import format_preview, list_audiences
 from jobs.delivery.conditions import ConditionError
 from jobs.delivery.stage import run_export
 from jobs.platform.config import Settings, load_settings
@@ -132,6 +133,18 @@ def test_preview_gives_size_consent_overlaps_segments_and_a_masked_sample(spark:
          "lifecycle_stage": "new", "rfm_segment": "Champions", "clv": 10.0}]
 
 
+def test_a_preview_prints_as_marketers_read_it() -> None:
+    result = {"audience": "champions", "condition": "rfm_segment = 'Champions'", "destination": "email_platform",
+              "size": 4, "with_consent": 3, "overlap": {"top_half": 2}, "by_segment": {"rfm_segment": {"Champions": 4}},
+              "sample": [{"customer_id": "C1", "email_masked": "a***@example.com", "phone_masked": None,
+                          "lifecycle_stage": "mature", "rfm_segment": "Champions", "clv": 100.0}]}
+    text = format_preview(result, D2).splitlines()
+    assert text[0] == "audience champions as of 2026-11-20 -> email_platform"
+    assert text[2].startswith("  members: 4, of whom 3 with the destination's consent")
+    assert text[3:5] == ["  overlap: top_half 2", "  by rfm_segment: Champions 4"]
+    assert text[6].split() == ["C1", "a***@example.com", "-", "mature", "Champions", "clv", "100.00"]
+
+
 def test_net_changes_keep_only_what_the_destination_must_hear(spark: SparkSession) -> None:
     changes = spark.createDataFrame([
         ("a", "C1", "insert", 1), ("a", "C2", "delete", 1), ("a", "C3", "insert", 1), ("a", "C3", "delete", 2),
@@ -208,6 +221,8 @@ def test_syncs_send_who_entered_and_who_exited_since_the_acknowledged_version_an
         assert {f.path: f.sha256 for f in audit.files} == on_disk
     (ack,) = spark.table(AUDIENCE_SYNCS.name).collect()
     assert (ack.acknowledged_version, ack.export_id, ack.members_rows) == (audits[1].to_version, second["export_id"], 2)
+    listed = list_audiences(settings)       # `cdp audience list`, read without Spark
+    assert f"version {ack.acknowledged_version} at " in listed and "1 entered, 1 exited, 2 members" in listed
 
 
 @pytest.mark.slow

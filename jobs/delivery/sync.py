@@ -120,9 +120,9 @@ def changes_since(spark: SparkSession, audience: str, ack: Row, version: int, me
         entered, exited = net_changes(read_changes(spark, ack["acknowledged_version"], version), audience)
         return entered.localCheckpoint(), exited.localCheckpoint()
     except (PySparkException, Py4JJavaError) as exc:
+        reason = exc.java_exception.toString() if isinstance(exc, Py4JJavaError) else str(exc)
         log.warning("audience %s: the change feed after version %s is not readable (%s); comparing today's "
-                    "members with those last sent", audience, ack["acknowledged_version"],
-                    str(exc).strip().splitlines()[0])
+                    "members with those last sent", audience, ack["acknowledged_version"], reason.splitlines()[0])
         now, before = members.select("customer_id"), sent.select("customer_id")
         return now.subtract(before), before.subtract(now)
 
