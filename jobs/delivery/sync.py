@@ -180,7 +180,8 @@ def sync_audience(spark: SparkSession, audience: AudienceConfig, policy: ExportP
         exited = (sent.join(exited_ids, "customer_id", "left_semi")
                   .join(erased.select("customer_id"), "customer_id", "left_anti").select(*contact))
         if entered.isEmpty() and exited.isEmpty():
-            acknowledge(spark, record, _ack_row(audience, run, version, None, ack, {}, now))
+            acknowledge(spark, record, _ack_row(audience, run, version, None, ack,
+                                                {"members": ack["members_rows"]}, now))
             return {"sent": "nothing new"}
     export_id = "-".join([audience.name, audience.destination, run.as_of.isoformat(),
                           now.strftime("%Y%m%dT%H%M%S%fZ")])
