@@ -90,8 +90,8 @@ SEGMENTS = {
          "C4": ("Champions", "mature"), "C5": ("Champions", "at_risk"), "C6": ("Champions", "new")},
     D2: {"C1": ("Champions", "mature"), "C2": ("Loyal", "mature"), "C3": ("Champions", "new"),
          "C4": ("Champions", "mature"), "C5": ("Champions", "at_risk"), "C6": ("Champions", "new")},
-    D3: {"C1": ("Loyal", "mature"), "C2": ("Loyal", "mature"), "C3": ("Champions", "new"),
-         "C4": ("Champions", "mature"), "C5": ("Champions", "at_risk"), "C6": ("Champions", "new")},
+    D3: {"C1": ("Champions", "mature"), "C2": ("Loyal", "mature"), "C3": ("Champions", "new"),
+         "C4": ("Champions", "growing"), "C5": ("Champions", "at_risk"), "C6": ("Champions", "new")},
 }
 CONTACTS = [("C1", "email", "contacts", "K1", "ann@example.com"), ("C2", "email", "contacts", "K2", "bob@example.com"),
             ("C3", "email", "contacts", "K3", "cy@example.com"), ("C4", "email", "contacts", "K4", "di@example.com"),
@@ -243,13 +243,16 @@ def test_a_sync_that_fails_before_its_acknowledgement_is_resent_and_a_rerun_send
     resent = _sync(settings, D2)
     assert [r["customer_id"] for r in _rows(settings, resent["export_id"], "entered")] == ["C3"]
     assert [r["customer_id"] for r in _rows(settings, resent["export_id"], "exited")] == ["C2"]
-    assert _sync(settings, D2) == {"sent": "nothing new"}
+    assert _sync(settings, D2) == {"sent": "synced for the date before"}
+    # D3: the same members (one changed lifecycle stage): nothing to send, and the destination is up to date.
+    assert _sync(settings, D3) == {"sent": "nothing new"}
     assert len(list((settings.paths.exports / "champions").iterdir())) == 3
     audits = _audits(spark)
     assert [(a.entered_rows, a.exited_rows) for a in audits] == [(3, 0), (1, 1), (1, 1)]
     assert audits[1].from_version == audits[2].from_version == audits[0].to_version
     (ack,) = spark.table(AUDIENCE_SYNCS.name).collect()
-    assert ack.export_id == resent["export_id"] and ack.acknowledged_version > audits[2].to_version
+    assert (ack.export_id, ack.as_of_date, ack.members_rows) == (resent["export_id"], D3, 3)
+    assert ack.acknowledged_version > audits[2].to_version
 
 
 @pytest.mark.slow

@@ -308,7 +308,7 @@ def test_export_stage_syncs_the_audiences_due_and_a_rerun_sends_nothing_new(
     audits = spark.table("ops.audience_exports").where(F.col("as_of_date") == AS_OF).count()
     assert audits == len(due)
     again = run(settings, AS_OF, "run-export-again", "export")
-    assert {a.name: again[a.name] for a in due} == {a.name: {"sent": "nothing new"} for a in due}
+    assert {a.name: again[a.name] for a in due} == {a.name: {"sent": "synced for the date before"} for a in due}
     assert spark.table("ops.audience_exports").count() == audits
 
 

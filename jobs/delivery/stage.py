@@ -3,8 +3,6 @@ export appears whole (renamed into place with its manifest), the report atomical
 
 from __future__ import annotations
 
-from pyspark.sql import functions as F
-
 from jobs.delivery.audience import audience_view, check_conditions
 from jobs.delivery.erasure import erased_ids
 from jobs.delivery.export import ExportPolicy
@@ -21,12 +19,18 @@ def run_export(ctx: RunContext) -> dict[str, object]:
     """Sync the audiences (conf/audiences.yaml) whose schedule names the date: every condition is checked
     first, then the members of those due are MERGEd into gold.audience_membership at once, and each
     audience's changes since its destination's acknowledged version are published into
-    <paths.exports>/<audience>/ (jobs/delivery/sync.py). A rerun sends nothing new."""
+    <paths.exports>/<audience>/ (jobs/delivery/sync.py). An audience acknowledged for the date (or a later
+    one) is not synced again: a rerun sends nothing new, and a sync that failed before its acknowledgement
+    is sent by the rerun."""
     settings, spark = ctx.settings, ctx.spark
     audiences = settings.export.audiences
     check_conditions(spark, audiences)          # before any data is read
-    due = [a for a in audiences if a.due(ctx.as_of)]
-    summary: dict[str, object] = {a.name: "not scheduled today" for a in audiences if a not in due}
+    acks = {(r.audience, r.destination): r for r in ctx.read(AUDIENCE_SYNCS).collect()}   # one row per audience
+    synced = {a.name for a in audiences if (a.name, a.destination) in acks
+              and acks[(a.name, a.destination)].as_of_date >= ctx.as_of}
+    due = [a for a in audiences if a.due(ctx.as_of) and a.name not in synced]
+    summary: dict[str, object] = {a.name: "not scheduled today" for a in audiences if not a.due(ctx.as_of)}
+    summary |= {name: {"sent": "synced for the date before"} for name in synced}
     if not due:
         return summary
     view = audience_view(ctx.read(gold.CUSTOMER_PROFILE), ctx.read(gold.CUSTOMER_VALUE),
@@ -42,8 +46,6 @@ def run_export(ctx: RunContext) -> dict[str, object]:
                     update_columns=["entered_on"], delete_missing=f"t.audience IN ({names})")
     ctx.publish()
     version = table_version(spark, gold.AUDIENCE_MEMBERSHIP)
-    acks = {(r.audience, r.destination): r for r in ctx.read(AUDIENCE_SYNCS).where(
-        F.col("audience").isin([a.name for a in due])).collect()}
     run = SyncRun(ctx.as_of, ctx.run_id, ctx.requested_by, settings.paths.exports)
     for audience in due:
         summary[audience.name] = sync_audience(spark, audience, policies[audience.name], rows[audience.name], erased,
