@@ -42,8 +42,9 @@ def run_export(ctx: RunContext) -> dict[str, object]:
     rows = {a.name: exportable(view, a, policies[a.name], erased, graph, vault, key,
                                settings.cleanse.default_phone_region, ctx.as_of).localCheckpoint() for a in due}
     names = ", ".join(sql_literal(a.name) for a in due)
-    ctx.stage_merge(membership_rows(rows), gold.AUDIENCE_MEMBERSHIP, update_when="false",
-                    update_columns=["entered_on"], delete_missing=f"t.audience IN ({names})")
+    staged = ctx.stage_merge(membership_rows(rows), gold.AUDIENCE_MEMBERSHIP, update_when="false",
+                             update_columns=["entered_on"], delete_missing=f"t.audience IN ({names})")
+    ctx.gate({gold.AUDIENCE_MEMBERSHIP: staged})
     ctx.publish()
     version = table_version(spark, gold.AUDIENCE_MEMBERSHIP)
     run = SyncRun(ctx.as_of, ctx.run_id, ctx.requested_by, settings.paths.exports)

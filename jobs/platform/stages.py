@@ -104,7 +104,7 @@ REGISTRY: tuple[Stage, ...] = (
           "jobs.delivery.stage:run_export",
           reads=(gold.CUSTOMER_PROFILE, gold.CUSTOMER_VALUE, gold.CUSTOMER_SEGMENTS, gold.IDENTITY_GRAPH,
                  silver.PII_VAULT, ERASURES),
-          writes=(gold.AUDIENCE_MEMBERSHIP, AUDIENCE_SYNCS, AUDIENCE_EXPORTS),
+          writes=(gold.AUDIENCE_MEMBERSHIP, AUDIENCE_SYNCS, AUDIENCE_EXPORTS), suites=(gold.AUDIENCE_MEMBERSHIP,),
           files="<paths.exports>/<audience>/<export>/"),
     Stage("report", "the run's HTML report", "jobs.delivery.stage:run_report",
           reads=(gold.SEGMENT_MEMBERSHIP, gold.CUSTOMER_SEGMENTS, gold.LIFECYCLE_HISTORY, gold.VALUE_MATRIX,
