@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs.delivery import sync
 from jobs.delivery.audience import audience_view, check_conditions, preview
-from jobs.delivery.commands import format_preview, list_audiences
+from jobs.delivery.commands import format_preview, list_audiences, preview_audience
 from jobs.delivery.conditions import ConditionError
 from jobs.delivery.stage import run_export
 from jobs.platform.config import Settings, load_settings
@@ -253,6 +253,9 @@ def test_a_sync_that_fails_before_its_acknowledgement_is_resent_and_a_rerun_send
     (ack,) = spark.table(AUDIENCE_SYNCS.name).collect()
     assert (ack.export_id, ack.as_of_date, ack.members_rows) == (resent["export_id"], D3, 3)
     assert ack.acknowledged_version > audits[2].to_version
+    # `cdp audience preview` on the latest scored date (D3): C1 C3 C4 C5 C6, of whom C4 opted out.
+    text = preview_audience(spark, settings, "champions", None)
+    assert text.startswith("audience champions as of 2026-11-21") and "members: 5, of whom 4" in text
 
 
 @pytest.mark.slow
