@@ -25,7 +25,7 @@ def run_export(ctx: RunContext) -> dict[str, object]:
     settings, spark = ctx.settings, ctx.spark
     audiences = settings.export.audiences
     check_conditions(spark, audiences)          # before any data is read
-    acks = {(r.audience, r.destination): r for r in ctx.read(AUDIENCE_SYNCS).collect()}   # one row per audience
+    acks = {(r.audience, r.destination): r for r in ctx.read(AUDIENCE_SYNCS).collect()}   # a row per audience
     synced = {a.name for a in audiences if (a.name, a.destination) in acks
               and acks[(a.name, a.destination)].as_of_date >= ctx.as_of}
     due = [a for a in audiences if a.due(ctx.as_of) and a.name not in synced]
