@@ -8,9 +8,10 @@ pass), build `gold.customer_profile`, fit and validate the CLV models and score 
 stages with history (`gold.customer_segments`, `gold.segment_membership`,
 `gold.lifecycle_history`), and report KPIs by period and segment, association rules with
 cross-sell suggestions and feedback sentiment (`gold.kpi`, `gold.association_rules`,
-`gold.cross_sell`, `gold.customer_sentiment`), and publish the scheduled marketing exports
-(conf `export.scheduled`, consent enforced) into `paths.exports`, and write the run's HTML
-report (`data/reports/run/<date>/index.html`).
+`gold.cross_sell`, `gold.customer_sentiment`), sync the audiences due on the date
+(`conf/audiences.yaml`: who entered and exited since each destination's acknowledged sync,
+consent enforced, from `gold.audience_membership`'s change feed) into `paths.exports`, and write
+the run's HTML report (`data/reports/run/<date>/index.html`).
 
 Each stage is a spark-submit of `jobs/submit.py` against the `cdp_spark` connection. A stage
 stages its outputs, runs its Great Expectations gate on them and publishes them only if it

@@ -232,6 +232,21 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2, default=str))
 
 
+def cmd_audience(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.delivery.commands import AudienceCommandError, list_audiences, preview_audience
+    from jobs.delivery.conditions import ConditionError
+
+    try:
+        if args.action == "list":
+            print(list_audiences(settings))
+        else:
+            from jobs.platform.runtime import spark_session
+
+            print(preview_audience(spark_session(settings), settings, args.name, args.date))
+    except (AudienceCommandError, ConditionError) as exc:
+        sys.exit(f"cdp audience: {exc}")
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
     from jobs.tools.bench import run_benchmark
     from jobs.tools.bench.report import ANALYSIS_MARKER, render
@@ -361,6 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True, help="folder holding this destination's exports")
     exp.add_argument("--date", type=date.fromisoformat, help="membership as of YYYY-MM-DD (default: latest)")
     exp.set_defaults(func=cmd_export)
+
+    aud = sub.add_parser("audience", help="the audiences of conf/audiences.yaml: list them with their last sync, "
+                         "or preview one (size, overlaps, segments, a masked sample) without exporting")
+    aud_sub = aud.add_subparsers(dest="action", required=True)
+    aud_sub.add_parser("list", help="every audience with its destination, schedule and last sync")
+    prev = aud_sub.add_parser("preview", help="an audience's size, overlap with the others, size per segment and "
+                              "a masked sample")
+    prev.add_argument("name")
+    prev.add_argument("--date", type=date.fromisoformat, help="as of YYYY-MM-DD (default: the latest scored)")
+    aud.set_defaults(func=cmd_audience)
 
     sub.add_parser("tables", help="list the Delta tables with row counts and locations").set_defaults(func=cmd_tables)
     summ = sub.add_parser("summary", help="the tables, then a date's latest run: stages, rows, DQ results, reports")

@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
             settings = load_settings()
             result = erase(spark_session(settings), settings, args.request_id)
         else:
-            result = run_stage(args.stage, load_settings(), args.date, args.run_id)
+            from jobs.platform.stages import stage
+
+            result = run_stage(args.stage, load_settings(), args.date, args.run_id,
+                               f"airflow:{stage(args.stage).dag}/{args.run_id}")
     except (QualityGateFailed, ContractViolation, ErasureError, DateOrderError) as exc:
         print(str(exc), file=sys.stderr)
         if os.environ.get("CDP_FAILURE_FILE"):

@@ -61,11 +61,11 @@ class Table:
     doc: str
     keys: tuple[str, ...] = ()              # the grain: unique per row
     partition_by: tuple[str, ...] = ()
+    properties: tuple[tuple[str, str], ...] = ()   # Delta table properties set when it is created
 
     @property
     def struct(self) -> T.StructType:
         from pyspark.sql import types as T
-
 
         return T.StructType([c.field for c in self.columns])
 

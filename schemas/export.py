@@ -1,8 +1,13 @@
-"""Marketing exports (`cdp export`): the columns of the exported files and the keys of their manifest.
+"""Marketing exports (`cdp export`, audience syncs): the columns of the exported files and the keys of their manifest.
 
-An export is a folder `<out>/<export_id>/` with `manifest.json` and the data folders `members/` (every
-exported member), `added/` and `removed/` (the change since the previous export of the same segment to
-the same destination), each one file in the export's format.
+A segment export (`cdp export`) is a folder `<out>/<export_id>/` with `manifest.json` and the data folders
+`members/` (every exported member), `added/` and `removed/` (the change since the previous export of the
+same segment to the same destination), each one file in the export's format. An audience sync (the daily
+export stage) is a folder `<paths.exports>/<audience>/<export_id>/` with `entered/` and `exited/` (the
+change since the destination's last acknowledged sync: `entered/` as `members/`, `exited/` as `removed/`,
+with the contact points the destination was sent) and `members/`; its manifest names the audience (its
+condition and schedule) instead of a segment, and the membership versions sent (`versions`:
+`after`, `up_to`) instead of a previous export.
 """
 
 from __future__ import annotations

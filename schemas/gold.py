@@ -232,6 +232,22 @@ SEGMENT_MEMBERSHIP = Table(
     ),
 )
 
+AUDIENCE_MEMBERSHIP = Table(
+    name="gold.audience_membership",
+    doc="Who each audience (conf/audiences.yaml) should reach at its destination now: the customers meeting its "
+        "condition who have the destination's consent and a contact point of its policy and are not erased. The "
+        "export stage MERGEs each synced audience's members, so only entries (inserts) and exits (deletes) change "
+        "it, and its change data feed is what each sync sends (ops.audience_syncs holds how far each destination "
+        "has acknowledged it).",
+    keys=("audience", "customer_id"),
+    properties=(("delta.enableChangeDataFeed", "true"),),
+    columns=(
+        C("audience", "string", False, "the audience's name"),
+        C("customer_id", "string", False),
+        C("entered_on", "date", False, "as-of date of the sync that added the customer"),
+    ),
+)
+
 CLUSTER_PROFILES = Table(
     name="gold.cluster_profiles",
     doc="The behavioural clusters of an as-of date: size, centroid in original units, label, and the "
@@ -343,5 +359,5 @@ CUSTOMER_SENTIMENT = Table(
 )
 
 TABLES = (IDENTITY_GRAPH, IDENTITY_LINKS, CUSTOMER_ID_HISTORY, CUSTOMER_PROFILE, CUSTOMER_VALUE, CUSTOMER_FORECAST,
-          CUSTOMER_SEGMENTS, LIFECYCLE_HISTORY, SEGMENT_MEMBERSHIP, CLUSTER_PROFILES, VALUE_MATRIX, KPI,
-          ASSOCIATION_RULES, CROSS_SELL, CUSTOMER_SENTIMENT)
+          CUSTOMER_SEGMENTS, LIFECYCLE_HISTORY, SEGMENT_MEMBERSHIP, AUDIENCE_MEMBERSHIP, CLUSTER_PROFILES,
+          VALUE_MATRIX, KPI, ASSOCIATION_RULES, CROSS_SELL, CUSTOMER_SENTIMENT)

@@ -313,6 +313,56 @@ BATCH_RELEASES = Table(
     ),
 )
 
+AUDIENCE_SYNCS = Table(
+    name="ops.audience_syncs",
+    doc="How far each destination has acknowledged each audience: the gold.audience_membership version its "
+        "last sync published (the next sync sends the changes after it) and that sync's export. Written only "
+        "after the export's files are in place, so a failed sync is sent again.",
+    keys=("audience", "destination"),
+    columns=(
+        C("audience", "string", False),
+        C("destination", "string", False),
+        C("acknowledged_version", "long", False, "gold.audience_membership version the destination is up to date "
+                                                 "with"),
+        C("as_of_date", "date", False, "the date of the last sync"),
+        C("synced_at", "timestamp", False),
+        C("export_id", "string", doc="the last export published (a sync with nothing to send publishes none)"),
+        C("members_path", "string", doc="its members/ folder: what the destination holds, contact points of "
+                                        "exiting members included"),
+        C("format", "string", doc="csv or parquet, of that export"),
+        C("columns", "array<string>", doc="its members' columns"),
+        C("entered_rows", "long", False, "of the last sync"),
+        C("exited_rows", "long", False),
+        C("members_rows", "long", False),
+    ),
+)
+
+AUDIENCE_EXPORTS = Table(
+    name="ops.audience_exports",
+    doc="The audit of every audience export published: who, when, what (audience, condition, destination, the "
+        "membership versions sent), how many rows and the SHA-256 of every file.",
+    keys=("export_id",),
+    columns=(
+        C("export_id", "string", False, "the export's folder under paths.exports"),
+        C("audience", "string", False),
+        C("destination", "string", False),
+        C("condition", "string", False, "the audience's condition as it was"),
+        C("as_of_date", "date", False),
+        C("exported_by", "string", False, "airflow:<dag>/<run id>, or user:<OS user> for `cdp run`"),
+        C("run_id", "string", False),
+        C("exported_at", "timestamp", False),
+        C("from_version", "long", doc="changes after this gold.audience_membership version were sent; null for a "
+                                      "first sync (every member entered)"),
+        C("to_version", "long", False, "...up to this one"),
+        C("entered_rows", "long", False),
+        C("exited_rows", "long", False),
+        C("members_rows", "long", False, "the full list of members/"),
+        C("format", "string", False),
+        C("files", "array<struct<path:string,sha256:string>>", False, "every data file and manifest.json, with "
+                                                                       "its SHA-256"),
+    ),
+)
+
 TABLES = (INGEST_ACCOUNTING, SILVER_ACCOUNTING, QUARANTINE, DQ_RESULTS, RESOLUTION_CHECKS, RESOLUTION_RUNS,
           CLV_MODELS, CLV_HOLDOUT, CHURN_MODELS, INTENT_MODELS, PIPELINE_RUNS, ERASURES, ERASED_SUBJECTS,
-          BATCH_RELEASES)
+          BATCH_RELEASES, AUDIENCE_SYNCS, AUDIENCE_EXPORTS)

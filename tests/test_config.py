@@ -8,14 +8,16 @@ import pytest
 from jobs.platform.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 from jobs.platform.settings import GuardsConfig
 
-SHIPPED_PROFILES = sorted(p.stem for p in (PROJECT_ROOT / "conf").glob("*.yaml") if p.stem != "base")
+# conf/audiences.yaml is the audiences' file (export.audiences_file), not a profile.
+SHIPPED_PROFILES = sorted(p.stem for p in (PROJECT_ROOT / "conf").glob("*.yaml") if p.stem not in ("base", "audiences"))
 
 
 def _conf(tmp_path: Path, profile: str = "") -> Path:
-    """A conf folder under tmp_path (which is also CDP_HOME): the shipped base.yaml and a profile `p`."""
+    """A conf folder under tmp_path (which is also CDP_HOME): the shipped base.yaml and audiences, and a profile `p`."""
     conf = tmp_path / "conf"
     conf.mkdir()
-    shutil.copy(PROJECT_ROOT / "conf" / "base.yaml", conf / "base.yaml")
+    for name in ("base.yaml", "audiences.yaml"):
+        shutil.copy(PROJECT_ROOT / "conf" / name, conf / name)
     (conf / "p.yaml").write_text(profile)
     return conf
 

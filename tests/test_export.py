@@ -11,18 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 
 from jobs.delivery import export
 from jobs.delivery.export import ExportError, ExportPolicy, export_rows, export_segment
-from jobs.platform import pii
 from jobs.platform.config import Settings
 from jobs.platform.pii import pii_keys
 from jobs.platform.tables import overwrite
 from schemas.gold import CUSTOMER_PROFILE, IDENTITY_GRAPH, SEGMENT_MEMBERSHIP
 from schemas.silver import PII_VAULT
-from tests.factories import frame
+from tests.factories import frame, graph_rows, vault_frame
 
 D1, D2 = date(2026, 11, 19), date(2026, 11, 20)
 
@@ -68,35 +66,12 @@ CONTACTS = [
 ]
 
 
-def _key(field: str, record: str) -> str:
-    """Stands in for the HMAC key of the contact point (jobs.platform.pii.keyed_hash)."""
-    return f"{field}_{record}"
-
-
-def _vault(spark: SparkSession, key: bytes) -> DataFrame:
-    rows = spark.createDataFrame([(s, r, f, v, _key(f, r)) for _, f, s, r, v in CONTACTS],
-                                 "source string, record_id string, field string, value string, key string")
-    return rows.groupBy("source", "record_id").agg(
-        F.max(F.when(F.col("field") == "email", F.col("key"))).alias("email_key"),
-        F.max(F.when(F.col("field") == "phone", F.col("key"))).alias("phone_key"),
-        F.first(F.when(F.col("field") == "email", F.col("value")), ignorenulls=True).alias("email"),
-        F.first(F.when(F.col("field") == "phone", F.col("value")), ignorenulls=True).alias("phone"),
-    ).select("source", "record_id", "email_key", "phone_key",
-             pii.encrypt(F.col("email"), F.concat_ws("|", "source", "record_id", F.lit("email")), key)
-             .alias("email_enc"),
-             pii.encrypt(F.col("phone"), F.concat_ws("|", "source", "record_id", F.lit("phone")), key)
-             .alias("phone_enc"),
-             F.lit(None).cast("binary").alias("street_enc"), F.lit("b1").alias("_batch_id"))
-
-
 @pytest.fixture(scope="module")
 def gold(spark: SparkSession, settings: Settings) -> SparkSession:
     overwrite(frame(spark, CUSTOMER_PROFILE, PROFILES), CUSTOMER_PROFILE)
     overwrite(frame(spark, SEGMENT_MEMBERSHIP, MEMBERSHIP), SEGMENT_MEMBERSHIP)
-    graph = [{"node": f"{f}:{_key(f, r)}", "node_type": f, "customer_id": c, "first_seen_date": D1, "assigned_date": D1,
-              "run_id": "r1"} for c, f, _, r, _ in CONTACTS]
-    overwrite(frame(spark, IDENTITY_GRAPH, graph), IDENTITY_GRAPH)
-    overwrite(_vault(spark, pii_keys(settings).encryption_key), PII_VAULT)
+    overwrite(frame(spark, IDENTITY_GRAPH, graph_rows(CONTACTS, D1)), IDENTITY_GRAPH)
+    overwrite(vault_frame(spark, CONTACTS, pii_keys(settings).encryption_key), PII_VAULT)
     return spark
 
 

@@ -286,27 +286,30 @@ def test_insights_stage_reports_kpis_rules_and_sentiment_that_agree_with_the_oth
     assert sentiment.count() > 0.2 * profile.count()
 
 
-def test_export_stage_publishes_the_scheduled_segments_once_per_date(
+def test_export_stage_syncs_the_audiences_due_and_a_rerun_sends_nothing_new(
     insights: dict, settings: Settings, spark: SparkSession
 ) -> None:
     summary = run(settings, AS_OF, "run-export", "export")
-    scheduled = settings.export.scheduled
-    assert len(summary) == len(scheduled)
-    exported = {name: rows for name, rows in summary.items() if isinstance(rows, dict)}
-    assert exported and all(rows["members"] > 0 for rows in exported.values())
-    manifests = read_manifests(settings.paths.exports)
-    assert len(manifests) == len(exported) and {m["as_of_date"] for m in manifests} == {AS_OF.isoformat()}
+    due = [a for a in settings.export.audiences if a.due(AS_OF)]
+    assert set(summary) == {a.name for a in settings.export.audiences} and due
+    assert all(summary[a.name]["entered"] == summary[a.name]["members"] for a in due)    # a first sync: all enter
+    assert any(summary[a.name]["members"] > 0 for a in due)
+    membership = spark.table("gold.audience_membership")
+    assert membership.count() == sum(summary[a.name]["members"] for a in due)
     # Every exported e-mail belongs to a customer who opted in and did not unsubscribe.
     opted_in = {r.customer_id for r in spark.table("gold.customer_profile")
                 .where("email_opt_in AND NOT unsubscribed").select("customer_id").collect()}
-    for manifest in manifests:
+    for audience in due:
+        (manifest,) = read_manifests(settings.paths.exports / audience.name)
         members = spark.read.format(manifest["format"]).option("header", True).load(
-            str(settings.paths.exports / manifest["export_id"] / "members"))
+            str(settings.paths.exports / audience.name / manifest["export_id"] / "members"))
         assert members.count() == manifest["rows"]["members"]
         assert {r.customer_id for r in members.select("customer_id").collect()} <= opted_in
+    audits = spark.table("ops.audience_exports").where(F.col("as_of_date") == AS_OF).count()
+    assert audits == len(due)
     again = run(settings, AS_OF, "run-export-again", "export")
-    assert {name: again[name] for name in exported} == {name: "exported before" for name in exported}
-    assert len(read_manifests(settings.paths.exports)) == len(manifests)
+    assert {a.name: again[a.name] for a in due} == {a.name: {"sent": "synced for the date before"} for a in due}
+    assert spark.table("ops.audience_exports").count() == audits
 
 
 def test_a_giant_cluster_stops_resolution_before_anything_is_published(

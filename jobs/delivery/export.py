@@ -214,11 +214,16 @@ def previous_export(out_dir: Path, segment_type: str, segment: str, destination:
 
 
 def _read_members(spark: SparkSession, out_dir: Path, manifest: dict[str, Any]) -> DataFrame:
-    path = str(out_dir / manifest["export_id"] / "members")
-    if manifest["format"] == "parquet":
-        return spark.read.parquet(path)
-    schema = T.StructType([EXPORT_FILE.column(c).field for c in manifest["columns"]])
-    return spark.read.schema(schema).option("header", True).csv(path)
+    return read_export_file(spark, out_dir / manifest["export_id"] / "members", manifest["format"],
+                            manifest["columns"])
+
+
+def read_export_file(spark: SparkSession, path: Path, fmt: str, columns: list[str]) -> DataFrame:
+    """A published data folder (`columns` of schemas/export.py's file, in `fmt`) as a DataFrame."""
+    if fmt == "parquet":
+        return spark.read.parquet(str(path))
+    schema = T.StructType([EXPORT_FILE.column(c).field for c in columns])
+    return spark.read.schema(schema).option("header", True).csv(str(path))
 
 
 def _write(df: DataFrame, path: Path, fmt: str) -> None:
@@ -233,7 +238,7 @@ def _write(df: DataFrame, path: Path, fmt: str) -> None:
         marker.unlink()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -242,12 +247,35 @@ def _sha256(path: Path) -> str:
 
 
 def file_entries(export_dir: Path, folder: str) -> list[dict[str, str]]:
-    return [{"path": str(p.relative_to(export_dir)), "sha256": _sha256(p)}
+    return [{"path": str(p.relative_to(export_dir)), "sha256": sha256_file(p)}
             for p in sorted((export_dir / folder).iterdir())]
 
 
 def write_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:
     (export_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+def publish(out_dir: Path, export_id: str, frames: Mapping[str, DataFrame], fmt: str, manifest: dict[str, Any],
+            more: Callable[[dict[str, int]], dict[str, Any]] = lambda counts: {}) -> dict[str, Any]:
+    """Write each frame into its folder of a new export `out_dir/export_id`, with `manifest.json`: `manifest`,
+    the rows and the SHA-256 of every file, and what `more` adds given the rows. Everything is written into a
+    hidden temporary folder first and renamed into place (atomic on one file system): a reader sees the
+    whole export or none, and a failure leaves nothing behind. Returns the manifest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{export_id}-", dir=out_dir))
+    try:
+        counts = {}
+        for folder, frame in frames.items():
+            _write(frame, staging / folder, fmt)
+            counts[folder] = frame.count()
+        manifest = {**manifest, "rows": counts, **more(counts),
+                    "files": {folder: file_entries(staging, folder) for folder in frames}}
+        write_manifest(staging, manifest)
+        staging.rename(out_dir / export_id)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
 
 
 def _slug(text: str) -> str:
@@ -289,16 +317,10 @@ def export_segment(spark: SparkSession, settings: Settings, segment_type: str, s
 
     export_id = "-".join([destination, _slug(segment_type), _slug(segment), as_of.isoformat(),
                           created_at.strftime("%Y%m%dT%H%M%S%fZ")])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{export_id}-", dir=out_dir))
     try:
-        counts = {}
-        for folder, frame in zip(DATA_FOLDERS, (rows, added, removed)):
-            _write(frame, staging / folder, fmt)
-            counts[folder] = frame.count()
         n_members, n_allowed = members.count(), allowed.count()
         n_erased = members.join(erased.select("customer_id"), "customer_id", "left_semi").count()
-        manifest = {
+        manifest = publish(out_dir, export_id, dict(zip(DATA_FOLDERS, (rows, added, removed))), fmt, {
             "export_id": export_id,
             "created_at": created_at.isoformat(),
             "as_of_date": as_of.isoformat(),
@@ -308,17 +330,10 @@ def export_segment(spark: SparkSession, settings: Settings, segment_type: str, s
             "format": fmt,
             "columns": policy.columns,
             "previous_export": previous["export_id"] if previous else None,
-            "rows": counts,
+        }, lambda counts: {
             # An erased member is counted as erased, whatever their consent.
             "excluded": {"no_consent": n_members - n_erased - n_allowed, "erased": n_erased,
-                         "no_contact": n_allowed - counts["members"]},
-            "files": {folder: file_entries(staging, folder) for folder in DATA_FOLDERS},
-        }
-        write_manifest(staging, manifest)
-        staging.rename(out_dir / export_id)  # atomic on one file system: the export appears whole
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+                         "no_contact": n_allowed - counts["members"]}})
     finally:
         for frame in (members, allowed, rows):
             frame.unpersist()

@@ -1,40 +1,57 @@
-"""The delivery stages of the daily DAG: the scheduled marketing exports and the run report. Both
-write files, not tables: an export appears whole (renamed into place with its manifest), the report
-atomically."""
+"""The delivery stages of the daily DAG: the audience syncs and the run report. Both write files: an
+export appears whole (renamed into place with its manifest), the report atomically."""
 
 from __future__ import annotations
 
+from jobs.delivery.audience import audience_view, check_conditions
 from jobs.delivery.erasure import erased_ids
-from jobs.delivery.export import export_segment, known_segments, read_manifests
+from jobs.delivery.export import ExportPolicy
 from jobs.delivery.report import build_report
+from jobs.delivery.sync import SyncRun, exportable, membership_rows, sync_audience, table_version
+from jobs.platform import pii
 from jobs.platform.context import RunContext
-from jobs.segments.segmentation import SEGMENT_COLUMNS
-from schemas import gold
-from schemas.ops import ERASURES
+from jobs.platform.tables import sql_literal
+from schemas import gold, silver
+from schemas.ops import AUDIENCE_SYNCS, ERASURES
 
 
 def run_export(ctx: RunContext) -> dict[str, object]:
-    """Publish the segment exports of conf `export.scheduled` as of the date into <paths.exports>. A
-    (segment, destination, date) exported before is not exported again, so a rerun is a no-op; a segment
-    with no members on the date is reported, not exported."""
-    out = ctx.settings.paths.exports
-    done = {(m["segment"]["segment_type"], m["segment"]["segment"], m["destination"], m["as_of_date"])
-            for m in read_manifests(out)} if out.is_dir() else set()
-    known = known_segments(ctx.read(gold.SEGMENT_MEMBERSHIP), ctx.as_of)
-    erased = erased_ids(ctx.read(ERASURES))    # erased people are never exported
-    summary: dict[str, object] = {}
-    for job in ctx.settings.export.scheduled:
-        segment_type, segment, destination = job.segment_type, job.segment, job.destination
-        if segment_type not in SEGMENT_COLUMNS:
-            raise ValueError(f"export.scheduled: unknown segment type {segment_type!r}; types: {SEGMENT_COLUMNS}")
-        name = f"{segment_type}={segment}->{destination}"
-        if (segment_type, segment, destination, ctx.as_of.isoformat()) in done:
-            summary[name] = "exported before"
-        elif (segment_type, segment) not in known:
-            summary[name] = "no members"    # a segment may be empty on a day: nothing to send
-        else:
-            summary[name] = export_segment(ctx.spark, ctx.settings, segment_type, segment, ctx.as_of, destination,
-                                           job.format, out, erased, read=ctx.read)["rows"]
+    """Sync the audiences (conf/audiences.yaml) whose schedule names the date: every condition is checked
+    first, then the members of those due are MERGEd into gold.audience_membership at once, and each
+    audience's changes since its destination's acknowledged version are published into
+    <paths.exports>/<audience>/ (jobs/delivery/sync.py). An audience acknowledged for the date (or a later
+    one) is not synced again: a rerun sends nothing new, and a sync that failed before its acknowledgement
+    is sent by the rerun."""
+    settings, spark = ctx.settings, ctx.spark
+    audiences = settings.export.audiences
+    check_conditions(spark, audiences)          # before any data is read
+    acks = {(r.audience, r.destination): r for r in ctx.read(AUDIENCE_SYNCS).collect()}   # a row per audience
+    synced = {a.name for a in audiences if (a.name, a.destination) in acks
+              and acks[(a.name, a.destination)].as_of_date >= ctx.as_of}
+    due = [a for a in audiences if a.due(ctx.as_of) and a.name not in synced]
+    summary: dict[str, object] = {a.name: "not scheduled today" for a in audiences if not a.due(ctx.as_of)}
+    summary |= {name: {"sent": "synced for the date before"} for name in synced}
+    if not due:
+        return summary
+    view = audience_view(ctx.read(gold.CUSTOMER_PROFILE), ctx.read(gold.CUSTOMER_VALUE),
+                         ctx.read(gold.CUSTOMER_SEGMENTS), ctx.as_of).localCheckpoint()
+    erased = erased_ids(ctx.read(ERASURES)).localCheckpoint()     # erased people are never exported
+    graph, vault = ctx.read(gold.IDENTITY_GRAPH), ctx.read(silver.PII_VAULT)
+    key = pii.pii_keys(settings).encryption_key
+    policies = {a.name: ExportPolicy.from_conf(settings.export.destinations, a.destination) for a in due}
+    rows = {a.name: exportable(view, a, policies[a.name], erased, graph, vault, key,
+                               settings.cleanse.default_phone_region, ctx.as_of).localCheckpoint() for a in due}
+    names = ", ".join(sql_literal(a.name) for a in due)
+    staged = ctx.stage_merge(membership_rows(rows), gold.AUDIENCE_MEMBERSHIP, update_when="false",
+                             update_columns=["entered_on"], delete_missing=f"t.audience IN ({names})")
+    ctx.gate({gold.AUDIENCE_MEMBERSHIP: staged})
+    ctx.publish()
+    version = table_version(spark, gold.AUDIENCE_MEMBERSHIP)
+    run = SyncRun(ctx.as_of, ctx.run_id, ctx.requested_by, settings.paths.exports)
+    for audience in due:
+        summary[audience.name] = sync_audience(spark, audience, policies[audience.name], rows[audience.name], erased,
+                                               version, acks.get((audience.name, audience.destination)), run,
+                                               ctx.record)
     return summary
 
 

@@ -209,5 +209,20 @@ def load_settings(
     conf_dir = conf_dir or root / "conf"
     data = _deep_merge(_read_yaml(conf_dir / "base.yaml"), _read_yaml(conf_dir / f"{profile}.yaml"))
     data, sources = _apply_env_overrides(data, environ)
+    data, audiences_file = _with_audiences(data, root)
     where = f"{conf_dir}/base.yaml + {profile}.yaml" + (f" + {len(sources)} {ENV_PREFIX}* variables" if sources else "")
+    where += f" + {audiences_file}" if audiences_file else ""
     return _validate(data, profile, root, sources, where)
+
+
+def _with_audiences(data: dict[str, Any], root: Path) -> tuple[dict[str, Any], Path | None]:
+    """The data with the audiences of `export.audiences_file` (relative to `root`) appended to
+    `export.audiences`, validated with the rest; and the file read, if any."""
+    export = data.get("export")
+    if not isinstance(export, dict) or not export.get("audiences_file"):
+        return data, None
+    path = root / str(export["audiences_file"])
+    audiences = _read_yaml(path).get("audiences") or []
+    if not isinstance(audiences, list):
+        raise ConfigError(f"{path}: `audiences` must be a list")
+    return {**data, "export": {**export, "audiences": [*export.get("audiences", []), *audiences]}}, path

@@ -12,6 +12,7 @@ before `publish`, so every published table stays as it was, and readers (the nex
 
 from __future__ import annotations
 
+import getpass
 import logging
 import time
 from collections.abc import Callable
@@ -51,14 +52,17 @@ class RunContext:
     as_of: date
     run_id: str
     started_at: datetime
+    requested_by: str = ""                   # airflow:<dag>/<run id>, or user:<OS user>: exports audit it
     stage: Stage | None = None
     _pending: list[tuple[Table, Callable[[], None]]] = field(default_factory=list, repr=False, compare=False)
     _gate_seconds: list[float] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
-    def create(cls, settings: Settings, as_of: date, run_id: str | None = None) -> RunContext:
+    def create(cls, settings: Settings, as_of: date, run_id: str | None = None,
+               requested_by: str | None = None) -> RunContext:
         now = datetime.now(UTC).replace(microsecond=0)
-        return cls(settings, as_of, run_id or f"manual__{as_of.isoformat()}__{now:%Y%m%dT%H%M%S}", now)
+        return cls(settings, as_of, run_id or f"manual__{as_of.isoformat()}__{now:%Y%m%dT%H%M%S}", now,
+                   requested_by or f"user:{getpass.getuser()}")
 
     def for_stage(self, stage: Stage) -> RunContext:
         """This run, for one stage: its declaration bounds what it may read and write."""

@@ -134,5 +134,7 @@ def run_logged(ctx: RunContext, name: str) -> object:
         spark.catalog.clearCache()
 
 
-def run_stage(name: str, settings: Settings, as_of: date, run_id: str | None = None) -> object:
-    return run_logged(RunContext.create(settings, as_of, run_id), name)
+def run_stage(name: str, settings: Settings, as_of: date, run_id: str | None = None,
+              requested_by: str | None = None) -> object:
+    """Run one stage for `as_of`; `requested_by` (default the OS user) is who the exports audit."""
+    return run_logged(RunContext.create(settings, as_of, run_id, requested_by), name)

@@ -454,25 +454,64 @@ class DestinationConfig(Section):
     consent: tuple[ConsentChannel, ...] = Field(min_length=1)
 
 
-class ScheduledExportConfig(Section):
-    segment_type: Name
-    segment: Name
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class AudienceConfig(Section):
+    """One audience of conf/audiences.yaml: who (a condition over the audience view, schemas/audience.py),
+    where to (a destination of export.destinations, in a format) and when (its schedule)."""
+
+    name: Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9_-]+$")]    # also a folder and file name part
+    condition: Name
     destination: Name
     format: ExportFormat = "csv"
+    # daily; weekly:<weekday>; monthly:<day of month 1-28>
+    schedule: Annotated[str, Strict(), Field(pattern=r"^(daily|weekly:(" + "|".join(WEEKDAYS)
+                                             + r")|monthly:([1-9]|1[0-9]|2[0-8]))$")] = "daily"
+
+    @model_validator(mode="after")
+    def _one_expression(self) -> AudienceConfig:
+        from jobs.delivery.conditions import check_condition
+
+        check_condition(self.name, self.condition)
+        return self
+
+    def due(self, day: date) -> bool:
+        """Whether the audience syncs on `day` (a run's logical date)."""
+        kind, _, when = self.schedule.partition(":")
+        if kind == "weekly":
+            return WEEKDAYS[day.weekday()] == when
+        return kind == "daily" or day.day == int(when)
 
 
 class ExportConfig(Section):
     default_destination: Name
     destinations: dict[str, DestinationConfig] = {}
-    scheduled: tuple[ScheduledExportConfig, ...] = ()
+    # Relative to the project root; the loader reads its `audiences:` into `audiences`, after any given here.
+    audiences_file: Path | None = None
+    audiences: tuple[AudienceConfig, ...] = ()
 
     @model_validator(mode="after")
     def _destinations_exist(self) -> ExportConfig:
-        named = {self.default_destination} | {job.destination for job in self.scheduled}
+        named = {self.default_destination} | {a.destination for a in self.audiences}
         unknown = sorted(named - set(self.destinations))
         if unknown:
             raise ValueError(f"destination(s) {unknown} not in export.destinations {sorted(self.destinations)}")
         return self
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ExportConfig:
+        names = [a.name for a in self.audiences]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"audience name(s) {repeated} defined more than once")
+        return self
+
+    def audience(self, name: str) -> AudienceConfig:
+        for audience in self.audiences:
+            if audience.name == name:
+                return audience
+        raise KeyError(f"unknown audience {name!r}; audiences: {', '.join(a.name for a in self.audiences)}")
 
 
 class ClusterConfig(Section):

@@ -18,6 +18,8 @@ from typing import Any
 from schemas import Table, gold, silver
 from schemas.bronze import TABLES as BRONZE
 from schemas.ops import (
+    AUDIENCE_EXPORTS,
+    AUDIENCE_SYNCS,
     BATCH_RELEASES,
     CHURN_MODELS,
     CLV_HOLDOUT,
@@ -99,10 +101,13 @@ REGISTRY: tuple[Stage, ...] = (
           reads=(gold.IDENTITY_GRAPH, gold.CUSTOMER_PROFILE, gold.CUSTOMER_VALUE, gold.SEGMENT_MEMBERSHIP,
                  silver.ORDER_LINES, silver.MARKETING_SPEND, *_SOURCES),
           writes=_INSIGHTS, suites=_INSIGHTS),
-    Stage("export", "the scheduled segment exports of the date (files in <paths.exports>)",
+    Stage("export", "the audiences due on the date: membership MERGEd, entries and exits since each "
+          "destination's acknowledged version published (files in <paths.exports>)",
           "jobs.delivery.stage:run_export",
-          reads=(gold.SEGMENT_MEMBERSHIP, gold.CUSTOMER_PROFILE, gold.IDENTITY_GRAPH, silver.PII_VAULT, ERASURES),
-          writes=(), files="<paths.exports>/<export>/"),
+          reads=(gold.CUSTOMER_PROFILE, gold.CUSTOMER_VALUE, gold.CUSTOMER_SEGMENTS, gold.IDENTITY_GRAPH,
+                 silver.PII_VAULT, ERASURES),
+          writes=(gold.AUDIENCE_MEMBERSHIP, AUDIENCE_SYNCS, AUDIENCE_EXPORTS), suites=(gold.AUDIENCE_MEMBERSHIP,),
+          files="<paths.exports>/<audience>/<export>/"),
     Stage("report", "the run's HTML report", "jobs.delivery.stage:run_report",
           reads=(gold.SEGMENT_MEMBERSHIP, gold.CUSTOMER_SEGMENTS, gold.LIFECYCLE_HISTORY, gold.VALUE_MATRIX,
                  gold.CUSTOMER_VALUE, gold.KPI, gold.IDENTITY_GRAPH, gold.IDENTITY_LINKS, RESOLUTION_RUNS, CLV_HOLDOUT,

@@ -57,10 +57,11 @@ def table_names(spark: SparkSession, database: str) -> list[str]:
 
 def ensure_table(spark: SparkSession, table: Table) -> None:
     """Create the Delta table from its schema if it does not exist yet (never inferred), with file
-    statistics on its `stats_columns` only."""
+    statistics on its `stats_columns` only and its declared properties (a change data feed)."""
     if table_exists(spark, table.name):
         return
-    builder = spark.createDataFrame([], table.struct).write.format("delta").mode("ignore")
+    builder = spark.createDataFrame([], table.struct).write.format("delta").mode("ignore").options(
+        **dict(table.properties))
     builder = builder.option("delta.dataSkippingStatsColumns", ",".join(table.stats_columns)) \
         if table.stats_columns else builder.option("delta.dataSkippingNumIndexedCols", "0")
     if table.partition_by:
@@ -106,10 +107,11 @@ def overwrite(df: DataFrame, table: Table) -> None:
 
 
 def merge_by_key(df: DataFrame, table: Table, update_when: str, update_columns: list[str],
-                 delete_missing: bool = False) -> None:
+                 delete_missing: bool | str = False) -> None:
     """Delta MERGE of `df` into `table` on its keys: insert new rows, update matched rows where
     `update_when` holds (aliases t = table, s = df), and with `delete_missing` delete rows absent
-    from `df`. Only changed rows are rewritten, and the table's history shows each change."""
+    from `df` (all of them, or those where it holds, when it is a condition on t). Only changed rows
+    are rewritten, and the table's history shows each change."""
     from delta.tables import DeltaTable
 
     spark = df.sparkSession
@@ -119,7 +121,7 @@ def merge_by_key(df: DataFrame, table: Table, update_when: str, update_columns: 
              .whenMatchedUpdate(condition=update_when, set={c: f"s.{c}" for c in update_columns})
              .whenNotMatchedInsertAll())
     if delete_missing:
-        merge = merge.whenNotMatchedBySourceDelete()
+        merge = merge.whenNotMatchedBySourceDelete(None if delete_missing is True else delete_missing)
     merge.execute()
 
 

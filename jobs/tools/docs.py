@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas import Column, Table, bronze, export, gold, ops, silver
+from schemas import Column, Table, audience, bronze, export, gold, ops, silver
 from schemas.raw import CONTACT_LIST, DIALECTS, SOURCES
 
 
@@ -46,6 +46,8 @@ def render_tables_doc() -> str:
     lines += ["## Marketing exports (`cdp export`)", "", export.__doc__.split("\n\n", 1)[1].strip(), "",
               *_table_section(export.EXPORT_FILE), "#### `manifest.json`", "",
               *_column_rows(export.MANIFEST, "always"), ""]
+    lines += ["## Audience view", "", audience.__doc__.split("\n\n", 1)[1].strip(), "",
+              *_table_section(audience.AUDIENCE_VIEW)]
     return "\n".join(lines).rstrip() + "\n"
 
 
