@@ -315,6 +315,11 @@ class Erasure:
     def vacuum(self) -> dict:
         names = {t.name: t for t in (*BRONZE.values(), *silver.TABLES, *gold.TABLES, QUARANTINE, DQ_RESULTS)}
         touched = [names[n] for n, rows in sorted(self.request["rows_deleted"].items()) if rows and n in names]
+        # A customer who left an audience before the erasure has no row to delete, but their exit is in the
+        # membership's change data files until a vacuum.
+        if (self.request["customer_id"] and gold.AUDIENCE_MEMBERSHIP not in touched
+                and table_exists(self.spark, gold.AUDIENCE_MEMBERSHIP.name)):
+            touched.append(gold.AUDIENCE_MEMBERSHIP)
         self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
         try:
             concurrently(partial(_vacuum, self.spark, table) for table in touched)
