@@ -173,6 +173,9 @@ def test_blocking_leaves_out_oversized_blocks_and_skips_rules_over_the_pair_cap(
     assert linkage.skipped_rules == blocks.skipped_rules and linkage.candidate_pairs == blocks.candidate_pairs
 
 
+# Slow (about 90 s: two resolutions of a list, each training a model); the stage tier's resolution quality
+# test scores households and typos of the generated sample in `make test`.
+@pytest.mark.slow
 def test_a_household_is_not_merged_and_a_typo_heavy_duplicate_is(spark: SparkSession, settings: Settings,
                                                                   tmp_path: Path) -> None:
     rows = [

@@ -98,6 +98,8 @@ def test_customer_ids_survive_new_batches_unless_merged_or_split(resolved: dict,
     assert set(after.values()) >= {before[n] for n in before if n not in changed and before[n] not in explained}
 
 
+# Slow (about 55 s): `make test` keeps the stage tier's other rerun checks (export, the failed batch).
+@pytest.mark.slow
 def test_rerunning_resolution_changes_nothing(resolved: dict, settings: Settings, spark: SparkSession) -> None:
     before = _graph(spark)
     run(settings, AS_OF, "run-resolve-again", "resolve")
