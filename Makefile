@@ -55,7 +55,7 @@ run: setup ## generate sample data, run the daily DAG in Airflow for DATE, print
 test: setup ## the suite CI runs: unit, the stage tier, a DAG run in Airflow, a JDBC client (not slow), on 2 workers
 	$(BIN)/pytest -m "not slow" -n 2 --dist loadfile
 
-test-slow: setup ## the slow end-to-end variants: the daily DAG backfilled in Airflow, every stage rebuilt, refit and erasure DAGs, the erasure search, a failing cleanse gate, cluster, the silver_reader serving role
+test-slow: setup ## the slow end-to-end variants: the daily DAG backfilled in Airflow, every stage rebuilt, refit and erasure DAGs, the erasure search, a failing cleanse gate, cluster, the silver_reader serving role, audience syncs resent, resolution rerun, a household list
 	$(BIN)/pytest -m slow
 
 serve: setup ## serve the bi views over JDBC/ODBC (Spark Thrift Server), read-only, to users of cdp serve-user add

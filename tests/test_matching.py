@@ -109,6 +109,8 @@ def test_hand_made_matches_and_non_matches(spark: SparkSession, settings: Settin
     assert counts["customers"] == len(expected)
 
 
+# Slow (about 40 s): the stage tier checks the pipeline's incremental resolution against a full one in `make test`.
+@pytest.mark.slow
 def test_resolving_a_list_twice_gives_the_same_ids_and_parquet_works(spark: SparkSession, settings: Settings,
                                                                       tmp_path: Path) -> None:
     rows = [dict(zip(["source", "source_record_id", "first_name", "last_name", "email", "phone", "street", "city",
