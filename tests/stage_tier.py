@@ -75,10 +75,7 @@ def strict(settings: Settings, tmp_path: Path, table: str) -> Settings:
     suite = json.loads((suites / f"{table}.json").read_text())
     suite["expectations"].append({"type": "expect_table_row_count_to_be_between", "kwargs": {"max_value": 1}})
     (suites / f"{table}.json").write_text(json.dumps(suite))
-    # The PII keys stay those of the warehouse (bronze is encrypted with them): their folder is under the root.
-    key_dir = settings.pii.local_key_dir
-    pii = settings.pii.model_copy(update={"local_key_dir": settings.root / key_dir}) if key_dir else settings.pii
-    return dataclasses.replace(blind(settings), root=tmp_path, pii=pii)
+    return dataclasses.replace(blind(settings), root=tmp_path)
 
 
 def release_batch(spark: SparkSession, settings: Settings, source: str, batch: str) -> bool:

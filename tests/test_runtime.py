@@ -1,12 +1,21 @@
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
 from jobs.platform.jars import JarCacheError, require_jars
-from jobs.platform.tables import location, overwrite, replace_slice, table_exists
+from jobs.platform.tables import (
+    commits_since,
+    last_commit_metrics,
+    location,
+    overwrite,
+    replace_slice,
+    row_count,
+    table_exists,
+    table_version,
+)
 from schemas import Column, Table
 
 
@@ -30,6 +39,25 @@ def test_delta_round_trip_by_table_name_with_merge_and_time_travel(spark: SparkS
     assert table_exists(spark, "silver.roundtrip") and location(spark, roundtrip) == detail["location"]
     spark.sql("DROP TABLE silver.roundtrip")
     assert not table_exists(spark, "silver.roundtrip")
+
+
+def test_the_bookkeeping_read_from_the_delta_log_agrees_with_spark(spark: SparkSession) -> None:
+    table = Table("silver.log_probe", (Column("id", "int"), Column("v", "string")), "a test table")
+    spark.sql(f"DROP TABLE IF EXISTS {table.name}")
+    overwrite(spark.createDataFrame([(1, "a"), (2, "b"), (3, "c")], table.struct), table)
+    before_delete = datetime.now(UTC)
+    spark.sql(f"DELETE FROM {table.name} WHERE id = 2")
+    replace_slice(spark.createDataFrame([(4, "d"), (5, "e")], table.struct), table, "id >= 4")
+
+    history = spark.sql(f"DESCRIBE HISTORY {table.name}").collect()
+    since = commits_since(spark, table, before_delete)
+    counted, version, metrics = row_count(spark, table), table_version(spark, table), last_commit_metrics(spark, table)
+    expected = spark.table(table.name).count()
+    spark.sql(f"DROP TABLE {table.name}")
+    assert version == max(r.version for r in history) == 3      # created, written, deleted from, appended to
+    assert counted == expected == 4
+    assert [c["version"] for c in since] == [3, 2]           # the delete and the append, not the first write
+    assert metrics["numOutputRows"] == history[0].operationMetrics["numOutputRows"] == "2"
 
 
 def test_tables_keep_file_statistics_on_the_columns_queries_prune_by(spark: SparkSession) -> None:

@@ -48,7 +48,14 @@ from jobs.ingest.batches import list_landed_files, read_lines, unsealed_bronze, 
 from jobs.platform import pii
 from jobs.platform.config import Settings
 from jobs.platform.stages import IDENTITY_SOURCES
-from jobs.platform.tables import concurrently, ensure_table, replace_slice, sql_literal, table_exists
+from jobs.platform.tables import (
+    concurrently,
+    ensure_table,
+    last_commit_metrics,
+    replace_slice,
+    sql_literal,
+    table_exists,
+)
 from schemas import Table, gold, silver
 from schemas.bronze import TABLES as BRONZE
 from schemas.bronze import sealed_columns
@@ -315,11 +322,11 @@ class Erasure:
     def vacuum(self) -> dict:
         names = {t.name: t for t in (*BRONZE.values(), *silver.TABLES, *gold.TABLES, QUARANTINE, DQ_RESULTS)}
         touched = [names[n] for n, rows in sorted(self.request["rows_deleted"].items()) if rows and n in names]
-        # A customer who left an audience before the erasure has no row to delete, but their exit is in the
-        # membership's change data files until a vacuum.
-        if (self.request["customer_id"] and gold.AUDIENCE_MEMBERSHIP not in touched
-                and table_exists(self.spark, gold.AUDIENCE_MEMBERSHIP.name)):
-            touched.append(gold.AUDIENCE_MEMBERSHIP)
+        # A table with a change data feed keeps a deleted row in its change files until a vacuum, even when
+        # nothing was deleted now (a customer who left an audience before the erasure has no row left).
+        if self.request["customer_id"]:
+            touched += [t for t in names.values() if t not in touched and _has_change_feed(t)
+                        and table_exists(self.spark, t.name)]
         self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
         try:
             concurrently(partial(_vacuum, self.spark, table) for table in touched)
@@ -356,8 +363,12 @@ def _merge(table: Table, keys: DataFrame, condition: str, clear: str | None = No
     keys = keys.distinct().localCheckpoint()
     merge = DeltaTable.forName(spark, table.name).alias("t").merge(keys.alias("s"), condition)
     (merge.whenMatchedUpdate(set={clear: "NULL"}) if clear else merge.whenMatchedDelete()).execute()
-    metrics = spark.sql(f"DESCRIBE HISTORY {table.name} LIMIT 1").first()["operationMetrics"] or {}
+    metrics = last_commit_metrics(spark, table)
     return int(metrics.get("numTargetRowsUpdated" if clear else "numTargetRowsDeleted", 0))
+
+
+def _has_change_feed(table: Table) -> bool:
+    return dict(table.properties).get("delta.enableChangeDataFeed") == "true"
 
 
 def _vacuum(spark: SparkSession, table: Table) -> None:

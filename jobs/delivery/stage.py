@@ -7,10 +7,10 @@ from jobs.delivery.audience import audience_view, check_conditions
 from jobs.delivery.erasure import erased_ids
 from jobs.delivery.export import ExportPolicy
 from jobs.delivery.report import build_report
-from jobs.delivery.sync import SyncRun, exportable, membership_rows, sync_audience, table_version
+from jobs.delivery.sync import SyncRun, exportable, membership_rows, sync_audience
 from jobs.platform import pii
 from jobs.platform.context import RunContext
-from jobs.platform.tables import sql_literal
+from jobs.platform.tables import sql_literal, table_version
 from schemas import gold, silver
 from schemas.ops import AUDIENCE_SYNCS, ERASURES
 

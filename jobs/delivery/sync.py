@@ -95,10 +95,6 @@ def net_changes(changes: DataFrame, audience: str) -> tuple[DataFrame, DataFrame
 # ---------------------------------------------------------------------------------------------- IO
 
 
-def table_version(spark: SparkSession, table: Table) -> int:
-    return spark.sql(f"DESCRIBE HISTORY {table.name} LIMIT 1").first()["version"]
-
-
 def read_changes(spark: SparkSession, after: int, up_to: int) -> DataFrame:
     """The membership's change-feed rows of the versions after `after` up to `up_to`."""
     return (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", after + 1)

@@ -58,7 +58,7 @@ class Settings:
     """A profile's whole configuration. A (pydantic) dataclass: `dataclasses.replace` validates again."""
 
     profile: str
-    root: Path                  # project root (CDP_HOME): relative paths and pii.local_key_dir are under it
+    root: Path                  # project root (CDP_HOME): relative paths and pii.local_key_dir resolved against it
     paths: Paths                # resolved
     delta: DeltaConfig
     spark: SparkConfig
@@ -194,7 +194,9 @@ def _validate(data: dict[str, Any], profile: str, root: Path, sources: Mapping[K
     except ValidationError as exc:
         problems = "\n  ".join(_describe(e, sources) for e in exc.errors())
         raise ConfigError(f"invalid configuration for profile {profile!r} ({where}):\n  {problems}") from None
-    return dataclasses.replace(settings, paths=settings.paths.under(root))
+    key_dir = settings.pii.local_key_dir
+    pii = settings.pii.model_copy(update={"local_key_dir": root / key_dir}) if key_dir else settings.pii
+    return dataclasses.replace(settings, paths=settings.paths.under(root), pii=pii)
 
 
 def load_settings(

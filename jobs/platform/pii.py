@@ -120,5 +120,4 @@ def mask_phone(phone: Column) -> Column:
 
 def pii_keys(settings: Settings) -> PiiKeys:
     """The keys of these settings: from the environment, or generated under `pii.local_key_dir`."""
-    key_dir = settings.pii.local_key_dir
-    return load_keys(settings.root / key_dir if key_dir else None)
+    return load_keys(settings.pii.local_key_dir)

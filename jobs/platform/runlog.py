@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
-from functools import partial
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -22,7 +21,15 @@ from pyspark.sql import functions as F
 from jobs.platform.config import Settings
 from jobs.platform.context import RunContext
 from jobs.platform.stages import Stage, stage
-from jobs.platform.tables import concurrently, ensure_table, replace_slice, sql_literal, table_exists
+from jobs.platform.tables import (
+    commits_since,
+    ensure_table,
+    replace_slice,
+    row_count,
+    sql_literal,
+    table_exists,
+    table_version,
+)
 from schemas import Table
 from schemas.ops import INGEST_ACCOUNTING, PIPELINE_RUNS
 
@@ -58,23 +65,17 @@ def _refuse_rewind(step: Stage, as_of: date, latest: date | None) -> None:
 def _versions(spark: SparkSession, tables: Iterable[Table]) -> dict[str, int]:
     """The current Delta version of each of `tables` that exists."""
     names = [t.name for t in dict.fromkeys(tables) if table_exists(spark, t.name)]
-    return dict(zip(names, concurrently(partial(_version, spark, n) for n in names), strict=True))
-
-
-def _version(spark: SparkSession, name: str) -> int:
-    return spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"]
+    return {name: table_version(spark, name) for name in names}
 
 
 def _rows_in(spark: SparkSession, step: Stage) -> int:
-    return sum(concurrently(spark.table(t.name).count for t in step.reads if table_exists(spark, t.name)))
+    return sum(row_count(spark, t) for t in step.reads if table_exists(spark, t.name))
 
 
 def _rows_out(spark: SparkSession, step: Stage, since: datetime) -> int:
     """Rows written by the Delta commits made to the stage's tables since `since`."""
-    def written(name: str) -> int:
-        return spark.sql(f"DESCRIBE HISTORY {name} LIMIT 50").where(F.col("timestamp") >= F.lit(since)) \
-            .agg(F.sum(F.col("operationMetrics")["numOutputRows"].cast("long"))).first()[0] or 0
-    return sum(concurrently(partial(written, t.name) for t in step.writes if table_exists(spark, t.name)))
+    return sum(int((c.get("operationMetrics") or {}).get("numOutputRows") or 0)
+               for t in step.writes if table_exists(spark, t.name) for c in commits_since(spark, t, since))
 
 
 def abandon_unfinished(spark: SparkSession, stage_name: str, now: datetime) -> None:

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from jobs.identity.graph import attach_customer, customer_transactions
 from jobs.platform.context import RunContext
-from jobs.platform.tables import sql_literal
+from jobs.platform.tables import sql_literal, table_version
 from jobs.value import btyd, churn, clv, intent
 from jobs.value.customer_value import PotentialSettings, customer_values
 from jobs.value.registry import FittedModel, fit_model, model_in_force
@@ -30,7 +30,7 @@ def daily_transactions(ctx: RunContext) -> DataFrame:
 def stage_fit(ctx: RunContext, daily: DataFrame) -> tuple[FittedModel, DataFrame]:
     """Fit a model as of the date and stage its registry and holdout rows; return it and its staged row."""
     spark = ctx.spark
-    data_version = spark.sql(f"DESCRIBE HISTORY {silver.ORDERS.name}").agg(F.max("version")).first()[0]
+    data_version = table_version(spark, silver.ORDERS)
     fitted = fit_model(daily, ctx.read(CLV_MODELS), ctx.as_of, ctx.started_at, int(data_version),
                        ctx.settings.clv)
     if not fitted.record["promoted"]:
