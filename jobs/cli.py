@@ -424,8 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = ("generator", "typo-heavy", "day-2")   # jobs.tools.bench.identity.RUNS
     bench.add_argument("--identity-kinds", nargs="+", choices=kinds, default=list(kinds),
                        help="which identity lists to run at those sizes (default: all)")
-    bench.add_argument("--max-minutes", type=float, help="stop a pipeline run after this long and report the stages "
-                       "it finished and the one it was in")
+    bench.add_argument("--max-minutes", type=float, help="stop each measured run (a size's first day, its day two, "
+                       "the demo's) after this long and report the stages it finished and the one it was in; day "
+                       "two does not run after a stopped first day")
     bench.add_argument("--report", default="docs/BENCHMARKS.md", help="the report to (re)write")
     bench.add_argument("--report-only", action="store_true", help="rewrite the report from the saved results")
     bench.add_argument("--command-line", help="the command to name in the report (make bench passes its own)")
