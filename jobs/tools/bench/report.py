@@ -79,7 +79,8 @@ def pipeline_section(entries: list[dict[str, Any]], gate_share: float) -> list[s
                 "", *_stage_table(day_two), ""]
     if len(entries) > 1:
         out += ["### How cost grows with data", "",
-                "Time of each stage at each size over its time at the previous size, next to the ratio of customers.",
+                "Time of each stage of the first day at each size over its time at the previous size, next to the "
+                "ratio of customers.",
                 ""]
         header = ["stage"] + [f"{b['customers']:,} / {a['customers']:,} (data x{b['customers'] / a['customers']:g})"
                               for a, b in pairwise(entries)]
