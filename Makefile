@@ -64,7 +64,7 @@ serve: setup ## serve the bi views over JDBC/ODBC (Spark Thrift Server), read-on
 lint: setup ## ruff
 	$(BIN)/ruff check .
 
-bench: setup ## benchmark 100k and 1M customers through the pipeline + baselines (hours; rewrites docs/BENCHMARKS.md)
+bench: setup ## benchmark the 2,000-person demo (cdp run, cdp airflow-run), 100k and 1M customers through the pipeline (first day, day two) + baselines (hours; rewrites docs/BENCHMARKS.md)
 	$(BIN)/cdp bench --command-line "make bench"
 
 cluster-demo: setup ## the same pipeline on a Spark standalone cluster (master + 2 workers started here), by profile only

@@ -558,6 +558,9 @@ class BenchTargets(Section):
     identity_day_two_seconds: PositiveFloat
     identity_ids_kept: Share
     gate_share: Share
+    day_two_seconds: PositiveFloat            # day two of the pipeline at pipeline_customers
+    demo_seconds: PositiveFloat               # `cdp run` of the demo, in process
+    demo_airflow_seconds: PositiveFloat       # `cdp airflow-run` of the demo (the path of `make run`)
 
     def time_ratio(self, people: int) -> float:
         return self.identity_time_ratio[max((n for n in self.identity_time_ratio if n <= people),
@@ -566,6 +569,7 @@ class BenchTargets(Section):
 
 class BenchConfig(Section):
     pipeline_customers: tuple[PositiveInt, ...]
+    demo_customers: PositiveInt
     transaction_customers: tuple[PositiveInt, ...]
     identity_list_people: tuple[PositiveInt, ...]
     spark_conf: dict[str, SparkValue] = {}

@@ -1,12 +1,15 @@
 """`cdp bench` (make bench): the pipeline and its baselines at scale, measured on this machine.
 
-For every size of generated population (bench.pipeline_customers): generate the data (kept
-and reused while the seed and size match), run the whole daily pipeline in a child process
-as `cdp run` does, sample the resident memory of that process tree, and read seconds and
-rows per stage from ops.pipeline_runs; the Spark event log says which executions took the
-time. Then resolve the population's CRM contacts with our matcher and with Splink on the
-same records. For every size of simulated transactions (bench.transaction_customers): CLV
-against lifetimes and RFM against pandas. Everything lands in <paths.bench>/results.json;
+The demo (bench.demo_customers, 2,000 people) as a newcomer runs it: `cdp generate`, `cdp run` in
+process, then `cdp airflow-run` from an empty warehouse. For every size of generated population
+(bench.pipeline_customers): generate the data (kept and reused while the seed and size match), run
+the daily pipeline's first day (history and the daily batches but the last) from an empty warehouse
+and then its day two (the last batch) on the same warehouse, each in a child process as `cdp run`
+does; sample the resident memory of that process tree, and read seconds and rows per stage of that
+run from ops.pipeline_runs; the Spark event log says which executions took the time
+(`jobs.tools.bench.pipeline`). Then resolve the population's CRM contacts with our matcher and with
+Splink on the same records. For every size of simulated transactions (bench.transaction_customers):
+CLV against lifetimes and RFM against pandas. Everything lands in <paths.bench>/results.json;
 `jobs.tools.bench.report` turns it into docs/BENCHMARKS.md.
 """
 
@@ -15,26 +18,20 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
-import sys
 import time
 from dataclasses import asdict, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import psutil
 
 from jobs.platform.config import Settings
-from jobs.platform.stages import DAILY
-from jobs.tools.bench import baselines, eventlog, identity
-from jobs.tools.bench.memory import MemorySampler
+from jobs.tools.bench import baselines, identity
+from jobs.tools.bench.pipeline import child_env, ensure_generated, run_demo, run_pipeline, size_folder
 
 GIB = 1024**3
-# Folders of one size's run; the generated data (landing, truth) is kept between runs.
-RUN_FOLDERS = ("warehouse", "metastore", "gx", "airflow_home", "alerts", "exports", "eventlog")
 
 
 def machine() -> dict[str, Any]:
@@ -49,111 +46,14 @@ def machine() -> dict[str, Any]:
             "spark": pyspark.__version__}
 
 
-def size_folder(settings: Settings, customers: int) -> Path:
-    return settings.paths.bench / f"customers-{customers}"
-
-
-def child_env(settings: Settings, folder: Path) -> dict[str, str]:
-    """Environment of the child `cdp` processes of one size: its own paths, the bench's Spark
-    properties, and an uncompressed, unrolled event log."""
-    env = dict(os.environ, CDP_PROFILE=settings.profile)
-    for name in ("landing", "truth", *RUN_FOLDERS[:-1]):
-        env[f"CDP__PATHS__{name.upper()}"] = str(folder / name)
-    spark_conf = {**settings.bench.spark_conf, "spark.eventLog.enabled": "true",
-                  "spark.eventLog.dir": (folder / "eventlog").as_uri(), "spark.eventLog.compress": "false",
-                  "spark.eventLog.rolling.enabled": "false"}
-    env.update({f"CDP__SPARK__CONF__{k}": v for k, v in spark_conf.items()})
-    return env
-
-
-def _cdp(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("a") as out:
-        return subprocess.Popen([str(Path(sys.executable).with_name("cdp")), *args], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-
-
-def ensure_generated(settings: Settings, folder: Path, customers: int, env: dict[str, str]) -> dict[str, Any]:
-    """Generate `customers` people into the size's folder unless the same seed and size are there."""
-    params = folder / "truth" / "params.json"
-    seed = settings.generator.seed
-    if params.exists():
-        summary = json.loads(params.read_text())
-        if summary["customers"] == customers and summary["seed"] == seed:
-            return {"seconds": None, "counts": summary["counts"]}
-    folder.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    process = _cdp("generate", "--customers", str(customers), env=env, log=folder / "generate.log")
-    if process.wait():
-        raise RuntimeError(f"cdp generate failed: see {folder / 'generate.log'}")
-    summary = json.loads(params.read_text())
-    return {"seconds": round(time.monotonic() - started, 1), "counts": summary["counts"]}
-
-
-def _stage_runs(warehouse: Path) -> pd.DataFrame:
-    from jobs.delivery.serving import read_table
-    from schemas.ops import PIPELINE_RUNS
-
-    runs = read_table(warehouse, PIPELINE_RUNS)
-    latest = runs.sort_values("started_at").iloc[-1]["run_id"]
-    return runs[runs["run_id"] == latest].sort_values("started_at")
-
-
-def _stop_tree(process: subprocess.Popen) -> None:
-    tree = psutil.Process(process.pid)
-    for child in [*tree.children(recursive=True), tree]:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    process.wait()
-
-
-def run_pipeline(folder: Path, env: dict[str, str], as_of: date, max_minutes: float | None = None) -> dict[str, Any]:
-    """The whole daily pipeline from an empty warehouse, in a child process; seconds, rows and peak memory
-    per stage, and the longest Spark executions of each. A run still going after `max_minutes` is stopped
-    and reported with the stages it finished and the one it was in."""
-    for name in RUN_FOLDERS:
-        shutil.rmtree(folder / name, ignore_errors=True)
-    (folder / "eventlog").mkdir(parents=True)
-    log = folder / "run.log"
-    log.unlink(missing_ok=True)
-    started = time.monotonic()
-    process = _cdp("run", "--date", as_of.isoformat(), env=env, log=log)
-    stopped = False
-    with MemorySampler([process.pid]) as memory:
-        try:
-            code = process.wait(timeout=max_minutes * 60 if max_minutes else None)
-        except subprocess.TimeoutExpired:
-            _stop_tree(process)
-            code, stopped = 0, True
-    seconds = time.monotonic() - started
-    if code:
-        raise RuntimeError(f"cdp run failed (exit {code}): see {log}")
-    runs = _stage_runs(folder / "warehouse")
-    runs = runs[runs["status"] == "success"]
-    event_log = eventlog.event_log_file(folder / "eventlog")
-    executions = eventlog.executions(event_log) if event_log else []
-    stages = []
-    for run in runs.itertuples():
-        begin = run.started_at.tz_localize(UTC).timestamp() if run.started_at.tzinfo is None \
-            else run.started_at.timestamp()
-        end = begin + run.seconds
-        peak = memory.peak(begin, end)
-        stages.append({
-            "stage": run.stage, "seconds": round(run.seconds, 1), "gate_seconds": round(run.gate_seconds, 1),
-            "rows_in": int(run.rows_in or 0),
-            "rows_out": int(run.rows_out or 0),
-            "rows_in_per_second": round((run.rows_in or 0) / run.seconds) if run.seconds else None,
-            "peak_driver_gib": round(peak["driver"] / GIB, 2), "peak_executors_gib": round(peak["executors"] / GIB, 2),
-            "longest": [e.line() for e in eventlog.longest(executions, begin, end)],
-        })
-    overall = memory.peak()
-    return {"seconds": round(seconds, 1), "stage_seconds": round(float(runs["seconds"].sum()), 1),
-            "gate_seconds": round(float(runs["gate_seconds"].sum()), 1),
-            "peak_total_gib": round(overall["total"] / GIB, 2), "peak_driver_gib": round(overall["driver"] / GIB, 2),
-            "peak_executors_gib": round(overall["executors"] / GIB, 2), "stages": stages,
-            "stopped_after_minutes": max_minutes if stopped else None,
-            "missing_stages": [s for s in DAILY if s not in set(runs["stage"])]}
+def _print_run(label: str, run: dict[str, Any]) -> None:
+    for stage in run["stages"]:
+        print(f"bench: {label} {stage['stage']:<9} {stage['seconds']:>8.1f} s  {stage['rows_in']:>11} rows in "
+              f"({stage['rows_in_per_second'] or 0:>9}/s)  peak driver {stage['peak_driver_gib']} GiB, "
+              f"executors {stage['peak_executors_gib']} GiB", flush=True)
+    print(f"bench: {label} whole run {run['seconds']} s, peak {run['peak_total_gib']} GiB"
+          + (f", stopped after {run['stopped_after_minutes']:g} min" if run["stopped_after_minutes"] else ""),
+          flush=True)
 
 
 def bench_settings(settings: Settings) -> Settings:
@@ -204,15 +104,17 @@ def transaction_baselines(spark: Any, settings: Settings, customers: int) -> dic
 def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_sizes: list[int],
                   skip_identity: bool = False, max_minutes: float | None = None,
                   identity_lists: tuple[int, ...] = (),
-                  identity_kinds: tuple[str, ...] = tuple(identity.RUNS)) -> dict[str, Any]:
-    """Run everything, printing figures as they come; returns (and saves) the results."""
+                  identity_kinds: tuple[str, ...] = tuple(identity.RUNS),
+                  demo_customers: int | None = None) -> dict[str, Any]:
+    """Run everything, printing figures as they come; returns (and saves) the results. The demo runs
+    when `demo_customers` is given."""
     from jobs.platform.runtime import spark_session
 
     as_of = settings.generator.end_date
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
                                "profile": settings.profile, "as_of": as_of.isoformat(),
                                "spark_conf": dict(settings.bench.spark_conf), "pipeline": [],
-                               "transactions": [], "identity_lists": [], "identity_day_two": []}
+                               "transactions": [], "identity_lists": [], "identity_day_two": [], "demo": None}
     out = settings.paths.bench / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     # Sizes measured by an earlier run on this machine and profile and not rerun now are kept, so the
@@ -220,6 +122,7 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
     earlier = json.loads(out.read_text()) if out.exists() else {}
     if earlier.get("machine") == results["machine"] and earlier.get("profile") == settings.profile:
         results["started"] = min(earlier["started"], results["started"])
+        results["demo"] = earlier.get("demo")
         results["pipeline"] = [e for e in earlier["pipeline"] if e["customers"] not in pipeline_sizes]
         results["transactions"] = [e for e in earlier["transactions"] if e["customers"] not in transaction_sizes]
         for key in ("identity_lists", "identity_day_two"):
@@ -233,6 +136,13 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
         results["identity_day_two"].sort(key=lambda e: e["people"])
         out.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
+    if demo_customers:
+        results["demo"] = run_demo(settings, demo_customers, as_of, max_minutes)
+        demo = results["demo"]
+        print(f"bench: demo of {demo_customers} people, generated in {demo['generate']['seconds']} s", flush=True)
+        _print_run(f"demo {demo_customers} cdp run", demo["run"])
+        print(f"bench: demo {demo_customers} cdp airflow-run {demo['airflow']['seconds']} s", flush=True)
+        save()
     for customers in pipeline_sizes:
         folder = size_folder(settings, customers)
         env = child_env(settings, folder)
@@ -240,13 +150,12 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
         records = {source: c["records"] for source, c in entry["generate"]["counts"].items()}
         print(f"bench: {customers} customers, generated records {records} "
               f"({entry['generate']['seconds'] or 'reused'} s)", flush=True)
-        entry["run"] = run_pipeline(folder, env, as_of, max_minutes)
-        for stage in entry["run"]["stages"]:
-            print(f"bench: {customers} {stage['stage']:<9} {stage['seconds']:>8.1f} s  {stage['rows_in']:>11} rows in "
-                  f"({stage['rows_in_per_second'] or 0:>9}/s)  peak driver {stage['peak_driver_gib']} GiB, "
-                  f"executors {stage['peak_executors_gib']} GiB", flush=True)
-        print(f"bench: {customers} whole pipeline {entry['run']['seconds']} s, "
-              f"peak {entry['run']['peak_total_gib']} GiB", flush=True)
+        entry.update(run_pipeline(folder, env, as_of, max_minutes))
+        _print_run(f"{customers} first day", entry["run"])
+        if "skipped" in entry["day_two"]:
+            print(f"bench: {customers} day two not run: {entry['day_two']['skipped']}", flush=True)
+        else:
+            _print_run(f"{customers} day two", entry["day_two"])
         results["pipeline"].append(entry)
         save()
     spark = spark_session(bench_settings(settings)) \
