@@ -226,8 +226,9 @@ def test_each_measured_run_reads_its_own_stages() -> None:
 
 
 def test_demo_alone_runs_only_the_demo_and_the_default_runs_everything() -> None:
-    from jobs.cli import bench_selection, build_parser
+    from jobs.cli import build_parser
     from jobs.platform.config import load_settings
+    from jobs.tools.commands import bench_selection
 
     conf = load_settings().bench
 

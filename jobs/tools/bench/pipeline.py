@@ -38,13 +38,14 @@ def demo_folder(settings: Settings, customers: int) -> Path:
     return settings.paths.bench / f"demo-{customers}"
 
 
-def child_env(settings: Settings, folder: Path) -> dict[str, str]:
+def child_env(settings: Settings, folder: Path, bench_conf: bool = True) -> dict[str, str]:
     """Environment of the child `cdp` processes of one size: its own paths, the bench's Spark
-    properties, and an uncompressed, unrolled event log."""
+    properties (unless not `bench_conf`: the profile's own, as the demo runs), and an uncompressed,
+    unrolled event log."""
     env = dict(os.environ, CDP_PROFILE=settings.profile)
     for name in ("landing", "truth", *RUN_FOLDERS[:-1]):
         env[f"CDP__PATHS__{name.upper()}"] = str(folder / name)
-    spark_conf = {**settings.bench.spark_conf, "spark.eventLog.enabled": "true",
+    spark_conf = {**(settings.bench.spark_conf if bench_conf else {}), "spark.eventLog.enabled": "true",
                   "spark.eventLog.dir": (folder / "eventlog").as_uri(), "spark.eventLog.compress": "false",
                   "spark.eventLog.rolling.enabled": "false"}
     env.update({f"CDP__SPARK__CONF__{k}": v for k, v in spark_conf.items()})
@@ -194,7 +195,7 @@ def run_demo(settings: Settings, customers: int, as_of: date, max_minutes: float
     (measured as the pipeline's runs are), then from an empty warehouse, metastore and Airflow home on
     the same landing `cdp airflow-run` (the path `make run` takes: a spark-submit per task), timed whole."""
     folder = demo_folder(settings, customers)
-    env = child_env(settings, folder)
+    env = child_env(settings, folder, bench_conf=False)     # as `make run` runs it
     clear_run_folders(folder)
     generate = _generate(folder, customers, env)
     run = measure_run(folder, env, as_of, folder / "run.log", max_minutes)
