@@ -126,7 +126,8 @@ def _published(spark: SparkSession, env: dict[str, str], day: str, people: int) 
     assert all(r.rows_out > 0 for r in runs if STAGES[r.stage].writes)     # export and report write files
     report = Path(env["CDP__PATHS__WAREHOUSE"]).parent / "reports" / "run" / day / "index.html"
     assert 'id="chart-lifecycle-funnel"' in report.read_text()
-    assert table("ops.audience_syncs").where(on_day).count() > 0    # the audiences due were synced
+    # The audiences due were synced and audited (ops.audience_syncs holds each destination's latest sync only).
+    assert table("ops.audience_exports").where(on_day).count() > 0
 
 
 @pytest.mark.e2e
