@@ -79,9 +79,13 @@ def conform(df: DataFrame, table: Table) -> DataFrame:
     return df.select(*[F.col(c.name).cast(c.data_type).alias(c.name) for c in table.columns])
 
 
+def _name(table: Table | str) -> str:
+    return table if isinstance(table, str) else table.name
+
+
 def location(spark: SparkSession, table: Table | str) -> str:
     """Where the table's files are, as the metastore records it (`table`: a schema or its name)."""
-    catalog, identifier = _session_catalog(spark, table if isinstance(table, str) else table.name)
+    catalog, identifier = _session_catalog(spark, _name(table))
     return catalog.getTableMetadata(identifier).location().toString()
 
 
@@ -104,8 +108,8 @@ def delta_log(spark: SparkSession, table: Table | str) -> Any | None:
 def table_version(spark: SparkSession, table: Table | str) -> int:
     """The table's current Delta version."""
     log = delta_log(spark, table)
-    name = table if isinstance(table, str) else table.name
-    return log.version() if log is not None else spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"]
+    return log.version() if log is not None else \
+        spark.sql(f"DESCRIBE HISTORY {_name(table)} LIMIT 1").first()["version"]
 
 
 def last_commit_metrics(spark: SparkSession, table: Table | str) -> dict[str, str]:
@@ -120,10 +124,9 @@ def commits_since(spark: SparkSession, table: Table | str, since: datetime | Non
     if log is not None:
         commits = log.history(limit)
     else:
-        name = table if isinstance(table, str) else table.name
         commits = [{"version": r["version"], "timestamp": int(r["timestamp"].timestamp() * 1000),
                     "operationMetrics": r["operationMetrics"]}
-                   for r in spark.sql(f"DESCRIBE HISTORY {name} LIMIT {limit}").collect()]
+                   for r in spark.sql(f"DESCRIBE HISTORY {_name(table)} LIMIT {limit}").collect()]
     floor = since.timestamp() * 1000 if since is not None else float("-inf")
     return [c for c in commits if c["timestamp"] >= floor]
 
@@ -137,7 +140,7 @@ def row_count(spark: SparkSession, table: Table | str) -> int:
     counts = None if log is None or "deletionVectors" in (log.protocol().writer_features or []) else \
         pa.table(log.get_add_actions(flatten=True)).column("num_records").to_pylist()
     if counts is None or None in counts:    # a file written without statistics has no count
-        return spark.table(table if isinstance(table, str) else table.name).count()
+        return spark.table(_name(table)).count()
     return sum(counts)
 
 

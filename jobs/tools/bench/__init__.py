@@ -29,9 +29,7 @@ import psutil
 
 from jobs.platform.config import Settings
 from jobs.tools.bench import baselines, identity
-from jobs.tools.bench.pipeline import child_env, ensure_generated, run_demo, run_pipeline, size_folder
-
-GIB = 1024**3
+from jobs.tools.bench.pipeline import GIB, child_env, ensure_generated, run_demo, run_pipeline, size_folder
 
 
 def machine() -> dict[str, Any]:
