@@ -123,7 +123,7 @@ CUSTOMER_VALUE = Table(
         C("churn_risk", "double", False, "1 - p_alive"),
         C("churn_probability", "double", doc="MLlib classifier (engagement, service, surveys): P(no purchase in "
                                             "the next clv.churn_window_days)"),
-        C("purchase_probability", "double", doc="purchase intent, MLlib logistic regression on the churn features: "
+        C("purchase_probability", "double", doc="purchase intent, logistic regression on the churn features: "
                                                "P(a purchase in the next clv.intent_window_days)"),
         C("expected_purchases", "double", False, "expected transactions over clv_horizon_days"),
         C("expected_spend", "double", False, "Gamma-Gamma expected value per transaction"),
@@ -261,7 +261,8 @@ CLUSTER_PROFILES = Table(
         C("customers", "long", False),
         C("centroid", "map<string,double>", False, "feature -> mean in original units"),
         C("k", "int", False),
-        C("silhouette", "double", False, "silhouette of the chosen k"),
+        C("silhouette", "double", False, "mean silhouette (Euclidean, standardised features) of the chosen k, "
+          "on up to 3,000 of the customers the model was fitted on"),
         C("silhouette_by_k", "map<int,double>", False),
     ),
 )

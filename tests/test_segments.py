@@ -1,5 +1,5 @@
-"""Segments: hand-computed RFM, tiers and quadrants; membership carried over; planted clusters recovered
-(lifecycle: tests/test_lifecycle.py)."""
+"""Segments: hand-computed RFM, tiers and quadrants; membership carried over; planted clusters recovered,
+the driver's K-means against MLlib's on the same points (lifecycle: tests/test_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from datetime import date
 
 import numpy as np
 import pytest
+from pyspark.ml.clustering import KMeans
+from pyspark.ml.linalg import Vectors
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.platform.config import load_settings
 from jobs.platform.settings import SegmentsConfig
+from jobs.segments import kmeans
 from jobs.segments import segmentation as segments
 
 CONF = load_settings("test", environ={})
@@ -109,6 +112,51 @@ def test_kmeans_recovers_planted_groups_and_chooses_their_number(spark: SparkSes
     store_cluster = clustering.assignments.where(F.col("customer_id") == "store-0").first().cluster
     assert "in store" in labels[store_cluster]["cluster_label"]
     assert labels[store_cluster]["centroid"]["online_share"] == pytest.approx(0.05, abs=0.02)
+
+
+def test_the_driver_kmeans_finds_mllibs_partition_and_centroids_on_the_same_points(spark: SparkSession) -> None:
+    rng = np.random.default_rng(3)
+    centres = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 1.0], [0.0, 5.0, -1.0], [3.0, 4.0, 3.0]])
+    points = np.concatenate([c + rng.normal(0, 0.6, (100, 3)) for c in centres])
+    frame = spark.createDataFrame([(Vectors.dense(p),) for p in points], ["features"])
+
+    ours = kmeans.fit(points, 4, seed=3)
+    # The reference: MLlib's K-means on the same points, the best of as many seeds as our restarts (one
+    # seed alone can settle in a local optimum: seed 3 merges two of these groups).
+    mllib = min((KMeans(k=4, seed=s, maxIter=100, tol=1e-9).fit(frame) for s in range(kmeans.RESTARTS)),
+                key=lambda m: m.summary.trainingCost)
+    theirs = np.array([r.prediction for r in mllib.transform(frame).select("prediction").collect()])
+
+    # One partition up to the clusters' names, with the same centroids.
+    pairs = set(zip(ours.labels.tolist(), theirs.tolist(), strict=True))
+    assert len(pairs) == 4 and len({a for a, _ in pairs}) == 4 and len({b for _, b in pairs}) == 4
+    for a, b in pairs:
+        assert ours.centroids[a] == pytest.approx(mllib.clusterCenters()[b], abs=1e-9)
+    assert ours.inertia == pytest.approx(mllib.summary.trainingCost, rel=1e-9)
+
+
+def test_silhouettes_agree_with_their_definition_point_by_point() -> None:
+    rng = np.random.default_rng(4)
+    points = np.concatenate([rng.normal(c, 1.0, (20, 2)) for c in (0.0, 3.0, 6.0)])
+    fits = {k: kmeans.fit(points, k, seed=1) for k in (2, 3, 4)}
+
+    def brute(labels: np.ndarray) -> float:
+        # Rousseeuw (1987): a = mean distance to the rest of one's cluster, b = the least mean distance
+        # to another cluster, s = (b - a) / max(a, b); 0 for a point alone in its cluster.
+        values = []
+        for i, p in enumerate(points):
+            distance = np.linalg.norm(points - p, axis=1)
+            own = (labels == labels[i]) & (np.arange(len(points)) != i)
+            if not own.any():
+                values.append(0.0)
+                continue
+            a = distance[own].mean()
+            b = min(distance[labels == c].mean() for c in set(labels.tolist()) - {labels[i]})
+            values.append((b - a) / max(a, b))
+        return float(np.mean(values))
+
+    assert kmeans.silhouettes(points, fits, seed=0) == pytest.approx(
+        {k: brute(f.labels) for k, f in fits.items()}, abs=1e-9)
 
 
 def test_purchase_intent_bands(spark: SparkSession) -> None:

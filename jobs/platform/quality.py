@@ -91,18 +91,20 @@ WITH_SAMPLES = {"result_format": "BASIC", "partial_unexpected_count": 5}
 def validate_frames(frames: dict[str, DataFrame], suites: dict[str, dict[str, Any]],
                     docs_dir: Path | None = None, run_name: str = "cdp") -> list[Outcome]:
     """Run each table's GX suite on its DataFrame; with `docs_dir`, also render GX Data Docs there."""
-    from great_expectations.checkpoint import UpdateDataDocsAction
-
     context = _context(docs_dir)
     # GX would persist each frame and never release it: every later query of the session then pays for
     # matching its plan against all of them (the suite's one session slowed down several-fold). Each
     # frame is cached here for its own validation's jobs only.
     source = context.data_sources.add_spark(name="cdp", persist=False)
-    actions = [UpdateDataDocsAction(name="data_docs", site_names=["cdp"])] if docs_dir is not None else []
-    outcomes = []
+    outcomes, rendered = [], []
     for table_name, df in frames.items():
         with _cached(df):
-            outcomes += _validate(context, source, actions, run_name, table_name, df, suites[table_name])
+            table_outcomes, result_ids = _validate(context, source, run_name, table_name, df, suites[table_name])
+        outcomes += table_outcomes
+        rendered += result_ids
+    if docs_dir is not None:
+        # Once for the whole gate: a checkpoint action would rebuild the site and its index after every table.
+        context.build_data_docs(site_names=["cdp"], resource_identifiers=rendered)
     return outcomes
 
 
@@ -119,19 +121,20 @@ def _cached(df: DataFrame) -> Iterator[None]:
             df.unpersist()
 
 
-def _validate(context: Any, source: Any, actions: list, run_name: str, table_name: str, df: DataFrame,
-              spec: dict[str, Any]) -> list[Outcome]:
+def _validate(context: Any, source: Any, run_name: str, table_name: str, df: DataFrame,
+              spec: dict[str, Any]) -> tuple[list[Outcome], list[Any]]:
+    """The table's outcomes, and the ids of the checkpoint's stored validation results (for Data Docs)."""
     import great_expectations as gx
     from great_expectations.core import ExpectationSuite
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     batch_definition = source.add_dataframe_asset(name=table_name).add_batch_definition_whole_dataframe("run")
     suite = context.suites.add(ExpectationSuite(name=table_name, expectations=spec["expectations"]))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=table_name, data=batch_definition, suite=suite))
     checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{table_name}-gate", validation_definitions=[definition], actions=actions,
-        result_format=COUNTS_ONLY))
+        name=f"{table_name}-gate", validation_definitions=[definition], result_format=COUNTS_ONLY))
     run = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
     results = [r for result in run.run_results.values() for r in result.results]
     failed = [r.expectation_config for r in results if not r.success and (r.result or {}).get("unexpected_count")]
@@ -144,7 +147,9 @@ def _validate(context: Any, source: Any, actions: list, run_name: str, table_nam
                    for r in rerun.run(batch_parameters={"dataframe": df}, result_format=WITH_SAMPLES).results}
     outcomes = [_outcome(table_name, spec["name"], r, samples.get(_key(r.expectation_config))) for r in results]
     return [_with_sources(df, o, samples.get(_key(r.expectation_config)))
-            for o, r in zip(outcomes, results, strict=True)]
+            for o, r in zip(outcomes, results, strict=True)], [
+        i for result_id, result in run.run_results.items()
+        for i in (result_id, ExpectationSuiteIdentifier(name=result.suite_name))]
 
 
 def _with_sources(df: DataFrame, outcome: Outcome, sample: list | None) -> Outcome:

@@ -237,6 +237,7 @@ class ClvConfig(Section):
     churn_max_iterations: PositiveInt      # GBT boosting rounds of the churn classifier
     churn_max_depth: PositiveInt           # depth of each of its trees
     intent_window_days: PositiveInt        # purchase intent: P(a purchase in this many days)
+    intent_fit_sample: PositiveInt         # its logistic regression is fitted on at most this many customers
     max_holdout_mae_increase: NonNegativeFloat
 
 

@@ -2,7 +2,8 @@
 
 Every function takes and returns DataFrames; thresholds come from conf `segments:` through
 `SegmentSettings`. Quantiles are computed with Spark's approximate quantiles (a handful of
-numbers reach the driver, never the customers).
+numbers reach the driver, never the customers); K-means is fitted on a bounded sample of feature
+vectors, without ids (`jobs.segments.kmeans`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from pyspark.ml.clustering import KMeans
-from pyspark.ml.evaluation import ClusteringEvaluator
-from pyspark.ml.feature import StandardScaler, VectorAssembler
+import numpy as np
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.platform.settings import SegmentsConfig
+from jobs.segments import kmeans
 
 RFM_SEGMENT_NAMES = ("Champions", "Loyal", "Potential loyalist", "New", "Promising", "Need attention",
                      "About to sleep", "At risk", "Can't lose", "Hibernating", "Lost")
@@ -118,13 +118,17 @@ def cluster_features(summary: DataFrame, activity: DataFrame) -> DataFrame:
                                           for f in CLUSTER_FEATURES])
 
 
-def _scaled(features: DataFrame) -> DataFrame:
+def _standardised(features: DataFrame) -> DataFrame:
+    """customer_id and each clustering feature, log-scaled where skewed, centred and divided by its sample
+    standard deviation (a constant feature is 0 everywhere): one aggregation."""
+    names = list(CLUSTER_FEATURES)
     logged = features.select("customer_id", *[
-        (F.log1p(F.greatest(F.col(f), F.lit(0.0))) if f in LOG_FEATURES else F.col(f)).alias(f)
-        for f in CLUSTER_FEATURES])
-    assembled = VectorAssembler(inputCols=list(CLUSTER_FEATURES), outputCol="raw").transform(logged)
-    scaler = StandardScaler(inputCol="raw", outputCol="features", withMean=True, withStd=True).fit(assembled)
-    return scaler.transform(assembled).select("customer_id", "features")
+        (F.log1p(F.greatest(F.col(f), F.lit(0.0))) if f in LOG_FEATURES else F.col(f)).alias(f) for f in names])
+    stats = logged.agg(*[F.avg(f).alias(f"mean_{f}") for f in names],
+                       *[F.stddev_samp(f).alias(f"sd_{f}") for f in names]).first()
+    return logged.select("customer_id", *[
+        ((F.col(f) - F.lit(stats[f"mean_{f}"])) / F.lit(stats[f"sd_{f}"])).alias(f) if stats[f"sd_{f}"]
+        else F.lit(0.0).alias(f) for f in names])
 
 
 @dataclass(frozen=True)
@@ -138,19 +142,25 @@ class Clustering:
 
 def cluster_customers(features: DataFrame, settings: SegmentSettings) -> Clustering:
     """K-means on standardised (log-scaled where skewed) features, k chosen by silhouette over the
-    configured range on a sample; every customer is then assigned to the nearest centroid."""
-    scaled = _scaled(features).localCheckpoint()
+    configured range, fitted on a sample of at most `cluster_sample` customers in the driver
+    (`jobs.segments.kmeans`); every customer is then assigned to the nearest centroid in Spark."""
+    names = list(CLUSTER_FEATURES)
+    scaled = _standardised(features).localCheckpoint()
     total = scaled.count()
+    if total == 0:
+        raise ValueError("no buying customer to cluster")
     fit_on = scaled if total <= settings.cluster_sample else \
-        scaled.sample(fraction=settings.cluster_sample / total, seed=settings.seed).localCheckpoint()
-    evaluator = ClusteringEvaluator(featuresCol="features", predictionCol="cluster")
+        scaled.sample(fraction=settings.cluster_sample / total, seed=settings.seed)
+    # Feature vectors only, no ids; sorted, so that the same customers give the same fit whatever order
+    # the partitions arrive in.
+    points = fit_on.select(*names).toPandas().to_numpy(float)
+    points = points[np.lexsort(points.T[::-1])]
     low, high = settings.k_range
-    models, silhouettes = {}, {}
-    for k in range(low, min(high, max(total - 1, low)) + 1):
-        model = KMeans(k=k, seed=settings.seed, featuresCol="features", predictionCol="cluster").fit(fit_on)
-        models[k], silhouettes[k] = model, evaluator.evaluate(model.transform(fit_on))
+    fits = {k: kmeans.fit(points, k, settings.seed) for k in range(low, min(high, max(len(points) - 1, low)) + 1)}
+    silhouettes = kmeans.silhouettes(points, fits, settings.seed)
     best = max(silhouettes, key=lambda k: (silhouettes[k], -k))
-    assigned = models[best].transform(scaled).select("customer_id", "cluster").localCheckpoint()
+    assigned = scaled.select("customer_id", kmeans.nearest_centroid(fits[best].centroids, names).alias("cluster")) \
+        .localCheckpoint()
     labels = cluster_labels(features.join(assigned, "customer_id"))
     assignments = assigned.join(labels.select("cluster", "cluster_label"), "cluster")
     return Clustering(assignments.select("customer_id", "cluster", "cluster_label"), labels, best,

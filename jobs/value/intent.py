@@ -5,7 +5,9 @@ service, surveys as of a reference date) with the opposite question over a short
 answered by a logistic regression: its probabilities are calibrated by construction (it fits
 the log-odds), which matters here because marketing reads them as probabilities, not ranks. Trained
 at one reference date, evaluated on the next window (AUC, Brier score and a calibration table),
-then refitted there to score today, the way churn is.
+then refitted there to score today, the way churn is. The regression is fitted in the driver on a
+bounded sample and scored in Spark (`jobs.value.logistic`): fourteen coefficients need neither a
+cluster nor MLlib's job per iteration.
 """
 
 from __future__ import annotations
@@ -13,28 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
-from pyspark.ml.feature import VectorAssembler
-from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs.value import logistic
 from jobs.value.churn import FEATURES, ChurnSources, labelled_windows, purchase_labels
 
 CALIBRATION_BINS = 10
 
 
-def _pipeline(max_iterations: int) -> Pipeline:
-    return Pipeline(stages=[
-        VectorAssembler(inputCols=list(FEATURES), outputCol="features"),
-        LogisticRegression(labelCol="purchased", featuresCol="features", maxIter=max_iterations),
-    ])
-
-
-def _probability(scored: DataFrame) -> DataFrame:
-    return scored.withColumn("purchase_probability", vector_to_array("probability")[1])
+def _fit(labelled: DataFrame, sample: int, seed: int) -> logistic.Logistic:
+    return logistic.fit(*logistic.labelled_sample(labelled, FEATURES, "purchased", sample, seed), FEATURES)
 
 
 def calibration(scored: DataFrame, bins: int = CALIBRATION_BINS) -> list[dict[str, float | int]]:
@@ -48,7 +40,7 @@ def calibration(scored: DataFrame, bins: int = CALIBRATION_BINS) -> list[dict[st
 
 @dataclass(frozen=True)
 class IntentModel:
-    model: PipelineModel
+    model: logistic.Logistic
     window_days: int
     validation_auc: float
     brier_score: float                          # mean squared error of the probabilities on the next window
@@ -57,20 +49,20 @@ class IntentModel:
     validation_rows: int
 
 
-def train_intent_model(sources: ChurnSources, as_of: date, window_days: int,
-                       max_iterations: int = 100) -> IntentModel:
-    """Train at as_of - 2 windows, evaluate at as_of - 1 window; refit at as_of - 1 window for scoring."""
+def train_intent_model(sources: ChurnSources, as_of: date, window_days: int, fit_sample: int = 500_000,
+                       seed: int = 7) -> IntentModel:
+    """Train at as_of - 2 windows, evaluate at as_of - 1 window; refit at as_of - 1 window for scoring. Each
+    fit sees at most `fit_sample` customers (conf `clv.intent_fit_sample`)."""
     train, validation = labelled_windows(sources, as_of, window_days, purchase_labels, "purchased")
-    pipeline = _pipeline(max_iterations)
-    predicted = _probability(pipeline.fit(train).transform(validation)).localCheckpoint()
-    auc = BinaryClassificationEvaluator(labelCol="purchased", rawPredictionCol="rawPrediction",
+    predicted = validation.withColumn("purchase_probability", _fit(train, fit_sample, seed).probability()) \
+        .localCheckpoint()
+    auc = BinaryClassificationEvaluator(labelCol="purchased", rawPredictionCol="purchase_probability",
                                         metricName="areaUnderROC").evaluate(predicted)
     brier = predicted.agg(F.avg((F.col("purchase_probability") - F.col("purchased")) ** 2)).first()[0]
-    return IntentModel(pipeline.fit(validation), window_days, float(auc), float(brier), calibration(predicted),
-                       train.count(), validation.count())
+    return IntentModel(_fit(validation, fit_sample, seed), window_days, float(auc), float(brier),
+                       calibration(predicted), train.count(), validation.count())
 
 
 def intent_scores(model: IntentModel, features: DataFrame) -> DataFrame:
     """(customer_id, purchase_probability) from `churn.churn_features` as of the scoring date."""
-    return _probability(model.model.transform(features)).select(
-        "customer_id", "purchase_probability")
+    return features.select("customer_id", model.model.probability().alias("purchase_probability"))

@@ -85,7 +85,7 @@ def run_value(ctx: RunContext) -> dict[str, object]:
     ctx.stage_slice(spark.createDataFrame([(ctx.as_of, ctx.run_id, churn_model.validation_auc,
                                             churn_model.train_rows, churn_model.validation_rows, ctx.started_at)],
                                           CHURN_MODELS.struct), CHURN_MODELS, ctx.as_of_slice)
-    intent_model = intent.train_intent_model(sources, ctx.as_of, conf.intent_window_days)
+    intent_model = intent.train_intent_model(sources, ctx.as_of, conf.intent_window_days, conf.intent_fit_sample)
     log.info("value: purchase intent AUC %.3f, Brier %.4f over %d days", intent_model.validation_auc,
              intent_model.brier_score, intent_model.window_days)
     ctx.stage_slice(spark.createDataFrame(
