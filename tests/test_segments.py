@@ -12,8 +12,10 @@ from pyspark.ml.clustering import KMeans
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from scipy.cluster.vq import vq
 
 from jobs.platform.config import load_settings
+from jobs.platform.sampling import sample_matrix
 from jobs.platform.settings import SegmentsConfig
 from jobs.segments import kmeans
 from jobs.segments import segmentation as segments
@@ -157,6 +159,38 @@ def test_silhouettes_agree_with_their_definition_point_by_point() -> None:
 
     assert kmeans.silhouettes(points, fits, seed=0) == pytest.approx(
         {k: brute(f.labels) for k, f in fits.items()}, abs=1e-9)
+
+
+def test_fewer_distinct_customers_than_k_give_fewer_clusters_and_a_finite_silhouette() -> None:
+    points = np.concatenate([np.ones((30, 3)), np.zeros((30, 3))])
+    fits = {k: kmeans.fit(points, k, seed=2) for k in (2, 3)}
+
+    assert len(fits[3].centroids) == 2 and set(fits[3].labels.tolist()) == {0, 1}
+    assert kmeans.silhouettes(points, fits, seed=0) == {2: 1.0, 3: 1.0}
+    alike = {1: kmeans.fit(np.ones((10, 3)), 2, seed=2)}
+    assert len(alike[1].centroids) == 1 and kmeans.silhouettes(np.ones((10, 3)), alike, seed=0) == {1: 0.0}
+
+
+def test_the_nearest_centroid_column_is_scipys_assignment(spark: SparkSession) -> None:
+    rng = np.random.default_rng(8)
+    points, centroids = rng.normal(0, 1, (300, 3)), rng.normal(0, 1, (5, 3))
+    frame = spark.createDataFrame([(i, *map(float, p)) for i, p in enumerate(points)],
+                                  "i int, a double, b double, c double")
+
+    assigned = {r.i: r.cluster for r in frame.select("i", kmeans.nearest_centroid(centroids, ["a", "b", "c"])
+                                                      .alias("cluster")).collect()}
+
+    assert [assigned[i] for i in range(len(points))] == vq(points, centroids)[0].tolist()
+
+
+def test_a_fit_sample_is_bounded_and_the_same_customers_whatever_the_partitioning(spark: SparkSession) -> None:
+    frame = spark.createDataFrame([(f"c{i}", float(i)) for i in range(4000)], "customer_id string, x double")
+
+    drawn = sample_matrix(frame, "customer_id", ["x"], 4000, 1000)
+    again = sample_matrix(frame.repartition(7, "x"), "customer_id", ["x"], 4000, 1000)
+
+    assert 850 < len(drawn) < 1150 and np.array_equal(drawn, again)
+    assert len(sample_matrix(frame, "customer_id", ["x"], 4000, 5000)) == 4000
 
 
 def test_purchase_intent_bands(spark: SparkSession) -> None:

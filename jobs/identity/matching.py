@@ -34,6 +34,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.identity import blocking
+from jobs.platform.sampling import hashed_sample
 from jobs.platform.settings import IdentityConfig
 
 log = logging.getLogger(__name__)
@@ -270,9 +271,7 @@ def spark_settings(conf: IdentityConfig, rules: list[tuple[str, ...]], model: di
 
 def training_sample(frame: DataFrame, records: int, size: int) -> pd.DataFrame:
     """Up to `size` records through Arrow, drawn by a hash of the record id (the same sample on every run)."""
-    sampled = frame if records <= size else frame.where(
-        (F.abs(F.xxhash64("unique_id")) % 1_000_000) < int(1_000_000 * size / records))
-    return sampled.toPandas()
+    return hashed_sample(frame, "unique_id", records, size).toPandas()
 
 
 def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | None = None, refit: bool = False,

@@ -19,9 +19,10 @@ from pyspark.sql import functions as F
 from scipy.cluster.vq import kmeans, kmeans2, vq
 
 # Restarts from fresh k-means++ seeds per k, the best (lowest within-cluster sum of squares) kept. Each
-# runs Lloyd's iterations until the mean distortion changes by less than `TOLERANCE` (relative).
+# runs Lloyd's iterations until the mean distance to the centroids stops changing (absolute change at
+# most `TOLERANCE`: in practice, until no point changes cluster).
 RESTARTS = 4
-TOLERANCE = 1e-6
+TOLERANCE = 1e-12
 # Points the silhouette is computed on: it needs every pairwise distance (quadratic), and a few thousand
 # points estimate the mean silhouette to about a hundredth.
 SILHOUETTE_POINTS = 3000
@@ -29,7 +30,7 @@ SILHOUETTE_POINTS = 3000
 
 @dataclass(frozen=True)
 class Fit:
-    centroids: np.ndarray      # k x features
+    centroids: np.ndarray      # clusters x features: at most k rows (see `fit`)
     labels: np.ndarray         # cluster of each sample point
     inertia: float             # within-cluster sum of squares
 
@@ -40,9 +41,10 @@ def fit(points: np.ndarray, k: int, seed: int) -> Fit:
     best: Fit | None = None
     for _ in range(RESTARTS):
         # kmeans2 seeds and takes one step; kmeans iterates to convergence (kmeans2 would run a fixed
-        # number of steps). A cluster left empty (customers sharing the same features) is dropped: a fit
-        # with fewer clusters, as MLlib's would be.
-        with warnings.catch_warnings():
+        # number of steps). A cluster left empty (fewer distinct feature vectors than k) is dropped: the
+        # fit then has fewer than k clusters.
+        # Identical points make k-means++'s draw probabilities 0/0: it then seeds duplicates, dropped below.
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
             warnings.simplefilter("ignore", UserWarning)
             seeds, _ = kmeans2(points, k, iter=1, minit="++", missing="warn", rng=rng)
         centroids, _ = kmeans(points, seeds, thresh=TOLERANCE)
@@ -62,6 +64,7 @@ def silhouettes(points: np.ndarray, fits: dict[int, Fit], seed: int) -> dict[int
     subset = points[chosen]
     squared = (subset ** 2).sum(axis=1)
     distances = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * subset @ subset.T, 0.0))
+    np.fill_diagonal(distances, 0.0)
     return {k: _mean_silhouette(distances, f.labels[chosen], k) for k, f in fits.items()}
 
 
@@ -71,13 +74,14 @@ def _mean_silhouette(distances: np.ndarray, labels: np.ndarray, k: int) -> float
     totals = distances @ members                     # each point's summed distance to each cluster
     own = labels, np.arange(len(labels))
     own_size = sizes[labels]
-    # A point alone in its cluster has silhouette 0 (Rousseeuw's convention).
     a = np.where(own_size > 1, totals[own[1], own[0]] / np.maximum(own_size - 1, 1), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        means = np.where(sizes > 0, totals / sizes, np.inf)
+        means = np.where(sizes > 0, totals / sizes, np.inf)     # an empty cluster is no neighbour
     means[own[1], own[0]] = np.inf
     b = means.min(axis=1)
-    s = np.where(own_size > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-300), 0.0)
+    # 0 for a point alone in its cluster (Rousseeuw's convention), and where there is no other cluster.
+    with np.errstate(invalid="ignore"):
+        s = np.where((own_size > 1) & np.isfinite(b), (b - a) / np.maximum(np.maximum(a, b), 1e-300), 0.0)
     return float(s.mean())
 
 

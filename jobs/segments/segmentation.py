@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-import numpy as np
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from jobs.platform.sampling import sample_matrix
 from jobs.platform.settings import SegmentsConfig
 from jobs.segments import kmeans
 
@@ -149,21 +149,18 @@ def cluster_customers(features: DataFrame, settings: SegmentSettings) -> Cluster
     total = scaled.count()
     if total == 0:
         raise ValueError("no buying customer to cluster")
-    fit_on = scaled if total <= settings.cluster_sample else \
-        scaled.sample(fraction=settings.cluster_sample / total, seed=settings.seed)
-    # Feature vectors only, no ids; sorted, so that the same customers give the same fit whatever order
-    # the partitions arrive in.
-    points = fit_on.select(*names).toPandas().to_numpy(float)
-    points = points[np.lexsort(points.T[::-1])]
+    points = sample_matrix(scaled, "customer_id", names, total, settings.cluster_sample)
     low, high = settings.k_range
     fits = {k: kmeans.fit(points, k, settings.seed) for k in range(low, min(high, max(len(points) - 1, low)) + 1)}
     silhouettes = kmeans.silhouettes(points, fits, settings.seed)
     best = max(silhouettes, key=lambda k: (silhouettes[k], -k))
-    assigned = scaled.select("customer_id", kmeans.nearest_centroid(fits[best].centroids, names).alias("cluster")) \
+    centroids = fits[best].centroids
+    assigned = scaled.select("customer_id", kmeans.nearest_centroid(centroids, names).alias("cluster")) \
         .localCheckpoint()
     labels = cluster_labels(features.join(assigned, "customer_id"))
     assignments = assigned.join(labels.select("cluster", "cluster_label"), "cluster")
-    return Clustering(assignments.select("customer_id", "cluster", "cluster_label"), labels, best,
+    # The clusters found: fewer than the k tried when the customers have fewer distinct feature vectors.
+    return Clustering(assignments.select("customer_id", "cluster", "cluster_label"), labels, len(centroids),
                       silhouettes[best], silhouettes)
 
 

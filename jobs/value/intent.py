@@ -25,8 +25,8 @@ from jobs.value.churn import FEATURES, ChurnSources, labelled_windows, purchase_
 CALIBRATION_BINS = 10
 
 
-def _fit(labelled: DataFrame, sample: int, seed: int) -> logistic.Logistic:
-    return logistic.fit(*logistic.labelled_sample(labelled, FEATURES, "purchased", sample, seed), FEATURES)
+def _fit(labelled: DataFrame, sample: int) -> logistic.Logistic:
+    return logistic.fit(*logistic.labelled_sample(labelled, FEATURES, "purchased", sample), FEATURES)
 
 
 def calibration(scored: DataFrame, bins: int = CALIBRATION_BINS) -> list[dict[str, float | int]]:
@@ -49,17 +49,17 @@ class IntentModel:
     validation_rows: int
 
 
-def train_intent_model(sources: ChurnSources, as_of: date, window_days: int, fit_sample: int = 500_000,
-                       seed: int = 7) -> IntentModel:
+def train_intent_model(sources: ChurnSources, as_of: date, window_days: int, fit_sample: int = 500_000
+                       ) -> IntentModel:
     """Train at as_of - 2 windows, evaluate at as_of - 1 window; refit at as_of - 1 window for scoring. Each
     fit sees at most `fit_sample` customers (conf `clv.intent_fit_sample`)."""
     train, validation = labelled_windows(sources, as_of, window_days, purchase_labels, "purchased")
-    predicted = validation.withColumn("purchase_probability", _fit(train, fit_sample, seed).probability()) \
+    predicted = validation.withColumn("purchase_probability", _fit(train, fit_sample).probability()) \
         .localCheckpoint()
     auc = BinaryClassificationEvaluator(labelCol="purchased", rawPredictionCol="purchase_probability",
                                         metricName="areaUnderROC").evaluate(predicted)
     brier = predicted.agg(F.avg((F.col("purchase_probability") - F.col("purchased")) ** 2)).first()[0]
-    return IntentModel(_fit(validation, fit_sample, seed), window_days, float(auc), float(brier),
+    return IntentModel(_fit(validation, fit_sample), window_days, float(auc), float(brier),
                        calibration(predicted), train.count(), validation.count())
 
 

@@ -9,6 +9,7 @@ by L-BFGS on standardised features; the coefficients go back into the query as a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from scipy.optimize import minimize
 from scipy.special import expit
+
+from jobs.platform.sampling import sample_matrix
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,30 +41,29 @@ def fit(x: np.ndarray, y: np.ndarray, names: Sequence[str]) -> Logistic:
     if len(np.unique(y)) < 2:
         raise ValueError("logistic regression needs both classes in its training rows")
     mean, scale = x.mean(axis=0), x.std(axis=0)
-    varying = scale > 0
+    varying = x.max(axis=0) > x.min(axis=0)      # not scale > 0: a constant 0.1 has a std of 3e-17
     design = np.column_stack([np.ones(len(x)), (x[:, varying] - mean[varying]) / scale[varying]])
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
         z = design @ w
         return float(np.sum(np.logaddexp(0.0, z) - y * z)), design.T @ (expit(z) - y)
 
+    # The loss is a sum over the rows: its gradient's tolerance scales with them.
     result = minimize(loss, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B",
-                      options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-14})
+                      options={"maxiter": 1000, "gtol": 1e-9 * len(x), "ftol": 1e-14})
     if not np.all(np.isfinite(result.x)):
         raise ValueError(f"logistic regression did not converge: {result.message}")
+    if not result.success:
+        # Separable classes drive a coefficient without bound: the fit still ranks and is kept, with a warning.
+        log.warning("logistic regression stopped before converging: %s", result.message)
     weights = np.zeros(x.shape[1])
     weights[varying] = result.x[1:] / scale[varying]
     intercept = float(result.x[0] - np.sum(weights[varying] * mean[varying]))
     return Logistic(intercept, {n: float(w) for n, w in zip(names, weights, strict=True)})
 
 
-def labelled_sample(frame: DataFrame, features: Sequence[str], label: str, size: int,
-                    seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `size` rows' features and label through Arrow (no ids), in a fixed order: the same rows give the
-    same fit whatever order the partitions arrive in."""
-    total = frame.count()
-    sampled = frame if total <= size else frame.sample(fraction=size / total, seed=seed)
-    rows = sampled.select(*[F.col(f).cast("double") for f in features], F.col(label).cast("double")) \
-        .toPandas().to_numpy(float)
-    rows = rows[np.lexsort(rows.T[::-1])]
+def labelled_sample(frame: DataFrame, features: Sequence[str], label: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """About `size` customers' features and label through Arrow, the same customers on every run
+    (`jobs.platform.sampling`)."""
+    rows = sample_matrix(frame, "customer_id", [*features, label], frame.count(), size)
     return rows[:, :-1], rows[:, -1]
