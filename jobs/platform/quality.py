@@ -210,7 +210,7 @@ FINITE_LAYERS = ("silver.", "gold.")
 def with_finite_check(df: DataFrame, suite: dict[str, Any]) -> tuple[DataFrame, dict[str, Any]]:
     """`df` with `non_finite_columns` (the names of its floating-point columns holding NaN or an infinity in
     the row, null when none) and `suite` with a critical expectation that it is null: a NaN passes
-    GX's range checks (every comparison with it is false) and would hide a sum it enters."""
+    a range check with a minimum only (Spark orders NaN above every number) and would hide a sum it enters."""
     floating = [f.name for f in df.schema.fields if isinstance(f.dataType, T.DoubleType | T.FloatType)]
     if not floating:
         return df, suite
