@@ -41,9 +41,8 @@ def fit(points: np.ndarray, k: int, seed: int) -> Fit:
     best: Fit | None = None
     for _ in range(RESTARTS):
         # kmeans2 seeds and takes one step; kmeans iterates to convergence (kmeans2 would run a fixed
-        # number of steps). A cluster left empty (fewer distinct feature vectors than k) is dropped: the
-        # fit then has fewer than k clusters.
-        # Identical points make k-means++'s draw probabilities 0/0: it then seeds duplicates, dropped below.
+        # number of steps). With fewer distinct feature vectors than k, k-means++ seeds duplicates (its draw
+        # probabilities are 0/0) and kmeans drops the clusters left empty: the fit has fewer than k.
         with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
             warnings.simplefilter("ignore", UserWarning)
             seeds, _ = kmeans2(points, k, iter=1, minit="++", missing="warn", rng=rng)
@@ -72,12 +71,12 @@ def _mean_silhouette(distances: np.ndarray, labels: np.ndarray, k: int) -> float
     members = np.eye(k)[labels]                      # n x k one-hot
     sizes = members.sum(axis=0)
     totals = distances @ members                     # each point's summed distance to each cluster
-    own = labels, np.arange(len(labels))
+    points = np.arange(len(labels))
     own_size = sizes[labels]
-    a = np.where(own_size > 1, totals[own[1], own[0]] / np.maximum(own_size - 1, 1), 0.0)
+    a = np.where(own_size > 1, totals[points, labels] / np.maximum(own_size - 1, 1), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         means = np.where(sizes > 0, totals / sizes, np.inf)     # an empty cluster is no neighbour
-    means[own[1], own[0]] = np.inf
+    means[points, labels] = np.inf
     b = means.min(axis=1)
     # 0 for a point alone in its cluster (Rousseeuw's convention), and where there is no other cluster.
     with np.errstate(invalid="ignore"):
