@@ -14,6 +14,9 @@ def accounting_frame(accounting: DataFrame, history: DataFrame) -> DataFrame:
 
     Per source rather than per file, so that a tiny daily file with one bad row does not stop
     the run; `row_ratio` compares the rows read with the source's previous batch in `history`.
+    The critical bound applies to `quarantine_share_after_grace`, the share beyond one bad row: a
+    16-row source with a single bad line is 6% quarantined, which says nothing about the feed,
+    while a wholly bad batch still fails however small.
     """
     sums = [F.sum(c).alias(c) for c in ROW_COUNTS]
     run = accounting.groupBy("source").agg(F.count("*").alias("files"), F.min("batch_id").alias("first_batch"),
@@ -27,6 +30,8 @@ def accounting_frame(accounting: DataFrame, history: DataFrame) -> DataFrame:
     return run.join(previous, "source", "left").select(
         "*",
         (F.col("rows_quarantined") / F.greatest("rows_read", F.lit(1))).alias("quarantine_share"),
+        (F.greatest(F.col("rows_quarantined") - 1, F.lit(0)) / F.greatest("rows_read", F.lit(1)))
+        .alias("quarantine_share_after_grace"),
         # Null, not an error, after an empty batch (ANSI division by zero raises).
         F.try_divide("rows_read", "prev_rows_read").alias("row_ratio"),
         (F.col("rows_read") == F.col("rows_loaded") + F.col("rows_quarantined") + F.col("rows_deduplicated"))
