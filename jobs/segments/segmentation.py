@@ -118,17 +118,17 @@ def cluster_features(summary: DataFrame, activity: DataFrame) -> DataFrame:
                                           for f in CLUSTER_FEATURES])
 
 
-def _standardised(features: DataFrame) -> DataFrame:
+def _standardised(features: DataFrame) -> tuple[DataFrame, int]:
     """customer_id and each clustering feature, log-scaled where skewed, centred and divided by its sample
-    standard deviation (a constant feature is 0 everywhere): one aggregation."""
+    standard deviation (a constant feature is 0 everywhere), and the number of customers: one aggregation."""
     names = list(CLUSTER_FEATURES)
     logged = features.select("customer_id", *[
         (F.log1p(F.greatest(F.col(f), F.lit(0.0))) if f in LOG_FEATURES else F.col(f)).alias(f) for f in names])
-    stats = logged.agg(*[F.avg(f).alias(f"mean_{f}") for f in names],
+    stats = logged.agg(F.count("*").alias("customers"), *[F.avg(f).alias(f"mean_{f}") for f in names],
                        *[F.stddev_samp(f).alias(f"sd_{f}") for f in names]).first()
     return logged.select("customer_id", *[
         ((F.col(f) - F.lit(stats[f"mean_{f}"])) / F.lit(stats[f"sd_{f}"])).alias(f) if stats[f"sd_{f}"]
-        else F.lit(0.0).alias(f) for f in names])
+        else F.lit(0.0).alias(f) for f in names]), stats["customers"]
 
 
 @dataclass(frozen=True)
@@ -145,10 +145,10 @@ def cluster_customers(features: DataFrame, settings: SegmentSettings) -> Cluster
     configured range, fitted on a sample of at most `cluster_sample` customers in the driver
     (`jobs.segments.kmeans`); every customer is then assigned to the nearest centroid in Spark."""
     names = list(CLUSTER_FEATURES)
-    scaled = _standardised(features).localCheckpoint()
-    total = scaled.count()
+    scaled, total = _standardised(features)
     if total == 0:
         raise ValueError("no buying customer to cluster")
+    scaled = scaled.localCheckpoint()
     points = sample_matrix(scaled, "customer_id", names, total, settings.cluster_sample)
     low, high = settings.k_range
     fits = {k: kmeans.fit(points, k, settings.seed) for k in range(low, min(high, max(len(points) - 1, low)) + 1)}
