@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.ingest import batches
 from jobs.ingest.batches import (
     BatchResult,
     ContractViolation,
@@ -215,6 +216,32 @@ def test_copies_are_looked_for_in_the_replay_window_only(empty_warehouse: SparkS
     assert (day.rows_read, day.rows_loaded, day.rows_deduplicated) == (3, 2, 1)
     assert sorted(r.contact_id for r in spark.table("bronze.contacts").where("_batch_id = '2026-11-19'").collect()) \
         == ["c1", "c3"]
+
+
+@pytest.mark.parametrize("broadcast_repeats", [batches.BROADCAST_REPEATS, 0])
+def test_the_first_copy_by_batch_file_and_line_is_loaded_however_the_copies_are_joined_back(
+    empty_warehouse: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broadcast_repeats: int
+) -> None:
+    # Copies are found from hashes and positions alone, then joined back to the lines by broadcast or, past
+    # the limit, by a shuffle: the same outcome either way.
+    monkeypatch.setattr(batches, "BROADCAST_REPEATS", broadcast_repeats)
+    spark = empty_warehouse
+    land(tmp_path, "contacts", "2026-11-10", "a.csv", [HEADER, contact("c0")])
+    ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-10", "run-1", NOW)
+    land(tmp_path, "contacts", "2026-11-18", "a.csv", [HEADER, contact("c2"), contact("c0")])
+    land(tmp_path, "contacts", "2026-11-18", "b.csv",
+         [HEADER, contact("c1"), contact("c2"), contact("c1"), "broken,row", "broken,row"])
+    land(tmp_path, "contacts", "2026-11-19", "a.csv", [HEADER, contact("c1"), contact("c3")])
+
+    results = ingest_source(spark, str(tmp_path), CONTACTS, "2026-11-20", "run-2", NOW)
+
+    # 11-18: c0 was loaded on 11-10, b.csv's c2 copies a.csv's, its second c1 its first; a bad line is
+    # quarantined however often it repeats. 11-19: c1 copies 11-18's.
+    assert [(r.batch_id, r.rows_read, r.rows_loaded, r.rows_quarantined, r.rows_deduplicated) for r in results] == [
+        ("2026-11-18", 7, 2, 2, 3), ("2026-11-19", 2, 1, 0, 1)]
+    loaded = spark.table("bronze.contacts").where("_batch_id >= '2026-11-18'").collect()
+    assert sorted((r.contact_id, r._batch_id, r._source_file.rsplit("/", 1)[-1], r._line_number) for r in loaded) == [
+        ("c1", "2026-11-18", "b.csv", 2), ("c2", "2026-11-18", "a.csv", 2), ("c3", "2026-11-19", "a.csv", 3)]
 
 
 def test_line_numbers_hold_across_file_splits_and_a_compressed_header_is_read_alone(

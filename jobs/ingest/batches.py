@@ -131,25 +131,33 @@ def unsealed_quarantine(quarantine: DataFrame, encryption_key: bytes) -> DataFra
     return pii.unseal(quarantine, {"raw_payload": "string"}, quarantine_context(), encryption_key)
 
 
-def with_outcome(validated: DataFrame, earlier_hashes: DataFrame) -> DataFrame:
-    """Validated lines with `_content_hash` and `outcome`: quarantined (a reason), deduplicated or loaded.
+def with_content_hash(validated: DataFrame) -> DataFrame:
+    return validated.withColumn("_content_hash", F.xxhash64("value"))
 
-    `earlier_hashes` holds the `_content_hash` of rows other batches loaded (`replay_window_hashes`). Copies of
-    those (replays, re-sent files) and repeats of a line within these batches (the first copy, by batch,
-    file and line, is kept) count as deduplicated.
-    """
-    first_copy = Window.partitionBy("_content_hash").orderBy("batch_id", "source_file", "line_number")
-    return (
-        validated.withColumn("_content_hash", F.xxhash64("value"))
-        .withColumn("copy_no", F.when(F.col("reason_code").isNull(), F.row_number().over(first_copy)))
-        .join(earlier_hashes.distinct().withColumn("seen_before", F.lit(True)), "_content_hash", "left")
-        .withColumn(
-            "outcome",
-            F.when(F.col("reason_code").isNotNull(), "quarantined")
-            .when((F.col("copy_no") == 1) & F.col("seen_before").isNull(), "loaded")
-            .otherwise("deduplicated"),
-        )
-    )
+
+def repeated_lines(hashed: DataFrame, earlier_hashes: DataFrame) -> DataFrame:
+    """(source_file, line_number) of the valid lines of `hashed` that are copies: of a row another batch of
+    the replay window loaded (`earlier_hashes`: their `_content_hash`), or of a line earlier in these
+    batches (the first copy, by batch, file and line, is kept).
+
+    Only hashes and positions are shuffled and sorted, never the lines themselves (at 1M customers the
+    lines' shuffle was 7 GB for the events alone); copies are few, so the result is small."""
+    valid = hashed.where(F.col("reason_code").isNull()).select(
+        "_content_hash", F.struct("batch_id", "source_file", "line_number").alias("position"))
+    first_copy = Window.partitionBy("_content_hash").orderBy("position")
+    later = valid.withColumn("copy_no", F.row_number().over(first_copy)).where(F.col("copy_no") > 1)
+    replayed = valid.join(earlier_hashes, "_content_hash", "left_semi")
+    return later.select("position").unionByName(replayed.select("position")).distinct() \
+        .select("position.source_file", "position.line_number")
+
+
+def with_outcome(hashed: DataFrame, repeats: DataFrame) -> DataFrame:
+    """Lines with `outcome`: quarantined (a reason), deduplicated (listed in `repeats`, from `repeated_lines`)
+    or loaded."""
+    return hashed.join(repeats.withColumn("repeat", F.lit(True)), ["source_file", "line_number"], "left") \
+        .withColumn("outcome", F.when(F.col("reason_code").isNotNull(), "quarantined")
+                    .when(F.col("repeat").isNull(), "loaded").otherwise("deduplicated")) \
+        .drop("repeat")
 
 
 def split_batches(outcome: DataFrame, files: DataFrame, source: RawSource, run_id: str, ingested_at: datetime,
@@ -206,15 +214,21 @@ def landed_batches(spark: SparkSession, landing: str, source: RawSource, as_of: 
 
 @dataclass(frozen=True)
 class ParsedBatches:
-    """The three outputs of a set of batches of one source, computed from one persisted outcome."""
+    """The three outputs of a set of batches of one source, computed from the persisted parsed lines."""
 
     bronze: DataFrame
     quarantine: DataFrame
     accounting: DataFrame
-    outcome: DataFrame
+    persisted: tuple[DataFrame, ...]
 
     def release(self) -> None:
-        self.outcome.unpersist()
+        for frame in self.persisted:
+            frame.unpersist()
+
+
+# Up to this many copies, the list of them is broadcast to the lines; past it (a large file sent twice in
+# one run), the lines are joined to it by a shuffle, once, and kept.
+BROADCAST_REPEATS = 2_000_000
 
 
 def parse_batches(
@@ -231,19 +245,25 @@ def parse_batches(
         fields = csv_fields(lines, source, headers)
     else:
         fields = json_fields(lines, source)
-    outcome = with_outcome(validate(fields, source, maximums), earlier_hashes).persist()
-    changes = type_changes(outcome)
+    hashed = with_content_hash(validate(fields, source, maximums)).persist()
+    changes = type_changes(hashed)
     if changes:
-        outcome.unpersist()
+        hashed.unpersist()
         file, column, failed, rows = changes[0]
         expected = declared_type(source, column)
         raise ContractViolation(
             f"{source.name}: column '{column}' in {file} no longer holds {expected} "
             f"({failed} of {rows} rows fail to parse); the contract in schemas/raw.py expects {expected}"
         )
+    repeats = repeated_lines(hashed, earlier_hashes).localCheckpoint()
+    if repeats.count() <= BROADCAST_REPEATS:
+        outcome, persisted = with_outcome(hashed, F.broadcast(repeats)), (hashed,)
+    else:
+        outcome = with_outcome(hashed, repeats).persist()
+        persisted = (hashed, outcome)
     listed = spark.createDataFrame([(uri, uri.rstrip("/").split("/")[-2]) for uri in file_uris(spark, files)],
                                    "source_file string, batch_id string")
-    return ParsedBatches(*split_batches(outcome, listed, source, run_id, ingested_at, encryption_key), outcome)
+    return ParsedBatches(*split_batches(outcome, listed, source, run_id, ingested_at, encryption_key), persisted)
 
 
 def declared_type(source: RawSource, column: str) -> str:
