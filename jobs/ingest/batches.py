@@ -228,7 +228,7 @@ class ParsedBatches:
 
 # Up to this many copies, the list of them is broadcast to the lines; past it (a large file sent twice in
 # one run), the lines are joined to it by a shuffle, once, and kept.
-BROADCAST_REPEATS = 2_000_000
+BROADCAST_REPEATS = 1_000_000   # about 130 MB of (file, line) to broadcast
 
 
 def parse_batches(
