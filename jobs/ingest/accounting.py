@@ -27,11 +27,11 @@ def accounting_frame(accounting: DataFrame, history: DataFrame) -> DataFrame:
         .where(F.col("batch_id") < F.col("first_batch"))
         .groupBy("source").agg(F.max_by("prev_rows_read", "batch_id").alias("prev_rows_read"))
     )
+    read = F.greatest("rows_read", F.lit(1))
     return run.join(previous, "source", "left").select(
         "*",
-        (F.col("rows_quarantined") / F.greatest("rows_read", F.lit(1))).alias("quarantine_share"),
-        (F.greatest(F.col("rows_quarantined") - 1, F.lit(0)) / F.greatest("rows_read", F.lit(1)))
-        .alias("quarantine_share_after_grace"),
+        (F.col("rows_quarantined") / read).alias("quarantine_share"),
+        (F.greatest(F.col("rows_quarantined") - 1, F.lit(0)) / read).alias("quarantine_share_after_grace"),
         # Null, not an error, after an empty batch (ANSI division by zero raises).
         F.try_divide("rows_read", "prev_rows_read").alias("row_ratio"),
         (F.col("rows_read") == F.col("rows_loaded") + F.col("rows_quarantined") + F.col("rows_deduplicated"))
