@@ -161,6 +161,9 @@ def test_json_defects_and_nested_lines(empty_warehouse: SparkSession, tmp_path: 
         json.dumps({**good, "order_id": "o3", "order_ts": "2026-02-30T10:00:00Z"}),
         json.dumps({**good, "order_id": "o4", "account_id": None}),      # missing required
         json.dumps({**good, "order_id": "o5", "gift_wrap": True}),       # new optional field: drift
+        # as many keys as the contract declares, one optional field left out and one new: drift too
+        json.dumps({**{k: v for k, v in good.items() if k != "shipping_postcode"}, "order_id": "o6",
+                    "coupon": "SPRING"}),
     ]
     land(tmp_path, "orders", "2026-11-19", "a.jsonl", lines)
 
@@ -171,11 +174,13 @@ def test_json_defects_and_nested_lines(empty_warehouse: SparkSession, tmp_path: 
         5: ("MISSING_REQUIRED", "account_id"),
     }
     bronze = {r.order_id: r for r in spark.table("bronze.orders").collect()}
-    assert set(bronze) == {"o1", "o5"}
+    assert set(bronze) == {"o1", "o5", "o6"}
     assert bronze["o1"].lines[0].quantity == 2 and bronze["o1"].lines[0].unit_price == 9.5
+    assert bronze["o1"].extra_fields == {}
     assert bronze["o5"].extra_fields == {"gift_wrap": "true"}
+    assert bronze["o6"].extra_fields == {"coupon": "SPRING"} and bronze["o6"].shipping_postcode is None
     drift = spark.table("ops.ingest_accounting").where("source = 'orders'").first().extra_columns
-    assert drift == ["gift_wrap"]
+    assert drift == ["coupon", "gift_wrap"]
 
 
 def test_rerun_is_a_no_op_and_a_crashed_batch_replays_to_the_same_result(

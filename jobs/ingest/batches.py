@@ -132,7 +132,11 @@ def unsealed_quarantine(quarantine: DataFrame, encryption_key: bytes) -> DataFra
 
 
 def with_content_hash(validated: DataFrame) -> DataFrame:
-    return validated.withColumn("_content_hash", F.xxhash64("value"))
+    """Adds `_content_hash`; the line's text is kept only where the line is quarantined (its payload), so
+    the persisted lines hold each valid line once, typed, not twice."""
+    return validated.select(*[c for c in validated.columns if c != "value"],
+                            F.when(F.col("reason_code").isNotNull(), F.col("value")).alias("value"),
+                            F.xxhash64("value").alias("_content_hash"))
 
 
 def repeated_lines(hashed: DataFrame, earlier_hashes: DataFrame) -> DataFrame:

@@ -86,17 +86,24 @@ def json_fields(lines: DataFrame, source: RawSource) -> DataFrame:
     An object that names a key twice, at the top or in a nested object of an array of structs (an
     order's lines), is malformed: which of the two values is meant cannot be told.
     """
+    names = source.column_names
     parsed = lines.withColumn("m", F.from_json("value", "map<string,string>"))
-    declared = F.array(*[F.lit(c) for c in source.column_names])
-    repeated = _repeats_a_key(F.col("m"))
+    # The usual line names each of its keys once and only declared ones: then its size is the count of
+    # declared keys it holds, and the lambdas that find repeated or extra keys (per key, interpreted: a
+    # third of the parse) are skipped.
+    declared_keys = sum(F.map_contains_key("m", c).cast("int") for c in names)
+    usual = F.coalesce(F.size("m") == declared_keys, F.lit(False))
+    repeated = F.when(usual, F.lit(False)).otherwise(_repeats_a_key(F.col("m")))
     for col in source.columns:
         if _struct_fields(col.data_type):
             elements = F.from_json(F.col("m")[col.name], "array<map<string,string>>")
             repeated = repeated | F.coalesce(F.exists(elements, _repeats_a_key), F.lit(False))
+    extra = F.when(usual, F.create_map().cast("map<string,string>")) \
+        .otherwise(F.map_filter("m", lambda k, _: ~k.isin(*names)))
     return parsed.select(
         "source_file", "batch_id", "line_number", "value",
-        *[F.col("m")[c].alias(c) for c in source.column_names],
-        F.map_filter("m", lambda k, _: ~F.array_contains(declared, k)).alias("extra_fields"),
+        *[F.col("m")[c].alias(c) for c in names],
+        extra.alias("extra_fields"),
         (F.col("m").isNull() | repeated).alias("malformed"),
     )
 
@@ -122,17 +129,23 @@ def _outside(value: Column, valid: Range, maximum: float | None) -> Column:
     return low | (F.lit(False) if maximum is None else value > maximum)
 
 
+def element_texts(text: Column, data_type: T.DataType) -> Column:
+    """An array of structs' text parsed with every field as text: what each field said before its cast."""
+    return F.from_json(text, T.ArrayType(T.StructType([T.StructField(f.name, T.StringType())
+                                                       for f in _struct_fields(data_type)])))
+
+
 def value_checks(source: RawSource, text: dict[str, Column], typed: dict[str, Column],
-                 maximums: dict[str, float]) -> list[tuple[Column, str, str]]:
+                 elements: dict[str, Column], maximums: dict[str, float]) -> list[tuple[Column, str, str]]:
     """The checks on values that parsed: a nested field whose text did not parse (`TYPE_MISMATCH`, not a
     silent null), then `NON_FINITE` for any NaN or infinity, then `OUT_OF_RANGE` against the contract's
-    ranges (`maximums` holds the plausibility limits in force, by 'source.column[.field]')."""
+    ranges (`maximums` holds the plausibility limits in force, by 'source.column[.field]'). `elements`: the
+    `element_texts` of each array-of-structs column."""
     mismatches, infinite, out_of_range = [], [], []
     for col in source.columns:
         value, fields = typed[col.name], _struct_fields(col.data_type)
         if fields:
-            as_text = T.ArrayType(T.StructType([T.StructField(f.name, T.StringType()) for f in fields]))
-            texts = F.from_json(text[col.name], as_text)
+            texts = elements[col.name]
             for f in fields:
                 # Spark passes a lambda as many arguments as it declares: bind the field name outside it.
                 unparsed = F.zip_with(value, texts, _unparsed_field(f.name))
@@ -155,38 +168,55 @@ def value_checks(source: RawSource, text: dict[str, Column], typed: dict[str, Co
     return mismatches + infinite + out_of_range
 
 
+def _text_column(name: str) -> str:
+    return f"__text_{name}"
+
+
+def _elements_column(name: str) -> str:
+    return f"__elements_{name}"
+
+
 def validate(fields: DataFrame, source: RawSource, maximums: dict[str, float] | None = None) -> DataFrame:
     """Typed contract columns plus `reason_code`/`reason_column` (null when the row is valid).
 
     Bytes that are not UTF-8 are `BAD_ENCODING`: the text reader would turn them into U+FFFD, a silent
     change of the value (a file in another encoding is converted before it lands).
     """
+    # One projection per step: the texts, then their casts, then one chain of checks over those columns.
+    # Spark keeps a projection whose costly columns the next one reads more than once, so each cast and
+    # the chain run once per line (inline, the chain was evaluated for the code and again for the column).
+    names = source.column_names
+    texts = fields.select("source_file", "batch_id", "line_number", "value", "extra_fields", "malformed",
+                          *[_blank_to_null(F.col(c)).alias(_text_column(c)) for c in names])
+    nested = [c for c in source.columns if _struct_fields(c.data_type)]
+    typed_frame = texts.select(
+        "*", *[_typed(F.col(_text_column(c.name)), c.type).alias(c.name) for c in source.columns],
+        *[element_texts(F.col(_text_column(c.name)), c.data_type).alias(_elements_column(c.name)) for c in nested])
+    text = {c: F.col(_text_column(c)) for c in names}
+    typed = {c: F.col(c) for c in names}
+    elements = {c.name: F.col(_elements_column(c.name)) for c in nested}
     checks: list[tuple[Column, str, str | None]] = [
         (F.trim("value") == "", "EMPTY_LINE", None),
         (~F.is_valid_utf8("value"), "BAD_ENCODING", None),
         (F.col("malformed"), "MALFORMED_ROW", None),
     ]
-    text = {col.name: _blank_to_null(F.col(col.name)) for col in source.columns}
-    typed = {col.name: _typed(text[col.name], col.type) for col in source.columns}
     # Missing required fields are reported before type failures, whatever the column order.
     checks += [(text[col.name].isNull(), "MISSING_REQUIRED", col.name) for col in source.columns if not col.nullable]
     for col in source.columns:
         failed = text[col.name].isNotNull() & typed[col.name].isNull()
         if col.type in ("date", "timestamp", "timestamp_ntz"):
             checks.append((failed & text[col.name].rlike(DATE_LIKE), "IMPOSSIBLE_DATE", col.name))
-        checks.append((failed, "TYPE_MISMATCH", col.name))
-    checks += value_checks(source, text, typed, maximums or {})
+        if col.type != "string":    # a text is its own value: it cannot fail to parse
+            checks.append((failed, "TYPE_MISMATCH", col.name))
+    checks += value_checks(source, text, typed, elements, maximums or {})
 
-    def first(kind: int) -> Column:
-        expr = F.lit(None).cast("string")
-        for cond, code, column in reversed(checks):
-            expr = F.when(cond, F.lit(code if kind == 0 else column)).otherwise(expr)
-        return expr
-
-    return fields.select(
-        "source_file", "batch_id", "line_number", "value", "extra_fields",
-        *[typed[c.name].alias(c.name) for c in source.columns],
-        first(0).alias("reason_code"), first(1).alias("reason_column"),
+    reason = F.lit(None).cast("struct<code:string,column:string>")
+    for cond, code, column in reversed(checks):
+        reason = F.when(cond, F.struct(F.lit(code).alias("code"), F.lit(column).cast("string").alias("column"))) \
+            .otherwise(reason)
+    return typed_frame.select("*", reason.alias("_reason")).select(
+        "source_file", "batch_id", "line_number", "value", "extra_fields", *names,
+        F.col("_reason.code").alias("reason_code"), F.col("_reason.column").alias("reason_column"),
     )
 
 
