@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from jobs.ingest.accounting import accounting_frame
 from jobs.platform.config import PROJECT_ROOT
-from jobs.platform.quality import QualityGateFailed, gate, validate_frame
+from jobs.platform.quality import QualityGateFailed, gate, reads_materialised_rows, validate_frame
 
 SUITES = PROJECT_ROOT / "expectations"
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
@@ -46,6 +46,22 @@ def test_gate_fails_a_broken_batch_with_a_readable_summary(spark: SparkSession) 
     assert "expect_column_values_to_be_between(net_amount)" in message
     failed = spark.table("ops.dq_results").where("run_id = 'run-bad' AND NOT success").count()
     assert failed == 3
+
+
+def test_a_staged_frame_is_validated_in_place_with_the_same_results(spark: SparkSession) -> None:
+    rows = [("o1", NOW, "completed", 10.0, 10.0), ("o1", NOW, "lost", -5.0, 10.0), ("o2", NOW, "completed", 1.0, 1.0)]
+    staged = _orders(spark, rows).localCheckpoint()
+    # A staged frame, or a slice of it, is scanned where it is; anything computed is cached for the suite.
+    assert reads_materialised_rows(staged) and reads_materialised_rows(staged.where("order_id = 'o1'"))
+    assert not reads_materialised_rows(_orders(spark, rows))
+    assert not reads_materialised_rows(staged.join(staged.select("order_id"), "order_id"))
+
+    with pytest.raises(QualityGateFailed) as failure:
+        gate(spark, "cleanse", {"silver.orders": staged.where("order_id = 'o1'")}, SUITES, "run-staged", NOW)
+    failed = {(r.expectation_type, r.column_name) for r in spark.table("ops.dq_results")
+              .where("run_id = 'run-staged' AND NOT success").collect()}
+    assert ("expect_column_values_to_be_unique", "order_id") in failed
+    assert "silver.orders" in str(failure.value)
 
 
 def test_warnings_are_recorded_but_do_not_stop_the_run(spark: SparkSession) -> None:
