@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from jobs.ingest.accounting import accounting_frame
 from jobs.platform.config import PROJECT_ROOT
-from jobs.platform.quality import QualityGateFailed, gate, reads_materialised_rows, validate_frame
+from jobs.platform.quality import QualityGateFailed, gate, reads_materialised_rows, suite_columns, validate_frame
 
 SUITES = PROJECT_ROOT / "expectations"
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
@@ -55,6 +55,14 @@ def test_a_staged_frame_is_validated_in_place_with_the_same_results(spark: Spark
     assert reads_materialised_rows(staged) and reads_materialised_rows(staged.where("order_id = 'o1'"))
     assert not reads_materialised_rows(_orders(spark, rows))
     assert not reads_materialised_rows(staged.join(staged.select("order_id"), "order_id"))
+    # Only what the suite checks is scanned: the pair, the unique id, and a source to name, if any.
+    suite = {"expectations": [{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "order_id"}},
+                              {"type": "expect_column_pair_values_a_to_be_greater_than_b",
+                               "kwargs": {"column_A": "gross_amount", "column_B": "net_amount"}}]}
+    assert suite_columns(staged, suite).columns == ["order_id", "net_amount", "gross_amount"]
+    assert suite_columns(staged.withColumn("source", F.lit("orders")), suite).columns[-1] == "source"
+    assert suite_columns(staged, {"expectations": [{"type": "expect_table_row_count_to_be_between",
+                                                    "kwargs": {"min_value": 1}}]}).columns == staged.columns
 
     with pytest.raises(QualityGateFailed) as failure:
         gate(spark, "cleanse", {"silver.orders": staged.where("order_id = 'o1'")}, SUITES, "run-staged", NOW)
