@@ -133,3 +133,27 @@ def test_a_stage_is_logged_running_from_its_start_and_a_dead_run_is_marked_aband
     assert runs["run-2"].status == "success" and runs["run-1"].status == "abandoned"
     assert "without recording an outcome" in runs["run-1"].message
     assert runs["run-1"].finished_at >= runs["run-2"].started_at
+
+
+def test_a_stage_releases_its_own_checkpoints_and_no_one_elses(
+    empty_warehouse: SparkSession, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs.platform.context import RunContext
+    from jobs.platform.runlog import persisted_rdds, run_logged
+    from jobs.platform.stages import Stage
+
+    spark = empty_warehouse
+    earlier = spark.range(5).localCheckpoint()      # a caller's, made before the stage
+    made: list[set[int]] = []
+
+    def checkpointing_stage(ctx: RunContext) -> dict:
+        before = persisted_rdds(spark)
+        assert spark.range(7).localCheckpoint().count() == 7
+        made.append(persisted_rdds(spark) - before)
+        return {}
+
+    monkeypatch.setattr(Stage, "function", lambda self: checkpointing_stage)
+    run_logged(RunContext.create(settings, date(2026, 11, 20), "run-1"), "report")
+
+    assert made[0] and not made[0] & persisted_rdds(spark)      # the stage's checkpoint is gone
+    assert earlier.count() == 5                                 # the caller's is still readable
