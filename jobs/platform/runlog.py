@@ -135,8 +135,8 @@ def run_logged(ctx: RunContext, name: str) -> object:
         # stage after stage (`cdp run`, the tests) would otherwise match every later plan against it.
         spark.catalog.clearCache()
         # So are its local checkpoints (staged outputs, intermediate results): they stay in the block
-        # manager until the JVM collects their RDDs, and at 1M customers a `cdp run` filled its 12g heap
-        # with them by the profile stage (old generation full, over 900 full collections).
+        # manager until the JVM collects their RDDs. A 1M-customer `cdp run` was found in the profile
+        # stage with its 12g heap full (over 900 full collections) after cleanse's and resolve's.
         release_rdds(spark, checkpoints_before)
 
 
