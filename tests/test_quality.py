@@ -55,6 +55,10 @@ def test_a_staged_frame_is_validated_in_place_with_the_same_results(spark: Spark
     assert reads_materialised_rows(staged) and reads_materialised_rows(staged.where("order_id = 'o1'"))
     assert not reads_materialised_rows(_orders(spark, rows))
     assert not reads_materialised_rows(staged.join(staged.select("order_id"), "order_id"))
+    # A caller's cached frame, cut to a suite's columns, is read from that cache, not cached again.
+    cached = _orders(spark, rows).join(staged.select("order_id").distinct(), "order_id").persist()
+    assert reads_materialised_rows(cached.select("order_id", "status"))
+    cached.unpersist()
     # Only what the suite checks is scanned: the pair, the unique id, and a source to name, if any.
     suite = {"expectations": [{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "order_id"}},
                               {"type": "expect_column_pair_values_a_to_be_greater_than_b",

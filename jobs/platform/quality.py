@@ -165,18 +165,22 @@ def suite_columns(df: DataFrame, suite: dict[str, Any]) -> DataFrame:
 
 
 def reads_materialised_rows(df: DataFrame) -> bool:
-    """Whether `df` only filters or selects the rows of a checkpoint (a staged frame is a local checkpoint)."""
+    """Whether `df` only filters or selects rows already materialised: a checkpoint (a staged frame is a
+    local checkpoint) or a frame its caller cached (`suite_columns` makes a new frame of it, which
+    the storage level of its own does not show)."""
     node = df._jdf.queryExecution().optimizedPlan()
     while node.nodeName() in ("Filter", "Project"):
         node = node.children().head()
-    return node.nodeName() == "LogicalRDD" and node.rdd().isCheckpointed()
+    return node.nodeName() == "InMemoryRelation" or (
+        node.nodeName() == "LogicalRDD" and node.rdd().isCheckpointed())
 
 
 @contextmanager
 def _cached(df: DataFrame) -> Iterator[None]:
     """`df` cached while the block runs, unless its caller cached it already (then the caller releases it) or
-    it only reads a checkpoint: scanning those rows once per query of the suite costs a quarter of copying
-    them into the cache first (at 1M customers, that copy of bronze.events was most of the ingest gate)."""
+    it only reads a checkpoint or a cached frame: scanning a checkpoint's rows once per query of the suite
+    costs a quarter of copying them into the cache first (at 1M customers, that copy of bronze.events was
+    most of the ingest gate)."""
     mine = not df.storageLevel.useMemory and not df.storageLevel.useDisk and not reads_materialised_rows(df)
     if mine:
         df.persist()
