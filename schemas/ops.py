@@ -45,6 +45,8 @@ SILVER_ACCOUNTING = Table(
           "landed before the contract had the range)"),
         C("rows_add_up", "boolean", False),
         C("run_id", "string", False),
+        C("loaded_through", "timestamp", True, "the latest _ingested_at of the bronze rows counted: a later row is "
+                                               "new to the next day's cleanse (null on a table written before)"),
     ),
 )
 
@@ -135,7 +137,8 @@ RESOLUTION_RUNS = Table(
         C("match_share", "double", False, "the model's probability that two random records match"),
         C("model_trained", "boolean", False, "the model was trained in this run (else the one in force was "
                                              "reused, or the shipped default for a small list)"),
-        C("model_records", "long", False, "contact records the model in force was trained on"),
+        C("model_records", "long", False, "contact records when the model in force was trained (its "
+                                             "training sample, identity.training_sample_records, drawn from them)"),
         C("model", "string", False, "the Splink model (m and u per comparison level), JSON"),
         C("seconds", "double", False),
         C("resolved_at", "timestamp", False),

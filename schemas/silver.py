@@ -131,6 +131,9 @@ EVENTS = Table(
         C("order_id", "string"),
         _BATCH,
     ),
+    # A day's MERGE (jobs/cleanse/incremental.py) then marks the rows it replaces instead of rewriting the
+    # files that hold them; an erasure purges them (jobs/delivery/erasure.py).
+    properties=(("delta.enableDeletionVectors", "true"),),
 )
 
 TICKETS = Table(

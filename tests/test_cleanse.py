@@ -146,20 +146,22 @@ def test_age_bands_follow_the_domain_model(spark: SparkSession) -> None:
 
 
 def test_silver_accounting_balances_bronze_and_catches_a_lost_row(spark: SparkSession) -> None:
-    from jobs.cleanse.accounting import silver_accounting
+    from jobs.cleanse.accounting import outcomes, silver_accounting
 
-    bronze = spark.range(6).toDF("n")     # six bronze rows: o1 in two versions, o2 once, o3 in three
+    # six bronze rows: o1 in two versions, o2 once, o3 in three
+    bronze = spark.range(6).select(F.timestamp_seconds(F.col("id") + 1_790_000_001).alias("_ingested_at"))
     cleansed = spark.createDataFrame([("o1", None, 2), ("o2", "TEST_ACCOUNT", 1), ("o3", None, 3)],
                                      "order_id string, _rejected string, _bronze_rows long")
-    [row] = silver_accounting({"orders": bronze}, {"orders": ("silver.orders", cleansed)}, date(2026, 11, 20),
-                              "run-1").collect()
+    [row] = silver_accounting({"orders": bronze}, {"orders": ("silver.orders", outcomes(cleansed))},
+                              date(2026, 11, 20), "run-1").collect()
     assert (row.bronze_rows, row.kept_rows, row.merged_rows, row.rejected_rows) == (6, 2, 3, 1)
+    assert row.loaded_through == datetime.fromtimestamp(1_790_000_006)     # the latest row's _ingested_at
     assert row.rejected_reasons == {"TEST_ACCOUNT": 1} and row.rows_add_up
 
     # A record lost between the layers (a join that dropped it) breaks the identity.
     lost = cleansed.where("order_id != 'o3'")
-    [row] = silver_accounting({"orders": bronze}, {"orders": ("silver.orders", lost)}, date(2026, 11, 20),
-                              "run-1").collect()
+    [row] = silver_accounting({"orders": bronze}, {"orders": ("silver.orders", outcomes(lost))},
+                              date(2026, 11, 20), "run-1").collect()
     assert not row.rows_add_up and (row.bronze_rows, row.kept_rows + row.merged_rows + row.rejected_rows) == (6, 3)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import date
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs.identity import matching
 from jobs.identity.graph import (
     GuardLimits,
     affected_nodes,
@@ -16,6 +18,8 @@ from jobs.identity.graph import (
     connected_components,
     guard_checks,
 )
+from jobs.identity.stage import model_in_force
+from jobs.platform.config import Settings
 
 
 def union_find_components(nodes: set[str], edges: list[tuple[str, str]]) -> dict[str, str]:
@@ -161,3 +165,15 @@ def test_an_incremental_run_reclusters_only_the_customers_new_data_touches(spark
     assert {r.node for r in affected_nodes(untouched, nodes.where("node IN ('contact:c1', 'email:e1')"),
                                            spark.createDataFrame(edges[:1], "src string, dst string"),
                                            touched.limit(0)).collect()} == set()
+
+
+def test_the_model_in_force_is_retrained_when_the_records_grow_not_because_they_outnumber_its_sample(
+        settings: Settings) -> None:
+    conf = settings.identity      # retrain_growth 0.5
+    model = json.dumps({matching.TRAINED_ON: conf.training_sample_records,
+                        matching.DRAWN_FROM: 4 * conf.training_sample_records})
+    last_run = {"model_records": 4 * conf.training_sample_records, "model": model}
+    assert model_in_force(last_run, 5 * conf.training_sample_records, conf) == model    # grew by a quarter
+    assert model_in_force(last_run, 7 * conf.training_sample_records, conf) is None     # by three quarters
+    assert model_in_force(last_run, 4 * conf.training_sample_records,
+                          conf.model_copy(update={"refit": True})) is None

@@ -132,6 +132,34 @@ def test_the_incremental_resolution_makes_the_customers_a_full_one_makes(
     assert full.graph.count() == published.count() and full.links.count() == spark.table("gold.identity_links").count()
 
 
+def test_the_later_cleanse_merges_into_silver_events_what_deriving_the_day_whole_gives(
+    resolved: dict, settings: Settings, spark: SparkSession
+) -> None:
+    from jobs.cleanse.accounting import outcomes
+    from jobs.cleanse.sources import cleanse_events, kept, test_accounts
+    from jobs.ingest.batches import unsealed_bronze
+    from schemas.raw import SOURCES
+    from schemas.silver import EVENTS
+
+    # The later run brought silver.events up to date from the earlier one's by a MERGE, not an overwrite.
+    assert spark.sql("DESCRIBE HISTORY silver.events LIMIT 1").first().operation == "MERGE"
+    conf = settings.cleanse
+    bronze = spark.table("bronze.events").where(F.col("_batch_id") <= AS_OF.isoformat())
+    orders = unsealed_bronze(spark.table("bronze.orders").where(F.col("_batch_id") <= AS_OF.isoformat()),
+                             SOURCES["orders"], pii_keys(settings).encryption_key)
+    whole = cleanse_events(bronze, test_accounts(orders, list(conf.test_account_email_patterns)),
+                           conf.session_gap_minutes).cache()
+    expected, published = kept(whole).select(*EVENTS.column_names), spark.table("silver.events")
+    assert published.count() == expected.count() > 0
+    assert expected.exceptAll(published).count() == 0 and published.exceptAll(expected).count() == 0
+    # Its accounting, carried from the earlier day's, is the whole day's.
+    row = spark.table("ops.silver_accounting").where(f"as_of_date = '{AS_OF}' AND source = 'events'").first()
+    counts = {r.reason: (r.records, r.represented) for r in outcomes(whole).collect()}
+    assert (row.kept_rows, row.bronze_rows) == (counts[None][0], bronze.count()) and row.rows_add_up
+    assert row.merged_rows == sum(n for _, n in counts.values()) - sum(n for n, _ in counts.values())
+    assert row.rejected_reasons == {reason: n for reason, (n, _) in counts.items() if reason is not None}
+
+
 def test_every_probabilistic_link_is_published_with_the_weights_that_made_it(
     resolved: dict, settings: Settings, spark: SparkSession
 ) -> None:

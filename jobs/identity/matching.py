@@ -40,7 +40,8 @@ from jobs.platform.settings import IdentityConfig
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default_model.json"   # package data: read through importlib.resources (spark-submit ships a zip)
-TRAINED_ON = "trained_on_records"   # our keys in a stored model: the records it was trained on,
+TRAINED_ON = "trained_on_records"   # our keys in a stored model: the records it was trained on (a sample),
+DRAWN_FROM = "drawn_from_records"   # the records that sample was drawn from,
 SHIPPED_DEFAULT = "shipped_default"  # and whether it is the default (not trained on this data)
 
 # Columns Splink reads (built by `splink_input`); blocking rules name them.
@@ -203,7 +204,9 @@ class Linkage:
 
     @property
     def model_records(self) -> int:
-        return int(json.loads(self.model_json)[TRAINED_ON])
+        """The contact records when the model was trained (its sample was drawn from them)."""
+        model = json.loads(self.model_json)
+        return int(model.get(DRAWN_FROM, model[TRAINED_ON]))
 
 
 def default_model() -> dict[str, Any]:
@@ -300,8 +303,8 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
         stored, trained = {**default_model(), SHIPPED_DEFAULT: True}, False
     if trained:
         changed = kept_links = None   # a new model scores every pair again
-    model = train(training_sample(frame.drop(*blocks.rules.values()), n_records, conf.training_sample_records),
-                  conf) if trained else stored
+    model = {**train(training_sample(frame.drop(*blocks.rules.values()), n_records, conf.training_sample_records),
+                     conf), DRAWN_FROM: n_records} if trained else stored
     model_out = json.dumps(model)
     lam = match_share(model, n_records)
     new = frame if changed is None else \

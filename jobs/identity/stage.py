@@ -34,8 +34,9 @@ def id_history_rows(changes: DataFrame, ctx: RunContext) -> DataFrame:
 
 def model_in_force(last_run: Row | None, records: int, conf: IdentityConfig) -> str | None:
     """The last published run's match model, or None when a new one is due: asked for (identity.refit),
-    none yet, the records grew past retrain_growth since it was trained, or the shipped default is in
-    force and there are now enough records to train on."""
+    none yet, the records grew past retrain_growth since it was trained (against the records then, not
+    its training sample's: a sample smaller than the records would retrain every run), or the shipped
+    default is in force and there are now enough records to train on."""
     if conf.refit or last_run is None or records > (1 + conf.retrain_growth) * last_run["model_records"]:
         return None
     default = json.loads(last_run["model"]).get(matching.SHIPPED_DEFAULT, False)
@@ -46,7 +47,9 @@ def resolve(ctx: RunContext, tables: dict[str, DataFrame], conf: IdentityConfig,
             last_run: Row | None) -> Resolution:
     """The resolution of the silver tables against the published graph (see `resolution.resolution`)."""
     contacts = matching.contact_match_records(tables["contacts"]).localCheckpoint()
-    previous = ctx.read(gold.IDENTITY_GRAPH).localCheckpoint()
+    # Never broadcast: a checkpoint's size estimate is its compressed files', and at a million customers the
+    # graph (millions of nodes) passed for small and was built into a broadcast table on a full driver heap.
+    previous = ctx.read(gold.IDENTITY_GRAPH).localCheckpoint().hint("merge")
     history = ctx.read(gold.CUSTOMER_ID_HISTORY)
     issued = previous.select("customer_id").unionByName(history.select(F.col("old_customer_id").alias("customer_id"))) \
         .unionByName(history.select(F.col("new_customer_id").alias("customer_id")).where("customer_id IS NOT NULL"))

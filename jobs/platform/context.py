@@ -32,6 +32,7 @@ from jobs.platform.tables import (
     conform,
     ensure_table,
     merge_by_key,
+    merge_changes,
     overwrite,
     replace_slice,
     sql_literal,
@@ -118,6 +119,12 @@ class RunContext:
     def stage_merge(self, df: DataFrame, table: Table, **merge: object) -> DataFrame:
         """Stage a Delta MERGE of `df` into `table` (see `tables.merge_by_key`); return the staged rows."""
         return self._stage(df, table, lambda staged: merge_by_key(staged, table, **merge))
+
+    def stage_changes(self, upserts: DataFrame, deletes: DataFrame, table: Table) -> DataFrame:
+        """Stage one MERGE of `upserts` and the keys in `deletes` into `table` (`tables.merge_changes`); return
+        the staged upserts (the rows the gate checks: the others are published already)."""
+        staged_deletes = deletes.select(*table.keys).localCheckpoint()
+        return self._stage(upserts, table, lambda staged: merge_changes(staged, staged_deletes, table))
 
     def record(self, df: DataFrame, table: Table, predicate: str) -> None:
         """Write an operational record now, gate or no gate (what a run did is kept even when it fails)."""

@@ -154,6 +154,7 @@ class CleanseConfig(Section):
     default_phone_region: Annotated[str, Strict(), Field(pattern=r"^[A-Z]{2}$")]   # ISO 3166 alpha-2
     reporting_currency: Annotated[str, Strict(), Field(pattern=r"^[A-Z]{3}$")]     # ISO 4217
     session_gap_minutes: PositiveInt
+    incremental_events: bool        # bring silver.events up to date from the last day's (jobs/cleanse/incremental.py)
     test_account_email_patterns: tuple[Name, ...]
     email_local_part: Name          # regular expression an address's local part must match to be kept
 

@@ -61,6 +61,12 @@ def ensure_table(spark: SparkSession, table: Table) -> None:
     """Create the Delta table from its schema if it does not exist yet (never inferred), with file
     statistics on its `stats_columns` only and its declared properties (a change data feed)."""
     if table_exists(spark, table.name):
+        if table.properties:    # a property declared since the table was created is set on it
+            current = spark.sql(f"DESCRIBE DETAIL {table.name}").first()["properties"] or {}
+            missing = {k: v for k, v in table.properties if current.get(k) != v}
+            if missing:
+                spark.sql(f"ALTER TABLE {table.name} SET TBLPROPERTIES ("
+                          + ", ".join(f"{sql_literal(k)} = {sql_literal(v)}" for k, v in missing.items()) + ")")
         return
     builder = spark.createDataFrame([], table.struct).write.format("delta").mode("ignore").options(
         **dict(table.properties))
@@ -184,6 +190,25 @@ def merge_by_key(df: DataFrame, table: Table, update_when: str, update_columns: 
     if delete_missing:
         merge = merge.whenNotMatchedBySourceDelete(None if delete_missing is True else delete_missing)
     merge.execute()
+
+
+def merge_changes(upserts: DataFrame, deletes: DataFrame, table: Table) -> None:
+    """One Delta MERGE on the table's keys: `upserts` (whole rows) inserted or replacing theirs, the rows keyed
+    by `deletes` (key columns) deleted. With deletion vectors (the table's property), only the rows changed
+    are written, not the files that hold them."""
+    from delta.tables import DeltaTable
+
+    spark = upserts.sparkSession
+    ensure_table(spark, table)
+    source = conform(upserts, table).withColumn("_delete", F.lit(False)).unionByName(
+        deletes.select(*table.keys).withColumn("_delete", F.lit(True)), allowMissingColumns=True)
+    on = " AND ".join(f"t.{k} = s.{k}" for k in table.keys)
+    every = {c: f"s.{c}" for c in table.column_names}
+    (DeltaTable.forPath(spark, location(spark, table)).alias("t").merge(source.alias("s"), on)
+     .whenMatchedDelete(condition="s._delete")
+     .whenMatchedUpdate(set=every)
+     .whenNotMatchedInsert(condition="NOT s._delete", values=every)
+     .execute())
 
 
 def sql_literal(value: str) -> str:
