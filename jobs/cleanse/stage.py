@@ -35,7 +35,8 @@ def bronze_as_of(bronze: DataFrame, as_of: date) -> DataFrame:
 
 
 def run_cleanse(ctx: RunContext) -> dict[str, int]:
-    """Rebuild silver from bronze as of the logical date (and the PII vault); publish it if it passes."""
+    """Rebuild silver from bronze as of the logical date (and the PII vault), silver.events brought up to date
+    from the last day's where it can be (`events_day`); publish it if it passes."""
     conf = ctx.settings.cleanse
     patterns, currency = list(conf.test_account_email_patterns), conf.reporting_currency
     keys = pii_keys(ctx.settings)

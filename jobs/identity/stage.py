@@ -47,8 +47,7 @@ def resolve(ctx: RunContext, tables: dict[str, DataFrame], conf: IdentityConfig,
             last_run: Row | None) -> Resolution:
     """The resolution of the silver tables against the published graph (see `resolution.resolution`)."""
     contacts = matching.contact_match_records(tables["contacts"]).localCheckpoint()
-    # Never broadcast: a checkpoint's size estimate is its compressed files', and at a million customers the
-    # graph (millions of nodes) passed for small and was built into a broadcast table on a full driver heap.
+    # Never broadcast: at a million customers the graph is millions of nodes (see `RunContext.read`).
     previous = ctx.read(gold.IDENTITY_GRAPH).localCheckpoint().hint("merge")
     history = ctx.read(gold.CUSTOMER_ID_HISTORY)
     issued = previous.select("customer_id").unionByName(history.select(F.col("old_customer_id").alias("customer_id"))) \
