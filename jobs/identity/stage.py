@@ -47,8 +47,7 @@ def resolve(ctx: RunContext, tables: dict[str, DataFrame], conf: IdentityConfig,
             last_run: Row | None) -> Resolution:
     """The resolution of the silver tables against the published graph (see `resolution.resolution`)."""
     contacts = matching.contact_match_records(tables["contacts"]).localCheckpoint()
-    # Never broadcast: at a million customers the graph is millions of nodes (see `RunContext.read`).
-    previous = ctx.read(gold.IDENTITY_GRAPH).localCheckpoint().hint("merge")
+    previous = ctx.read(gold.IDENTITY_GRAPH).localCheckpoint()
     history = ctx.read(gold.CUSTOMER_ID_HISTORY)
     issued = previous.select("customer_id").unionByName(history.select(F.col("old_customer_id").alias("customer_id"))) \
         .unionByName(history.select(F.col("new_customer_id").alias("customer_id")).where("customer_id IS NOT NULL"))
