@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from pyspark.sql import SparkSession
 
 from jobs.delivery.report import build_report, report_path
 from jobs.platform.config import Settings
-from jobs.platform.tables import replace_slice, sql_literal
+from jobs.platform.tables import concurrently, replace_slice, sql_literal
 from schemas import Table
 from schemas.gold import (
     CUSTOMER_SEGMENTS,
@@ -313,8 +314,8 @@ def test_chromium_renders_every_chart_from_disk(report: Path, tmp_path: Path) ->
 
 
 def _write_tables(spark: SparkSession) -> None:
-    for table, (predicate, rows) in TABLES.items():
-        replace_slice(frame(spark, table, rows), table, predicate)
+    concurrently(partial(replace_slice, frame(spark, table, rows), table, predicate)
+                 for table, (predicate, rows) in TABLES.items())
 
 
 @pytest.fixture

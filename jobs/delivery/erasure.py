@@ -55,6 +55,7 @@ from jobs.platform.tables import (
     replace_slice,
     sql_literal,
     table_exists,
+    table_properties,
 )
 from schemas import Table, gold, silver
 from schemas.bronze import TABLES as BRONZE
@@ -373,8 +374,7 @@ def _has_change_feed(table: Table) -> bool:
 
 def _vacuum(spark: SparkSession, table: Table) -> None:
     # Deletion vectors only mark rows deleted: purge rewrites those files, then the vacuum removes the old ones.
-    properties = spark.sql(f"DESCRIBE DETAIL {table.name}").first()["properties"] or {}
-    if properties.get("delta.enableDeletionVectors") == "true":
+    if table_properties(spark, table).get("delta.enableDeletionVectors") == "true":
         spark.sql(f"REORG TABLE {table.name} APPLY (PURGE)")
     spark.sql(f"VACUUM {table.name} RETAIN 0 HOURS")
 

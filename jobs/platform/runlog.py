@@ -22,10 +22,12 @@ from jobs.platform.config import Settings
 from jobs.platform.context import RunContext
 from jobs.platform.stages import Stage, stage
 from jobs.platform.tables import (
+    append,
     commits_since,
     ensure_table,
     replace_slice,
     row_count,
+    small_table,
     sql_literal,
     table_exists,
     table_version,
@@ -47,6 +49,11 @@ def _log_state(spark: SparkSession, stage_name: str) -> tuple[date | None, int]:
     """The latest date the stage was published for, and how many of its runs are still `running`: one query."""
     if not table_exists(spark, PIPELINE_RUNS.name):
         return None, 0
+    runs = small_table(spark, PIPELINE_RUNS, ["stage", "status", "logical_date"])
+    if runs is not None:    # a few hundred rows a month: read without planning a Spark job (a second a stage)
+        mine = [r for r in runs.to_pylist() if r["stage"] == stage_name]
+        return max((r["logical_date"] for r in mine if r["status"] == "success"), default=None), \
+            sum(r["status"] == "running" for r in mine)
     row = spark.table(PIPELINE_RUNS.name).where(F.col("stage") == stage_name).agg(
         F.max(F.when(F.col("status") == "success", F.col("logical_date"))),
         F.count(F.when(F.col("status") == "running", 1))).first()
@@ -88,6 +95,9 @@ def abandon_unfinished(spark: SparkSession, stage_name: str, now: datetime) -> N
 
 
 def _record_run(spark: SparkSession, record: tuple) -> None:
+    if record[3] == "running":  # a new row: the outcome replaces it (and any row of an earlier attempt)
+        append(spark.createDataFrame([record], PIPELINE_RUNS.struct), PIPELINE_RUNS)
+        return
     replace_slice(spark.createDataFrame([record], PIPELINE_RUNS.struct), PIPELINE_RUNS,
                   f"run_id = {sql_literal(record[0])} AND stage = {sql_literal(record[2])}")
 
