@@ -3,7 +3,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from jobs.platform.jars import JarCacheError, require_jars
 from jobs.platform.tables import (
@@ -74,6 +74,30 @@ def test_tables_keep_file_statistics_on_the_columns_queries_prune_by(spark: Spar
     spark.sql(f"DROP TABLE {table.name}")
     assert stats.value == "order_id,order_ts,customer_id"
     assert set(json.loads(adds[-1]["stats"])["minValues"]) == {"order_id", "customer_id"}   # order_ts is null
+
+
+def test_a_table_is_created_as_declared_and_read_by_name_is_sized_by_its_files(spark: SparkSession) -> None:
+    """A table made by `ensure_table` has no statistics in the metastore: read by name or by location, Spark
+    sizes it by its files. (Created by writing an empty frame, it kept that write's few hundred bytes: every
+    join with it was planned as a broadcast, a 5.6M-node identity graph built into the driver's heap.)"""
+    table = Table("gold.sized_probe", (Column("as_of_date", "date", False), Column("customer_id", "string", False),
+                                       Column("note", "string")), "a test table",
+                  keys=("as_of_date", "customer_id"), partition_by=("as_of_date",),
+                  properties=(("delta.enableChangeDataFeed", "true"),))
+    spark.sql(f"DROP TABLE IF EXISTS {table.name}")
+    overwrite(spark.range(20_000).selectExpr("DATE'2026-11-20' AS as_of_date", "uuid() AS customer_id",
+                                             "repeat('x', 40) AS note"), table)
+
+    def size(df: DataFrame) -> int:
+        return int(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes())
+
+    by_name, by_location = size(spark.table(table.name)), size(spark.read.format("delta").load(location(spark, table)))
+    detail = spark.sql(f"DESCRIBE DETAIL {table.name}").first()
+    fields = [(f.name, f.dataType.simpleString(), f.nullable) for f in spark.table(table.name).schema.fields]
+    spark.sql(f"DROP TABLE {table.name}")
+    assert by_name == by_location > 100_000
+    assert fields == [("as_of_date", "date", True), ("customer_id", "string", True), ("note", "string", True)]
+    assert detail.partitionColumns == ["as_of_date"] and detail.properties["delta.enableChangeDataFeed"] == "true"
 
 
 def test_a_column_added_to_a_table_schema_is_added_to_the_existing_table(spark: SparkSession) -> None:

@@ -93,9 +93,10 @@ class RunContext:
         self._declared(table, "reads")
         if not table_exists(self.spark, table.name):
             return self.spark.createDataFrame([], table.struct)
-        # By its location, not its name: through the metastore Spark sizes a Delta table at a few hundred bytes
-        # whatever it holds, so every join with a published table was planned as a broadcast (at a million
-        # customers, a 5.6M-node identity graph built into a hash table in the driver until its heap was full).
+        # By its location, not its name: a table created by writing an empty frame (before `ensure_table` used
+        # CREATE TABLE) has that write's size, a few hundred bytes, as its statistics in the metastore, so read by
+        # name every join with it was planned as a broadcast (at a million customers, a 5.6M-node identity graph
+        # built into a hash table in the driver until its heap was full). By location it is its files' size.
         published = self.spark.read.format("delta").load(location(self.spark, table))
         # A column the schema added since the table was last written reads null until a write adds it.
         missing = {c.name: F.lit(None).cast(c.data_type) for c in table.columns if c.name not in published.columns}

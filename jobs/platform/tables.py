@@ -70,7 +70,9 @@ def ensure_table(spark: SparkSession, table: Table) -> None:
     statistics = {"delta.dataSkippingStatsColumns": ",".join(table.stats_columns)} if table.stats_columns \
         else {"delta.dataSkippingNumIndexedCols": "0"}
     # A DDL statement, not the write of an empty frame: no Spark job (0.4 s a table instead of 0.9 s, and a
-    # first day creates about a hundred). Its columns nullable, as a DataFrame write would make them: `schemas/`
+    # first day creates about a hundred), and no statistics in the metastore (`saveAsTable` stored the empty
+    # write's size, which the writes by path never update: read by name, every table looked tiny).
+    # Its columns nullable, as a DataFrame write would make them: `schemas/`
     # declares what must not be null, and the gates check it, with a reason, before anything is written.
     columns = spark._jvm.org.apache.spark.sql.types.DataType.fromJson(table.struct.json()).asNullable().toDDL()
     partitions = f" PARTITIONED BY ({', '.join(table.partition_by)})" if table.partition_by else ""
