@@ -25,6 +25,10 @@ def isolated_environment(base: Path) -> dict[str, str]:
 # The stage tier's modules share one warehouse (tests/stage_tier.py), in pipeline order: bronze and silver
 # are checked before the later stages move silver on to the last day and erase a person.
 STAGE_TIER = ("tests/test_stages_bronze_silver.py", "tests/test_stages.py")
+# The other worker takes the longest modules first (each over 45 s on two busy cores), so that the
+# modules left when the tier ends are short ones and both workers finish near the same time.
+LONGEST_FIRST = ("tests/test_bad_input.py", "tests/test_dags.py", "tests/test_ingest.py", "tests/test_matching.py",
+                 "tests/test_identity.py", "tests/test_export.py", "tests/test_report.py", "tests/test_serving.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -32,8 +36,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not any(item.get_closest_marker(m) for m in ("stage", "e2e")):
             item.add_marker(pytest.mark.unit)
-    tier = {module: i for i, module in enumerate(STAGE_TIER)}
-    items.sort(key=lambda item: tier.get(item.nodeid.split("::")[0], len(tier)))   # stable: the rest keep their order
+    order = {module: i for i, module in enumerate((*STAGE_TIER, *LONGEST_FIRST))}
+    items.sort(key=lambda item: order.get(item.nodeid.split("::")[0], len(order)))   # stable: the rest keep their order
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
