@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.platform.config import Settings
@@ -95,11 +95,13 @@ def abandon_unfinished(spark: SparkSession, stage_name: str, now: datetime) -> N
 
 
 def _record_run(spark: SparkSession, record: tuple) -> None:
-    if record[3] == "running":  # a new row: the outcome replaces it (and any row of an earlier attempt)
-        append(spark.createDataFrame([record], PIPELINE_RUNS.struct), PIPELINE_RUNS)
-        return
-    replace_slice(spark.createDataFrame([record], PIPELINE_RUNS.struct), PIPELINE_RUNS,
+    """The stage's outcome: it replaces its `running` row (and any row of an earlier attempt)."""
+    replace_slice(_run_row(spark, record), PIPELINE_RUNS,
                   f"run_id = {sql_literal(record[0])} AND stage = {sql_literal(record[2])}")
+
+
+def _run_row(spark: SparkSession, record: tuple) -> DataFrame:
+    return spark.createDataFrame([record], PIPELINE_RUNS.struct)
 
 
 def run_logged(ctx: RunContext, name: str) -> object:
@@ -120,8 +122,9 @@ def run_logged(ctx: RunContext, name: str) -> object:
         abandon_unfinished(spark, step.name, started)
     rows_in = None if step.name == "ingest" else _rows_in(spark, step)
     input_versions = _versions(spark, step.tables)    # a stage may read its own earlier state
-    _record_run(spark, (ctx.run_id, ctx.as_of, step.name, "running", rows_in, None, 0.0, 0.0, started, started,
-                        input_versions, {}, None, None))
+    # A new row, so an append (one commit, no files to find and replace); the outcome replaces it.
+    append(_run_row(spark, (ctx.run_id, ctx.as_of, step.name, "running", rows_in, None, 0.0, 0.0, started, started,
+                            input_versions, {}, None, None)), PIPELINE_RUNS)
     result, error = None, None
     checkpoints_before = persisted_rdds(spark)
     try:

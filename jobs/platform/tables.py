@@ -160,9 +160,8 @@ def row_count(spark: SparkSession, table: Table | str) -> int:
     may hide rows the counts include, or a file has none)."""
     import pyarrow as pa
 
-    log = delta_log(spark, table)
-    counts = None if log is None or "deletionVectors" in (log.protocol().writer_features or []) else \
-        pa.table(log.get_add_actions(flatten=True)).column("num_records").to_pylist()
+    log = _log_of_every_row(spark, table)
+    counts = None if log is None else pa.table(log.get_add_actions(flatten=True)).column("num_records").to_pylist()
     if counts is None or None in counts:    # a file written without statistics has no count
         return spark.table(_name(table)).count()
     return sum(counts)
@@ -172,20 +171,25 @@ def small_table(spark: SparkSession, table: Table | str, columns: list[str]) -> 
     """`columns` of a small table (a `pyarrow.Table`) as delta-rs reads its files, without a Spark job (the run
     log's questions before each stage); None where Spark must read it: off the file system, or with deletion
     vectors (rows its files still hold may be deleted)."""
+    log = _log_of_every_row(spark, table)
+    return None if log is None else log.to_pyarrow_table(columns=columns)
+
+
+def _log_of_every_row(spark: SparkSession, table: Table | str) -> Any | None:
+    """The table's delta-rs log if its files' rows are all the table's: not where deletion vectors may mark some
+    deleted (or the table is off the file system)."""
     log = delta_log(spark, table)
-    if log is None or "deletionVectors" in (log.protocol().writer_features or []):
-        return None
-    return log.to_pyarrow_table(columns=columns)
+    return None if log is None or "deletionVectors" in (log.protocol().writer_features or []) else log
 
 
-def _write(df: DataFrame, table: Table, predicate: str | None) -> None:
+def _write(df: DataFrame, table: Table, predicate: str | None, mode: str = "overwrite") -> None:
     # Written by path: a Delta commit is the whole write, with no metastore schema update on every run
     # (the table's entry in the metastore only points at the location).
     spark = df.sparkSession
     ensure_table(spark, table)
     # mergeSchema: a column added to the table's schema in `schemas/` is added to an existing table (earlier
     # rows read null) instead of failing the upgrade; `conform` lets nothing but declared columns through.
-    writer = conform(df, table).write.format("delta").mode("overwrite").option("mergeSchema", "true")
+    writer = conform(df, table).write.format("delta").mode(mode).option("mergeSchema", "true")
     if predicate is not None:
         writer = writer.option("replaceWhere", predicate)
     writer.save(location(spark, table))
@@ -203,8 +207,7 @@ def overwrite(df: DataFrame, table: Table) -> None:
 
 def append(df: DataFrame, table: Table) -> None:
     """Add `df`'s rows to the table (one commit, no files to find and replace)."""
-    ensure_table(df.sparkSession, table)
-    conform(df, table).write.format("delta").mode("append").save(location(df.sparkSession, table))
+    _write(df, table, None, mode="append")
 
 
 def merge_by_key(df: DataFrame, table: Table, update_when: str, update_columns: list[str],
