@@ -123,23 +123,37 @@ def identifier_graph(contacts: DataFrame, contact_points: ContactPoints, orders:
 
 def connected_components(edges: DataFrame, max_rounds: int = 50) -> DataFrame:
     """(node, component) for an undirected graph given as (src, dst) edges; the component is
-    the smallest node id in it. Raises if it has not converged after `max_rounds` rounds."""
-    reversed_edges = edges.select(F.col("dst").alias("src"), F.col("src").alias("dst"))
-    both_ways = edges.select("src", "dst").unionByName(reversed_edges).distinct().localCheckpoint()
-    # A node starts as its own component (self-loops included), then takes its neighbours' minimum.
+    the smallest node id in it. Raises if it has not converged after `max_rounds` rounds.
+
+    The rounds run on a number per node, not its id: an identifier node's id is a string of up to
+    70 characters, and every round shuffles edge ends (a 128-bit hash as a struct was slower than
+    the strings; a 64-bit one could merge two people). Only the nodes whose label fell in a round
+    offer it to their neighbours in the next: a label can only fall after a neighbour's did, and in
+    a graph of records and their identifiers most labels are final after a round or two."""
+    ends = edges.select("src").unionByName(edges.select(F.col("dst").alias("src"))).distinct()
+    numbered = ends.select(F.col("src").alias("name"), F.monotonically_increasing_id().alias("node")) \
+        .localCheckpoint()
+    pairs = edges.join(numbered.select(F.col("name").alias("src"), F.col("node").alias("src_node")), "src") \
+        .join(numbered.select(F.col("name").alias("dst"), F.col("node").alias("dst_node")), "dst")
+    both_ways = pairs.select(F.col("src_node").alias("src"), F.col("dst_node").alias("dst")).unionByName(
+        pairs.select(F.col("dst_node").alias("src"), F.col("src_node").alias("dst"))).distinct().localCheckpoint()
+    # A node starts as its own label (self-loops included), then takes its neighbours' smallest.
     labels = both_ways.groupBy(F.col("src").alias("node")).agg(
-        F.least(F.col("src"), F.min("dst")).alias("component")).localCheckpoint()
+        F.least(F.col("src"), F.min("dst")).alias("label")).localCheckpoint()
+    fallen = labels
     for round_no in range(1, max_rounds + 1):
-        # Each node takes the smallest component among itself and its neighbours.
-        offered = both_ways.join(labels.withColumnRenamed("node", "dst"), "dst").groupBy(
-            F.col("src").alias("node")).agg(F.min("component").alias("offered"))
-        updated = labels.join(offered, "node").select(
-            "node", F.least("component", "offered").alias("component"),
-            (F.col("offered") < F.col("component")).alias("changed")).localCheckpoint()
-        labels = updated.select("node", "component")
-        if updated.where("changed").limit(1).count() == 0:
+        offered = both_ways.join(fallen.select(F.col("node").alias("dst"), "label"), "dst").groupBy(
+            F.col("src").alias("node")).agg(F.min("label").alias("offered"))
+        updated = labels.join(offered, "node", "left").select(
+            "node", F.least("label", "offered").alias("label"),
+            F.coalesce(F.col("offered") < F.col("label"), F.lit(False)).alias("fell")).localCheckpoint()
+        labels = updated.select("node", "label")
+        fallen = updated.where("fell").select("node", "label").localCheckpoint()
+        if fallen.isEmpty():
             log.info("connected components: converged in %d rounds", round_no)
-            return labels
+            # Named by its smallest node id: the numbers follow no order of the ids.
+            return labels.join(numbered, "node").select(
+                F.col("name").alias("node"), F.min("name").over(Window.partitionBy("label")).alias("component"))
     raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
 
 

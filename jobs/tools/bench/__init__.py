@@ -29,7 +29,7 @@ import psutil
 
 from jobs.platform.config import Settings
 from jobs.tools.bench import baselines, identity
-from jobs.tools.bench.pipeline import GIB, child_env, ensure_generated, run_demo, run_pipeline, size_folder
+from jobs.tools.bench.pipeline import GIB, child_env, day_two, ensure_generated, first_day, run_demo, size_folder
 
 
 def machine() -> dict[str, Any]:
@@ -148,13 +148,16 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
         records = {source: c["records"] for source, c in entry["generate"]["counts"].items()}
         print(f"bench: {customers} customers, generated records {records} "
               f"({entry['generate']['seconds'] or 'reused'} s)", flush=True)
-        entry.update(run_pipeline(folder, env, as_of, max_minutes))
+        # Saved after each day, so a day two stopped from outside keeps the first day's figures.
+        entry.update(first_day(folder, env, as_of, max_minutes))
         _print_run(f"{customers} first day", entry["run"])
-        if "skipped" in entry["day_two"]:
-            print(f"bench: {customers} day two not run: {entry['day_two']['skipped']}", flush=True)
-        else:
-            _print_run(f"{customers} day two", entry["day_two"])
         results["pipeline"].append(entry)
+        save()
+        if entry["run"]["stopped_after_minutes"]:
+            print(f"bench: {customers} day two not run: {entry['day_two']['skipped']}", flush=True)
+            continue
+        entry.update(day_two(folder, env, as_of, entry["run"], max_minutes))
+        _print_run(f"{customers} day two", entry["day_two"])
         save()
     spark = spark_session(bench_settings(settings)) \
         if (pipeline_sizes and not skip_identity) or transaction_sizes or identity_lists else None
