@@ -122,8 +122,9 @@ def identifier_graph(contacts: DataFrame, contact_points: ContactPoints, orders:
 
 
 def connected_components(edges: DataFrame, max_rounds: int = 50) -> DataFrame:
-    """(node, component) for an undirected graph given as (src, dst) edges; the component is
-    the smallest node id in it. Raises if it has not converged after `max_rounds` rounds.
+    """(node, component, cluster_size) for an undirected graph given as (src, dst) edges; the
+    component is the smallest node id in it, its size the number of its nodes. Raises if it has
+    not converged after `max_rounds` rounds.
 
     The rounds run on a number per node, not its id: an identifier node's id is a string of up to
     70 characters, and every round shuffles edge ends (a 128-bit hash as a struct was slower than
@@ -151,9 +152,12 @@ def connected_components(edges: DataFrame, max_rounds: int = 50) -> DataFrame:
         fallen = updated.where("fell").select("node", "label").localCheckpoint()
         if fallen.isEmpty():
             log.info("connected components: converged in %d rounds", round_no)
-            # Named by its smallest node id: the numbers follow no order of the ids.
+            # Named by its smallest node id (the numbers follow no order of the ids), and sized in the
+            # same window.
+            component = Window.partitionBy("label")
             return labels.join(numbered, "node").select(
-                F.col("name").alias("node"), F.min("name").over(Window.partitionBy("label")).alias("component"))
+                F.col("name").alias("node"), F.min("name").over(component).alias("component"),
+                F.count("*").over(component).alias("cluster_size"))
     raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
 
 
@@ -161,8 +165,9 @@ def components_of(nodes: DataFrame, edges: DataFrame) -> DataFrame:
     """(node, component, cluster_size) for every node; a node without edges is a component of its own
     (and never enters the label propagation: most contact records have no link)."""
     labels = connected_components(edges.select("src", "dst").where(F.col("src") != F.col("dst")))
-    alone = nodes.select("node").join(labels, "node", "left_anti").select("node", F.col("node").alias("component"))
-    return labels.unionByName(alone).withColumn("cluster_size", F.count("*").over(Window.partitionBy("component")))
+    alone = nodes.select("node").join(labels, "node", "left_anti").select(
+        "node", F.col("node").alias("component"), F.lit(1).cast("long").alias("cluster_size"))
+    return labels.unionByName(alone)
 
 
 def affected_nodes(previous: DataFrame, nodes: DataFrame, edges: DataFrame, touched: DataFrame) -> DataFrame:
