@@ -131,6 +131,7 @@ def connected_components(edges: DataFrame, max_rounds: int = 50) -> DataFrame:
     the strings; a 64-bit one could merge two people). Only the nodes whose label fell in a round
     offer it to their neighbours in the next: a label can only fall after a neighbour's did, and in
     a graph of records and their identifiers most labels are final after a round or two."""
+    edges = edges.select("src", "dst").localCheckpoint()     # read twice below: numbered, then numbers
     ends = edges.select("src").unionByName(edges.select(F.col("dst").alias("src"))).distinct()
     numbered = ends.select(F.col("src").alias("name"), F.monotonically_increasing_id().alias("node")) \
         .localCheckpoint()
