@@ -148,12 +148,15 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
         records = {source: c["records"] for source, c in entry["generate"]["counts"].items()}
         print(f"bench: {customers} customers, generated records {records} "
               f"({entry['generate']['seconds'] or 'reused'} s)", flush=True)
-        # Saved after each day, so a day two stopped from outside keeps the first day's figures.
-        entry.update(first_day(folder, env, as_of, max_minutes))
+        entry["run"] = first_day(folder, env, as_of, max_minutes)
         _print_run(f"{customers} first day", entry["run"])
+        stopped = entry["run"]["stopped_after_minutes"]
+        # Saved before day two, so a day two stopped from outside keeps the first day's figures.
+        entry["day_two"] = {"skipped": f"the first day was stopped after {max_minutes:g} min" if stopped
+                            else "stopped from outside before it finished"}
         results["pipeline"].append(entry)
         save()
-        if entry["run"]["stopped_after_minutes"]:
+        if stopped:
             print(f"bench: {customers} day two not run: {entry['day_two']['skipped']}", flush=True)
             continue
         entry.update(day_two(folder, env, as_of, entry["run"], max_minutes))
