@@ -190,6 +190,11 @@ def test_a_household_is_not_merged_and_a_typo_heavy_duplicate_is(spark: SparkSes
         # Father and son of one name, address and phone: only their birth dates tell them apart.
         ("crm", "s1", "Samuel", "Okafor", "", "+1 617 555 0142", "12 Elm Street", "Boston", "02110", "1958-04-09", "M"),
         ("pos", "s2", "Samuel", "Okafor", "", "+1 617 555 0142", "12 Elm St", "Boston", "02110", "1990-10-17", "M"),
+        # Mother and son born on the same day of the month, thirty years apart, sharing e-mail, phone and address.
+        ("crm", "m1", "Amara", "Eze", "eze.family@example.com", "+1 617 555 0199", "9 Birch Road", "Boston", "02118",
+         "1961-05-14", "F"),
+        ("web", "m2", "Chidi", "Eze", "eze.family@example.com", "+1 617 555 0199", "9 Birch Road", "Boston", "02118",
+         "1991-05-14", "M"),
     ]
     _write_list(tmp_path / "list.csv", [(*r, "") for r in rows])
 
@@ -202,6 +207,7 @@ def test_a_household_is_not_merged_and_a_typo_heavy_duplicate_is(spark: SparkSes
     ids = resolved(settings.identity, "out")
     assert len({ids["h1"], ids["h2"], ids["h3"], ids["s1"], ids["s2"]}) == 5     # the shared phone is not a link
     assert ids["d1"] == ids["h2"]
+    assert ids["m1"] != ids["m2"]
     # Two known birth dates with nothing alike contradict a link whatever else agrees: with the given name
     # alone as person evidence, father and son are one customer without the contradiction, two with it.
     name_only = settings.identity.model_copy(update={"person_evidence": ("given_name",)})
@@ -235,6 +241,33 @@ def test_unknown_block_columns_and_evidence_comparisons_are_clear_errors(setting
         matching.check_rules(settings.identity.model_copy(update={"training_blocks": (("surname",),)}))
     with pytest.raises(ValueError, match=r"person_evidence: unknown comparison\(s\) \['dob'\]"):
         matching.check_rules(settings.identity.model_copy(update={"person_evidence": ("dob",)}))
+
+
+def test_a_pair_with_one_name_apart_and_another_birth_date_is_two_members_of_a_household(
+        spark: SparkSession) -> None:
+    model = matching.default_model()
+
+    def at(name: str, level: int | None) -> float:
+        """The comparison's weight at a level; None: its 'else' level (both known, nothing alike)."""
+        return matching.else_weight(model, name) if level is None else matching.level_weight(model, name, level)
+
+    exact, null, one_part_differs = 1, 0, 3     # levels of `matching._birth_date_comparison`
+    pairs = [
+        # (given, family, birth date) levels -> household members?
+        ((None, exact, one_part_differs), True),    # a parent and a child born on the same day of another year
+        ((None, exact, null), True),                # another given name, no birth date to say otherwise
+        ((exact, None, null), True),                # a couple of one given name and two family names
+        ((None, exact, exact), False),              # a garbled given name: the birth date is the person's
+        ((None, exact, 2), False),                  # ...or the same date with day and month swapped
+        ((None, None, one_part_differs), False),    # names swapped and misspelt: both parts apart
+        ((exact, exact, null), False),              # one name, nothing apart
+        ((3, exact, one_part_differs), False),      # a similar given name is not apart
+    ]
+    rows = [(at("given_name", g), at("family_name", f), 0.0 if d == null else at("birth_date", d))
+            for (g, f, d), _ in pairs]
+    scored = spark.createDataFrame(rows, "mw_given_name double, mw_family_name double, mw_birth_date double")
+    flagged = [r.household for r in scored.select(matching.household_member(model).alias("household")).collect()]
+    assert flagged == [expected for _, expected in pairs]
 
 
 def test_the_shipped_default_model_compares_what_the_code_compares() -> None:

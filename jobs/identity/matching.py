@@ -341,6 +341,8 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
     contradicted = [F.abs(F.col(f"mw_{name}") - else_weight(scoring, name)) < 1e-9
                     for name in conf.person_contradiction]
     person = reduce(lambda a, b: a & ~b, contradicted, own > 0)
+    if conf.household_members_apart:
+        person = person & ~household_member(scoring)
     ids = F.col("unique_id_l"), F.col("unique_id_r")
     links = scored.where(person).select(F.least(*ids).alias("src"), F.greatest(*ids).alias("dst"),
                                          "match_probability", "match_weight",
@@ -356,6 +358,36 @@ def else_weight(model: dict[str, Any], name: str) -> float:
     comparison = next(c for c in model["comparisons"] if c["output_column_name"] == name)
     last = comparison["comparison_levels"][-1]
     return math.log2(last["m_probability"] / last["u_probability"])
+
+
+# The levels of the birth-date comparison that say "the same date" (after its null level): exact, and
+# day and month swapped (`_birth_date_comparison`).
+SAME_BIRTH_DATE_LEVELS = (1, 2)
+
+
+def level_weight(model: dict[str, Any], name: str, level: int) -> float:
+    """A comparison's weight at one of its levels (0 is its null level)."""
+    comparison = next(c for c in model["comparisons"] if c["output_column_name"] == name)
+    numbers = comparison["comparison_levels"][level]
+    return math.log2(numbers["m_probability"] / numbers["u_probability"])
+
+
+def household_member(model: dict[str, Any]) -> Column:
+    """Whether a scored pair looks like two members of one household rather than one person: one part of
+    the name disagrees outright (both known, nothing alike) while the other agrees, and the birth dates
+    are not the same. A parent and a child of one family name, or a couple of one given name, sharing
+    the address, phone and e-mail, otherwise pass on everything they share. A duplicate whose given
+    name is garbled beyond recognition keeps its birth date, and one whose names are swapped with a
+    typo disagrees on both parts."""
+    def apart(name: str) -> Column:
+        return F.abs(F.col(f"mw_{name}") - else_weight(model, name)) < 1e-9
+
+    same_birth_date = reduce(lambda a, b: a | b, [
+        F.abs(F.col("mw_birth_date") - level_weight(model, "birth_date", level)) < 1e-9
+        for level in SAME_BIRTH_DATE_LEVELS])
+    one_name_apart = (apart("given_name") & (F.col("mw_family_name") > 0)) | \
+        (apart("family_name") & (F.col("mw_given_name") > 0))
+    return one_name_apart & ~same_birth_date
 
 
 def weight_of(name: str, columns: list[str]) -> Column:

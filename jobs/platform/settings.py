@@ -199,6 +199,7 @@ class IdentityConfig(Section):
     em_max_iterations: PositiveInt
     max_persons_per_contact_point: PositiveInt
     person_evidence: tuple[Name, ...] = Field(min_length=1)
+    household_members_apart: bool = True
     person_contradiction: tuple[Name, ...] = ()
     refit: bool = False
     incremental: bool = True
