@@ -249,7 +249,7 @@ def test_a_pair_with_one_name_apart_and_another_birth_date_is_two_members_of_a_h
 
     def at(name: str, level: int | None) -> float:
         """The comparison's weight at a level; None: its 'else' level (both known, nothing alike)."""
-        return matching.else_weight(model, name) if level is None else matching.level_weight(model, name, level)
+        return matching.level_weight(model, name, matching.ELSE_LEVEL if level is None else level)
 
     exact, null, one_part_differs = 1, 0, 3     # levels of `matching._birth_date_comparison`
     pairs = [

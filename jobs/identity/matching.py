@@ -338,8 +338,7 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
     # Fellegi-Sunter takes the attributes as independent; in a household they are not, so a parent and
     # a child of the same name at the same address and phone would outweigh two unrelated birth dates.
     own = reduce(lambda a, b: a + b, [weight_of(name, scored.columns) for name in conf.person_evidence])
-    contradicted = [F.abs(F.col(f"mw_{name}") - else_weight(scoring, name)) < 1e-9
-                    for name in conf.person_contradiction]
+    contradicted = [at_level(scoring, name, ELSE_LEVEL) for name in conf.person_contradiction]
     person = reduce(lambda a, b: a & ~b, contradicted, own > 0)
     if conf.household_members_apart:
         person = person & ~household_member(scoring)
@@ -353,23 +352,22 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
     return Linkage(kept.unionByName(links).localCheckpoint(), model_out, lam, trained, blocks, scored_records)
 
 
-def else_weight(model: dict[str, Any], name: str) -> float:
-    """A comparison's weight at its last level: both sides known and nothing alike."""
-    comparison = next(c for c in model["comparisons"] if c["output_column_name"] == name)
-    last = comparison["comparison_levels"][-1]
-    return math.log2(last["m_probability"] / last["u_probability"])
-
-
+ELSE_LEVEL = -1    # a comparison's last level: both sides known and nothing alike
 # The levels of the birth-date comparison that say "the same date" (after its null level): exact, and
 # day and month swapped (`_birth_date_comparison`).
 SAME_BIRTH_DATE_LEVELS = (1, 2)
 
 
 def level_weight(model: dict[str, Any], name: str, level: int) -> float:
-    """A comparison's weight at one of its levels (0 is its null level)."""
+    """A comparison's weight at one of its levels (0 is its null level, `ELSE_LEVEL` its last)."""
     comparison = next(c for c in model["comparisons"] if c["output_column_name"] == name)
     numbers = comparison["comparison_levels"][level]
     return math.log2(numbers["m_probability"] / numbers["u_probability"])
+
+
+def at_level(model: dict[str, Any], name: str, level: int) -> Column:
+    """Whether a scored pair's comparison `name` is at `level`: its weight is that level's."""
+    return F.abs(F.col(f"mw_{name}") - level_weight(model, name, level)) < 1e-9
 
 
 def household_member(model: dict[str, Any]) -> Column:
@@ -379,14 +377,10 @@ def household_member(model: dict[str, Any]) -> Column:
     the address, phone and e-mail, otherwise pass on everything they share. A duplicate whose given
     name is garbled beyond recognition keeps its birth date, and one whose names are swapped with a
     typo disagrees on both parts."""
-    def apart(name: str) -> Column:
-        return F.abs(F.col(f"mw_{name}") - else_weight(model, name)) < 1e-9
-
-    same_birth_date = reduce(lambda a, b: a | b, [
-        F.abs(F.col("mw_birth_date") - level_weight(model, "birth_date", level)) < 1e-9
-        for level in SAME_BIRTH_DATE_LEVELS])
-    one_name_apart = (apart("given_name") & (F.col("mw_family_name") > 0)) | \
-        (apart("family_name") & (F.col("mw_given_name") > 0))
+    same_birth_date = reduce(lambda a, b: a | b,
+                             [at_level(model, "birth_date", level) for level in SAME_BIRTH_DATE_LEVELS])
+    one_name_apart = (at_level(model, "given_name", ELSE_LEVEL) & (F.col("mw_family_name") > 0)) | \
+        (at_level(model, "family_name", ELSE_LEVEL) & (F.col("mw_given_name") > 0))
     return one_name_apart & ~same_birth_date
 
 
