@@ -4,6 +4,8 @@ households; the typo-heavy generator; blocking under a pair cap."""
 from __future__ import annotations
 
 import csv
+import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -150,6 +152,26 @@ def test_names_only_lists_resolve_without_email_or_phone(spark: SparkSession, se
            .collect()}
     assert ids["1"] == ids["2"] == ids["3"]
     assert len({ids["1"], ids["4"], ids["7"]}) == 3
+
+
+def test_a_model_trained_without_email_or_phone_still_links_and_keeps_people_apart(
+        spark: SparkSession, settings: Settings, tmp_path: Path) -> None:
+    """A list with no e-mail or phone (FEBRL's shape) trains none of their levels: the model has no m
+    probability there and Splink scores them with its default. The person-evidence rules read the same
+    weights (they once failed on such a model with a KeyError)."""
+    model = matching.default_model()
+    for comparison in model["comparisons"]:
+        if comparison["output_column_name"] in ("email_key", "phone_key"):
+            for level in comparison["comparison_levels"]:
+                level.pop("m_probability", None)
+    assert math.isfinite(matching.level_weight(model, "phone_key", matching.ELSE_LEVEL))
+    no_contact_points = [(*r[:4], "", "", *r[6:]) for r in HAND_MADE if r[-1] in ("okafor", "grace", "other-lopez")]
+    _write_list(tmp_path / "names.csv", no_contact_points)
+    records = match_records(read_contact_list(spark, tmp_path / "names.csv"), "US", pii_keys(settings).hmac_key)
+    links = matching.link_records(records, settings.identity, model_json=json.dumps(model)).links
+    linked = {frozenset((r.src.split(":")[-1], r.dst.split(":")[-1])) for r in links.collect()}
+    assert linked and all(pair <= {"1", "2", "3"} for pair in linked)     # the Okafors, and no one else
+    assert set().union(*linked) == {"1", "2", "3"}
 
 
 def test_blocking_leaves_out_oversized_blocks_and_skips_rules_over_the_pair_cap(

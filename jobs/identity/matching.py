@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from functools import reduce
 from importlib import resources
@@ -43,6 +42,7 @@ DEFAULT_MODEL = "default_model.json"   # package data: read through importlib.re
 TRAINED_ON = "trained_on_records"   # our keys in a stored model: the records it was trained on (a sample),
 DRAWN_FROM = "drawn_from_records"   # the records that sample was drawn from,
 SHIPPED_DEFAULT = "shipped_default"  # and whether it is the default (not trained on this data)
+OUR_KEYS = (TRAINED_ON, DRAWN_FROM, SHIPPED_DEFAULT)
 
 # Columns Splink reads (built by `splink_input`); blocking rules name them.
 BLOCK_COLUMNS = ("given_name", "family_name", "birth_date", "birth_year", "street", "street_number", "postcode",
@@ -359,10 +359,15 @@ SAME_BIRTH_DATE_LEVELS = (1, 2)
 
 
 def level_weight(model: dict[str, Any], name: str, level: int) -> float:
-    """A comparison's weight at one of its levels (0 is its null level, `ELSE_LEVEL` its last)."""
-    comparison = next(c for c in model["comparisons"] if c["output_column_name"] == name)
-    numbers = comparison["comparison_levels"][level]
-    return math.log2(numbers["m_probability"] / numbers["u_probability"])
+    """A comparison's weight at one of its levels (0 is its null level, `ELSE_LEVEL` its last), as Splink
+    scores it: a level the training never saw has no m probability in the model, and Splink then uses
+    its default (a list without a phone or an e-mail column trains none of their levels)."""
+    from splink import SettingsCreator
+
+    splink_model = {k: v for k, v in model.items() if k not in OUR_KEYS}
+    splink_settings = SettingsCreator.from_path_or_dict(splink_model).get_settings(model.get("sql_dialect", "duckdb"))
+    comparison = next(c for c in splink_settings.comparisons if c.output_column_name == name)
+    return comparison.comparison_levels[level]._log2_bayes_factor
 
 
 def at_level(model: dict[str, Any], name: str, level: int) -> Column:
