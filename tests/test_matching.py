@@ -13,7 +13,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.identity import blocking, matching
+from jobs.identity import blocking, matching, person
 from jobs.identity.contact_list import ContactListError, match_records, read_contact_list, resolve_contact_list
 from jobs.platform.config import Settings
 from jobs.platform.pii import pii_keys
@@ -164,7 +164,7 @@ def test_a_model_trained_without_email_or_phone_still_links_and_keeps_people_apa
         if comparison["output_column_name"] in ("email_key", "phone_key"):
             for level in comparison["comparison_levels"]:
                 level.pop("m_probability", None)
-    assert math.isfinite(matching.level_weight(model, "phone_key", matching.ELSE_LEVEL))
+    assert math.isfinite(person.level_weight(model, "phone_key", person.ELSE_LEVEL))
     no_contact_points = [(*r[:4], "", "", *r[6:]) for r in HAND_MADE if r[-1] in ("okafor", "grace", "other-lopez")]
     _write_list(tmp_path / "names.csv", no_contact_points)
     records = match_records(read_contact_list(spark, tmp_path / "names.csv"), "US", pii_keys(settings).hmac_key)
@@ -271,7 +271,7 @@ def test_a_pair_with_one_name_apart_and_another_birth_date_is_two_members_of_a_h
 
     def at(name: str, level: int | None) -> float:
         """The comparison's weight at a level; None: its 'else' level (both known, nothing alike)."""
-        return matching.level_weight(model, name, matching.ELSE_LEVEL if level is None else level)
+        return person.level_weight(model, name, person.ELSE_LEVEL if level is None else level)
 
     exact, null, one_part_differs = 1, 0, 3     # levels of `matching._birth_date_comparison`
     pairs = [
@@ -288,8 +288,22 @@ def test_a_pair_with_one_name_apart_and_another_birth_date_is_two_members_of_a_h
     rows = [(at("given_name", g), at("family_name", f), 0.0 if d == null else at("birth_date", d))
             for (g, f, d), _ in pairs]
     scored = spark.createDataFrame(rows, "mw_given_name double, mw_family_name double, mw_birth_date double")
-    flagged = [r.household for r in scored.select(matching.household_member(model).alias("household")).collect()]
+    flagged = [r.household for r in scored.select(person.household_member(model).alias("household")).collect()]
     assert flagged == [expected for _, expected in pairs]
+
+
+def test_a_birth_date_vetoes_a_link_only_where_the_model_finds_duplicates_rarely_disagree_on_it() -> None:
+    """The shipped model (a generated list: 0.9% of duplicates carry an unrelated birth date) keeps the veto;
+    a model of a list whose duplicates do so 6% of the time (FEBRL) weighs the disagreement instead."""
+    model = matching.default_model()
+    assert person.contradicting(model, ("birth_date",), 0.02) == ["birth_date"]
+    noisy = json.loads(json.dumps(model))
+    levels = next(c for c in noisy["comparisons"] if c["output_column_name"] == "birth_date")["comparison_levels"]
+    levels[1]["m_probability"] -= 0.06 - levels[-1]["m_probability"]
+    levels[-1]["m_probability"] = 0.06
+    assert person.contradicting(noisy, ("birth_date",), 0.02) == []
+    assert person.level_weight(noisy, "birth_date", person.ELSE_LEVEL) > person.level_weight(
+        model, "birth_date", person.ELSE_LEVEL)
 
 
 def test_the_shipped_default_model_compares_what_the_code_compares() -> None:

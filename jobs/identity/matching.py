@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from functools import reduce
 from importlib import resources
 from typing import Any
 
@@ -32,7 +31,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.identity import blocking
+from jobs.identity import blocking, person
 from jobs.platform.sampling import hashed_sample
 from jobs.platform.settings import IdentityConfig
 
@@ -42,7 +41,6 @@ DEFAULT_MODEL = "default_model.json"   # package data: read through importlib.re
 TRAINED_ON = "trained_on_records"   # our keys in a stored model: the records it was trained on (a sample),
 DRAWN_FROM = "drawn_from_records"   # the records that sample was drawn from,
 SHIPPED_DEFAULT = "shipped_default"  # and whether it is the default (not trained on this data)
-OUR_KEYS = (TRAINED_ON, DRAWN_FROM, SHIPPED_DEFAULT)
 
 # Columns Splink reads (built by `splink_input`); blocking rules name them.
 BLOCK_COLUMNS = ("given_name", "family_name", "birth_date", "birth_year", "street", "street_number", "postcode",
@@ -332,74 +330,23 @@ def link_records(records: DataFrame, conf: IdentityConfig, model_json: str | Non
             db.register(new), threshold_match_probability=conf.match_threshold).as_spark_dataframe().unionByName(
             linker.inference.predict_between(db.register(rest), db.register(new),
                                              threshold_match_probability=conf.match_threshold).as_spark_dataframe())
-    # Person evidence: what a household shares (family name, address, phone, e-mail) supports a match
-    # but cannot make one; the weights of what is the person's own must add up to more than nothing,
-    # and none of it may disagree outright (both known, nothing alike: gamma 0, the 'else' level).
-    # Fellegi-Sunter takes the attributes as independent; in a household they are not, so a parent and
-    # a child of the same name at the same address and phone would outweigh two unrelated birth dates.
-    own = reduce(lambda a, b: a + b, [weight_of(name, scored.columns) for name in conf.person_evidence])
-    contradicted = [at_level(scoring, name, ELSE_LEVEL) for name in conf.person_contradiction]
-    person = reduce(lambda a, b: a & ~b, contradicted, own > 0)
-    if conf.household_members_apart:
-        person = person & ~household_member(scoring)
+    vetoes = person.contradicting(scoring, conf.person_contradiction, conf.contradiction_max_match_share)
+    one_person = person.one_person(scoring, scored.columns, conf.person_evidence, vetoes, conf.household_members_apart)
     ids = F.col("unique_id_l"), F.col("unique_id_r")
-    links = scored.where(person).select(F.least(*ids).alias("src"), F.greatest(*ids).alias("dst"),
+    links = scored.where(one_person).select(F.least(*ids).alias("src"), F.greatest(*ids).alias("dst"),
                                          "match_probability", "match_weight",
                                          comparison_weights(scored.columns).alias("weights"))
     log.info("matching: %d candidate pairs over %d rules (%d oversized blocks left out), %d of %d records "
-             "scored, model %s", blocks.candidate_pairs, len(rules), sum(blocks.oversized_blocks.values()),
-             scored_records, n_records, "trained" if trained else "in force")
+             "scored, model %s, vetoed by disagreeing %s", blocks.candidate_pairs, len(rules),
+             sum(blocks.oversized_blocks.values()), scored_records, n_records, "trained" if trained else "in force",
+             vetoes or "nothing")
     return Linkage(kept.unionByName(links).localCheckpoint(), model_out, lam, trained, blocks, scored_records)
-
-
-ELSE_LEVEL = -1    # a comparison's last level: both sides known and nothing alike
-# The levels of the birth-date comparison that say "the same date" (after its null level): exact, and
-# day and month swapped (`_birth_date_comparison`).
-SAME_BIRTH_DATE_LEVELS = (1, 2)
-
-
-def level_weight(model: dict[str, Any], name: str, level: int) -> float:
-    """A comparison's weight at one of its levels (0 is its null level, `ELSE_LEVEL` its last), as Splink
-    scores it: a level the training never saw has no m probability in the model, and Splink then uses
-    its default (a list without a phone or an e-mail column trains none of their levels)."""
-    from splink import SettingsCreator
-
-    splink_model = {k: v for k, v in model.items() if k not in OUR_KEYS}
-    splink_settings = SettingsCreator.from_path_or_dict(splink_model).get_settings(model.get("sql_dialect", "duckdb"))
-    comparison = next(c for c in splink_settings.comparisons if c.output_column_name == name)
-    return comparison.comparison_levels[level]._log2_bayes_factor
-
-
-def at_level(model: dict[str, Any], name: str, level: int) -> Column:
-    """Whether a scored pair's comparison `name` is at `level`: its weight is that level's."""
-    return F.abs(F.col(f"mw_{name}") - level_weight(model, name, level)) < 1e-9
-
-
-def household_member(model: dict[str, Any]) -> Column:
-    """Whether a scored pair looks like two members of one household rather than one person: one part of
-    the name disagrees outright (both known, nothing alike) while the other agrees, and the birth dates
-    are not the same. A parent and a child of one family name, or a couple of one given name, sharing
-    the address, phone and e-mail, otherwise pass on everything they share. A duplicate whose given
-    name is garbled beyond recognition keeps its birth date, and one whose names are swapped with a
-    typo disagrees on both parts."""
-    same_birth_date = reduce(lambda a, b: a | b,
-                             [at_level(model, "birth_date", level) for level in SAME_BIRTH_DATE_LEVELS])
-    one_name_apart = (at_level(model, "given_name", ELSE_LEVEL) & (F.col("mw_family_name") > 0)) | \
-        (at_level(model, "family_name", ELSE_LEVEL) & (F.col("mw_given_name") > 0))
-    return one_name_apart & ~same_birth_date
-
-
-def weight_of(name: str, columns: list[str]) -> Column:
-    """A comparison's part of a scored pair's match weight, its term-frequency adjustment included."""
-    weight = F.col(f"mw_{name}")
-    if f"mw_tf_adj_{name}" in columns:
-        weight = weight + F.coalesce(F.col(f"mw_tf_adj_{name}"), F.lit(0.0))
-    return weight
 
 
 def comparison_weights(columns: list[str]) -> Column:
     """map<comparison, match weight (log2 Bayes factor)>: the data of a pair's waterfall chart."""
-    return F.create_map(*[part for name in COMPARED for part in (F.lit(name), F.round(weight_of(name, columns), 3))])
+    return F.create_map(*[part for name in COMPARED
+                          for part in (F.lit(name), F.round(person.weight_of(name, columns), 3))])
 
 
 def fingerprint(records: DataFrame) -> Column:

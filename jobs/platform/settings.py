@@ -201,6 +201,7 @@ class IdentityConfig(Section):
     person_evidence: tuple[Name, ...] = Field(min_length=1)
     household_members_apart: bool = True
     person_contradiction: tuple[Name, ...] = ()
+    contradiction_max_match_share: Share = 0.02
     refit: bool = False
     incremental: bool = True
     max_accounts_per_device: PositiveInt

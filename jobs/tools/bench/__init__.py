@@ -124,8 +124,9 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
         results["pipeline"] = [e for e in earlier["pipeline"] if e["customers"] not in pipeline_sizes]
         results["transactions"] = [e for e in earlier["transactions"] if e["customers"] not in transaction_sizes]
         for key in ("identity_lists", "identity_day_two"):
-            results[key] = [e for e in earlier.get(key, [])
-                            if e["people"] not in identity_lists or e.get("kind", "day-2") not in identity_kinds]
+            rerun = [e for e in earlier.get(key, []) if e.get("kind", "day-2") in identity_kinds and identity_lists
+                     and (e["people"] in identity_lists or e["kind"] in identity.FIXED_SIZE)]
+            results[key] = [e for e in earlier.get(key, []) if e not in rerun]
 
     def save() -> None:
         for key in ("pipeline", "transactions"):
@@ -169,12 +170,14 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
             entry["identity"] = identity.pipeline_contacts(spark, settings, size_folder(settings, entry["customers"]))
             print(f"bench: {entry['customers']} identity {json.dumps(entry['identity'])}", flush=True)
             save()
-    for people in identity_lists:
-        for kind in identity_kinds:
-            entry = identity.RUNS[kind](spark, settings, people)
-            print(f"bench: {kind} contacts of {people} people, identity {json.dumps(entry)}", flush=True)
-            results["identity_day_two" if kind == "day-2" else "identity_lists"].append(entry)
-            save()
+    sized_runs = [(people, kind) for people in identity_lists for kind in identity_kinds
+                  if kind not in identity.FIXED_SIZE]
+    fixed_runs = [(0, kind) for kind in identity_kinds if kind in identity.FIXED_SIZE and identity_lists]
+    for people, kind in sized_runs + fixed_runs:
+        entry = identity.RUNS[kind](spark, settings, people)
+        print(f"bench: {kind} contacts of {entry['people']} people, identity {json.dumps(entry)}", flush=True)
+        results["identity_day_two" if kind == "day-2" else "identity_lists"].append(entry)
+        save()
     for customers in transaction_sizes:
         entry = transaction_baselines(spark, settings, customers)
         print(f"bench: {customers} simulated customers {json.dumps(entry, default=str)}", flush=True)

