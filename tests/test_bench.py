@@ -264,3 +264,28 @@ def test_the_identity_kinds_the_command_offers_are_those_the_bench_runs() -> Non
     assert defaults == list(RUNS)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--identity-kinds", "typo"])
+
+
+def test_febrl_records_become_contact_list_rows_with_their_person_as_truth(tmp_path: Path) -> None:
+    """FEBRL's files (a space after each comma, record ids rec-<person>-org / -dup-<k>) in the contact-list columns."""
+    from jobs.tools.bench.identity import febrl_contact_list
+    from schemas.raw import CONTACT_LIST
+
+    header = ("rec_id, given_name, surname, street_number, address_1, address_2, suburb, postcode, state, "
+              "date_of_birth, soc_sec_id\n")
+    (tmp_path / "dataset4a.csv").write_text(header + "rec-7-org, ann, lee, 12, elm street, , dapto, 2530, nsw, "
+                                                     "19840307, 123\n")
+    (tmp_path / "dataset4b.csv").write_text(header + "rec-7-dup-0, lee, ann, , elm street, unit 2, dapto, 2350, nsw, "
+                                                     ", 123\nrec-9-dup-0, bo, tan, 3, oak road, , quorn, 5433, sa, "
+                                                     "19500101, 456\n")
+    contacts, truth = febrl_contact_list(tmp_path, ("dataset4a.csv", "dataset4b.csv"))
+    assert set(contacts.columns) <= {c.name for c in CONTACT_LIST.columns}
+    assert contacts.to_dict("records")[:2] == [
+        {"source": "dataset4a", "source_record_id": "rec-7-org", "first_name": "ann", "last_name": "lee",
+         "dob": "19840307", "street": "12 elm street", "address_line2": "", "city": "dapto", "postcode": "2530",
+         "region": "nsw"},
+        {"source": "dataset4b", "source_record_id": "rec-7-dup-0", "first_name": "lee", "last_name": "ann",
+         "dob": "", "street": "elm street", "address_line2": "unit 2", "city": "dapto", "postcode": "2350",
+         "region": "nsw"}]
+    assert truth.to_dict() == {"record:dataset4a:rec-7-org": "7", "record:dataset4b:rec-7-dup-0": "7",
+                               "record:dataset4b:rec-9-dup-0": "9"}
