@@ -113,3 +113,17 @@ def test_an_erasure_request_takes_no_contact_point_on_its_command_line() -> None
     with pytest.raises(SystemExit):
         parser.parse_args(["erase", "--email", "ann@example.com"])
     assert parser.parse_args(["erase", "--request-id", "r1"]).request_id == "r1"
+
+
+def test_processes_starting_together_on_a_fresh_clone_make_and_read_one_whole_key(tmp_path: Path) -> None:
+    """The suite's two workers once met a key file created but not yet written (`got 0` bytes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folders = [tmp_path / f"secrets-{i}" for i in range(20)]
+    with ThreadPoolExecutor(16) as pool:
+        keys = list(pool.map(lambda folder: pii.load_keys(folder, environ={}), [f for f in folders for _ in range(16)]))
+    assert {len(k.encryption_key) for k in keys} == {32}
+    for i, folder in enumerate(folders):
+        assert len({k.encryption_key for k in keys[16 * i:16 * (i + 1)]}) == 1     # everyone has the first key
+        assert sorted(p.name for p in folder.iterdir()) == ["encryption.key", "hmac.key"]   # no staged copy left
+        assert (folder / "encryption.key").stat().st_mode & 0o777 == 0o600

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +43,28 @@ class PiiKeys:
         return "PiiKeys(<redacted>)"
 
 
+def _generate_key(key_file: Path) -> None:
+    """A new random key at `key_file` unless one is there. Written whole under another name (mode 0600) and
+    linked into place: a process starting beside this one (the suite's two workers on a fresh clone) reads
+    no file or the whole key, never a half-written one, and the first key linked is everyone's."""
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, staged = tempfile.mkstemp(dir=key_file.parent, prefix=f".{key_file.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(base64.b64encode(os.urandom(32)))
+        os.link(staged, key_file)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(staged)
+
+
 def _key_from(env_name: str, key_file: Path | None, environ: dict[str, str]) -> bytes:
     if environ.get(env_name):
         key = base64.b64decode(environ[env_name])
     elif key_file is not None:
         if not key_file.exists():
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(base64.b64encode(os.urandom(32)))
+            _generate_key(key_file)
         key = base64.b64decode(key_file.read_bytes())
     else:
         raise MissingKey(f"set {env_name} (32 random bytes, base64) from your secret store")
